@@ -1,0 +1,98 @@
+//! The command tree, with flyctl's names, and the dispatch to each command's module.
+
+mod apps;
+mod auth;
+mod machine;
+mod server;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "hangar",
+    version,
+    about = "Hangar: the Fly.io workflow on machines you own"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the platform: the Machines API and the machine supervisor
+    Server(server::ServerArgs),
+    /// Manage apps
+    #[command(subcommand)]
+    Apps(apps::AppsCmd),
+    /// Manage machines
+    #[command(subcommand, alias = "machines", alias = "m")]
+    Machine(machine::MachineCmd),
+    /// Who the current token is
+    #[command(subcommand)]
+    Auth(auth::AuthCmd),
+    /// Internal: supervise one machine process (started by the process driver)
+    #[command(hide = true)]
+    Shim(ShimArgs),
+}
+
+#[derive(Args)]
+pub struct ShimArgs {
+    pub dir: PathBuf,
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Server(a) => server::run(a).await.map(|_| ExitCode::SUCCESS),
+        Command::Apps(c) => apps::run(c).await.map(|_| ExitCode::SUCCESS),
+        Command::Machine(c) => machine::run(c).await,
+        Command::Auth(c) => auth::run(c).await.map(|_| ExitCode::SUCCESS),
+        Command::Shim(_) => unreachable_shim(),
+    }
+}
+
+fn unreachable_shim() -> Result<ExitCode> {
+    bail!("the shim runs before the async runtime starts")
+}
+
+/// The app a command acts on: `-a/--app`, else `HANGAR_APP` or `FLY_APP`.
+#[derive(Args, Clone)]
+pub struct AppArg {
+    /// Application name
+    #[arg(short = 'a', long = "app", env = "HANGAR_APP")]
+    pub app: Option<String>,
+}
+
+impl AppArg {
+    pub fn name(&self) -> Result<String> {
+        self.app
+            .clone()
+            .or_else(|| std::env::var("FLY_APP").ok())
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("no app given: pass -a APP (or set HANGAR_APP)"))
+    }
+}
+
+/// Asks before something destructive: `--yes` skips the question; without a terminal
+/// the command refuses instead of waiting for an answer nobody can give.
+pub fn confirm(question: &str, yes: bool) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("{question} needs confirmation: pass --yes to do it without a prompt");
+    }
+    eprint!("{question} [y/N]: ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        bail!("cancelled")
+    }
+}

@@ -1,0 +1,141 @@
+//! `hangar server`: telemetry, flags, driver choice, bootstrap output, then serve until
+//! SIGTERM or SIGINT. Machines keep running when the server exits.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use hangar_runtime::process::ProcessDriver;
+use hangar_runtime::Driver;
+use hangar_server::CancellationToken;
+use hangar_server::{Server, ServerConfig};
+use tracing::info;
+
+use crate::config::{self, CliConfig};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DriverKind {
+    /// The best driver this host can run
+    Auto,
+    /// Host processes (no isolation; for laptops and non-root hosts)
+    Process,
+    /// OCI images on containerd
+    Containerd,
+}
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// Where state, logs and machine files live [default: $XDG_DATA_HOME/hangar]
+    #[arg(long, env = "HANGAR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the Machines API
+    #[arg(long, env = "HANGAR_API_LISTEN", default_value = "127.0.0.1:4280")]
+    pub api_listen: SocketAddr,
+    /// How machines run
+    #[arg(long, env = "HANGAR_DRIVER", value_enum, default_value = "auto")]
+    pub driver: DriverKind,
+    /// The region this host reports, and new machines' default region
+    #[arg(long, env = "HANGAR_REGION", default_value = "local")]
+    pub region: String,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HANGAR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn choose_driver(kind: DriverKind, data_dir: &std::path::Path) -> Result<Arc<dyn Driver>> {
+    let exe = std::env::current_exe().context("find the hangar binary for the machine shim")?;
+    let process = || -> Arc<dyn Driver> {
+        Arc::new(ProcessDriver::new(data_dir.join("machines"), exe.clone()))
+    };
+    match kind {
+        DriverKind::Process => {
+            info!(driver = "process", "driver chosen by --driver");
+            Ok(process())
+        }
+        DriverKind::Auto => {
+            info!(
+                driver = "process",
+                "driver chosen automatically: this build runs machines as host processes"
+            );
+            Ok(process())
+        }
+        DriverKind::Containerd => {
+            bail!("the containerd driver is not part of this build yet; run with --driver process")
+        }
+    }
+}
+
+pub async fn run(args: ServerArgs) -> Result<()> {
+    init_tracing();
+    let region = args.region.trim().to_ascii_lowercase();
+    if region.is_empty() || !region.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        bail!(
+            "invalid --region {:?}: use a region code such as \"ord\"",
+            args.region
+        );
+    }
+    let data_dir = args.data_dir.unwrap_or_else(config::default_data_dir);
+    let driver = choose_driver(args.driver, &data_dir)?;
+    let cfg = ServerConfig {
+        data_dir: data_dir.clone(),
+        api_listen: args.api_listen,
+        region: region.clone(),
+        admin_token: std::env::var("HANGAR_ADMIN_TOKEN").ok(),
+    };
+    let server = Server::start(cfg, driver)
+        .await
+        .context("start hangar server")?;
+    let api_url = format!("http://{}", server.api_addr);
+    info!(api = %api_url, data_dir = %data_dir.display(), region = %region, "hangar server listening");
+    if let Some(token) = &server.bootstrap.admin_token {
+        println!(
+            "Admin token (shown once; also in {}):",
+            server.bootstrap.admin_token_file.display()
+        );
+        println!("  {token}");
+        let written = config::write_if_absent(&CliConfig {
+            api_url: Some(api_url.clone()),
+            access_token: Some(token.clone()),
+        })?;
+        if let Some(path) = written {
+            println!(
+                "CLI configured in {}: try `hangar apps list`",
+                path.display()
+            );
+        }
+    }
+    println!("Hangar API listening on {api_url}");
+
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutdown requested; finishing in-flight requests, leaving machines running");
+        trigger.cancel();
+    });
+    server.serve(shutdown).await?;
+    info!("hangar server stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,35 @@
+//! `hangar`: the command line. `hangar server` runs the platform; every other command is
+//! a client of its HTTP API, named as flyctl names it. `main` only parses, runs, and
+//! turns a failure into one `Error: ...` line and a non-zero exit.
+
+mod commands;
+mod config;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use commands::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The shim is a tiny synchronous process; it needs no runtime.
+    if let commands::Command::Shim(args) = &cli.command {
+        return ExitCode::from(hangar_runtime::process::shim::run(&args.dir) as u8);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: start async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

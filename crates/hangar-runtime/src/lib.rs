@@ -1,0 +1,132 @@
+//! Runtime drivers: what actually runs a machine.
+//!
+//! This crate owns the [`Driver`] trait, the seam between the machine supervisor and a
+//! way of running machines, and the drivers themselves: [`process::ProcessDriver`] (host
+//! processes, in the style of Nomad's raw_exec) today, containerd next. A driver does
+//! what it is told and reports exits; it does not decide states, restart policy or what
+//! the API answers — the supervisor does.
+
+pub mod process;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hangar_types::{MachineConfig, ProcessStat, Signal};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+/// Everything a driver needs to launch one version of a machine.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub machine_id: String,
+    pub config: MachineConfig,
+    /// The platform's runtime variables (`FLY_*`, `PORT`, ...), merged over `config.env`.
+    pub platform_env: BTreeMap<String, String>,
+}
+
+/// How a machine's main process ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    pub exit_code: i32,
+    /// The signal that killed it, if one did.
+    #[serde(default)]
+    pub signal: Option<i32>,
+    #[serde(default)]
+    pub oom_killed: bool,
+    /// Unix milliseconds.
+    pub exited_at: i64,
+    /// Set when the driver could not learn how the process ended.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl ExitStatus {
+    /// A clean exit: code 0 and no signal.
+    pub fn is_success(&self) -> bool {
+        self.exit_code == 0 && self.signal.is_none() && !self.oom_killed && self.error.is_none()
+    }
+}
+
+/// A running machine: the handle to store (so a restarted server can find it again) and
+/// a receiver that yields once, when its main process exits.
+pub struct Running {
+    pub handle: String,
+    pub exited: oneshot::Receiver<ExitStatus>,
+}
+
+/// What a driver found when asked about a machine after a server restart.
+pub enum Adopted {
+    Running(oneshot::Receiver<ExitStatus>),
+    Exited(ExitStatus),
+}
+
+/// Output of a command run inside a machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The machine's config cannot be run by this driver; the user must change it.
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("command timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("machine is not running")]
+    NotRunning,
+    #[error("stored runtime handle is unreadable: {0}")]
+    BadHandle(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DriverError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        DriverError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// A way of running machines. Handles are opaque strings the driver made itself.
+#[async_trait::async_trait]
+pub trait Driver: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// Refuses a config this driver cannot run, with a message for the user.
+    fn check_config(&self, _config: &MachineConfig) -> Result<(), String> {
+        Ok(())
+    }
+    /// Launches the machine's main process.
+    async fn start(&self, spec: &LaunchSpec) -> Result<Running, DriverError>;
+    /// Finds a machine launched before a restart of the server.
+    async fn adopt(&self, handle: &str) -> Result<Adopted, DriverError>;
+    /// Delivers `signal` to the main process.
+    async fn signal(&self, handle: &str, signal: Signal) -> Result<(), DriverError>;
+    /// Kills every process of the machine.
+    async fn kill_all(&self, handle: &str) -> Result<(), DriverError>;
+    /// Freezes every process of the machine, keeping its memory.
+    async fn suspend(&self, handle: &str) -> Result<(), DriverError>;
+    /// Thaws a suspended machine.
+    async fn resume(&self, handle: &str) -> Result<(), DriverError>;
+    /// Runs a command inside the running machine.
+    async fn exec(
+        &self,
+        handle: &str,
+        spec: &LaunchSpec,
+        argv: &[String],
+        stdin: Option<&str>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, DriverError>;
+    /// Lists the machine's processes.
+    async fn ps(&self, handle: &str) -> Result<Vec<ProcessStat>, DriverError>;
+    /// Removes everything the driver keeps for a machine.
+    async fn destroy(&self, machine_id: &str) -> Result<(), DriverError>;
+}

@@ -1,0 +1,352 @@
+//! The process driver: each machine is a host process, launched through a shim so it
+//! outlives the server (Nomad raw_exec style; for laptops and hosts without containerd).
+//!
+//! Layout under the driver's root, per machine: `rootfs/` (the working directory),
+//! `logs/stdout.log` and `logs/stderr.log`, `run/` (the shim's spec and `exit.json`).
+//! The command is `config.init.exec`, else `init.entrypoint` + `init.cmd`; the image is
+//! recorded but not pulled. Stop, signal, suspend (SIGSTOP of the process group) and
+//! resume (SIGCONT) act on the host process group; isolation is that of a host process.
+
+pub mod procfs;
+pub mod shim;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use hangar_types::{ProcessStat, Signal};
+use nix::sys::signal::{kill, Signal as NixSignal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::oneshot;
+
+use crate::{Adopted, Driver, DriverError, ExecOutput, ExitStatus, LaunchSpec, Running};
+use shim::{ShimReply, ShimSpec, EXIT_FILE, SPEC_FILE};
+
+/// What the process driver stores to find a machine again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Handle {
+    pid: i32,
+    starttime: u64,
+    shim_pid: i32,
+    run_dir: PathBuf,
+}
+
+pub struct ProcessDriver {
+    root: PathBuf,
+    /// The program that runs the shim (`<program> shim <dir>`): the `hangar` binary.
+    shim_program: PathBuf,
+}
+
+/// How often an adopted machine (not our child any more) is checked for an exit.
+const ADOPTED_POLL: Duration = Duration::from_millis(100);
+
+impl ProcessDriver {
+    pub fn new(root: PathBuf, shim_program: PathBuf) -> Self {
+        Self { root, shim_program }
+    }
+
+    fn machine_dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// The machine's stdout and stderr log files.
+    pub fn log_paths(&self, id: &str) -> (PathBuf, PathBuf) {
+        let logs = self.machine_dir(id).join("logs");
+        (logs.join("stdout.log"), logs.join("stderr.log"))
+    }
+
+    fn argv(spec: &LaunchSpec) -> Result<Vec<String>, DriverError> {
+        let init = &spec.config.init;
+        let argv: Vec<String> = match init.exec.as_ref().filter(|e| !e.is_empty()) {
+            Some(exec) => exec.clone(),
+            None => init
+                .entrypoint
+                .iter()
+                .flatten()
+                .chain(init.cmd.iter().flatten())
+                .cloned()
+                .collect(),
+        };
+        if argv.is_empty() || argv[0].is_empty() {
+            return Err(DriverError::InvalidConfig(
+                "the process driver runs config.init.exec (or init.entrypoint + init.cmd) on the host; give a command, e.g. \"init\": {\"exec\": [\"/bin/sleep\", \"inf\"]}".into(),
+            ));
+        }
+        Ok(argv)
+    }
+
+    fn env(spec: &LaunchSpec) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        for key in ["PATH", "HOME", "LANG", "TZ"] {
+            if let Ok(v) = std::env::var(key) {
+                env.insert(key.to_string(), v);
+            }
+        }
+        env.entry("PATH".into()).or_insert_with(|| {
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+        });
+        if let Some(user_env) = &spec.config.env {
+            env.extend(user_env.clone());
+        }
+        env.extend(spec.platform_env.clone());
+        env
+    }
+}
+
+fn parse_handle(handle: &str) -> Result<Handle, DriverError> {
+    serde_json::from_str(handle).map_err(|e| DriverError::BadHandle(e.to_string()))
+}
+
+fn send(pid: i32, sig: i32) -> Result<(), DriverError> {
+    let sig = NixSignal::try_from(sig)
+        .map_err(|_| DriverError::InvalidConfig(format!("unsupported signal {sig}")))?;
+    match kill(Pid::from_raw(pid), sig) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(DriverError::io(format!("send {sig} to {pid}"), e.into())),
+    }
+}
+
+async fn read_exit(run_dir: &Path) -> Option<ExitStatus> {
+    let bytes = tokio::fs::read(run_dir.join(EXIT_FILE)).await.ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// After the main process is gone, the shim writes `exit.json`; give it a moment.
+async fn exit_after_shim(run_dir: &Path) -> ExitStatus {
+    for _ in 0..40 {
+        if let Some(st) = read_exit(run_dir).await {
+            return st;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ExitStatus {
+        exit_code: -1,
+        exited_at: shim::now_ms(),
+        error: Some("the machine's shim exited without recording how the process ended".into()),
+        ..Default::default()
+    }
+}
+
+fn watch_adopted(h: Handle) -> oneshot::Receiver<ExitStatus> {
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        while procfs::is_alive(h.pid, h.starttime) {
+            tokio::time::sleep(ADOPTED_POLL).await;
+        }
+        let _ = tx.send(exit_after_shim(&h.run_dir).await);
+    });
+    rx
+}
+
+#[async_trait::async_trait]
+impl Driver for ProcessDriver {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn check_config(&self, config: &hangar_types::MachineConfig) -> Result<(), String> {
+        let spec = LaunchSpec {
+            machine_id: String::new(),
+            config: config.clone(),
+            platform_env: BTreeMap::new(),
+        };
+        Self::argv(&spec).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    async fn start(&self, spec: &LaunchSpec) -> Result<Running, DriverError> {
+        let argv = Self::argv(spec)?;
+        let dir = self.machine_dir(&spec.machine_id);
+        let (run_dir, rootfs, logs) = (dir.join("run"), dir.join("rootfs"), dir.join("logs"));
+        for d in [&run_dir, &rootfs, &logs] {
+            tokio::fs::create_dir_all(d)
+                .await
+                .map_err(|e| DriverError::io(format!("create {}", d.display()), e))?;
+        }
+        let _ = tokio::fs::remove_file(run_dir.join(EXIT_FILE)).await;
+        let (stdout, stderr) = self.log_paths(&spec.machine_id);
+        let shim_spec = ShimSpec {
+            argv,
+            env: Self::env(spec),
+            cwd: rootfs,
+            stdout,
+            stderr,
+        };
+        let spec_bytes = serde_json::to_vec(&shim_spec)
+            .map_err(|e| DriverError::io("encode launch spec", e.into()))?;
+        tokio::fs::write(run_dir.join(SPEC_FILE), spec_bytes)
+            .await
+            .map_err(|e| DriverError::io("write launch spec", e))?;
+
+        let mut child = Command::new(&self.shim_program)
+            .arg("shim")
+            .arg(&run_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| {
+                DriverError::io(format!("start shim {}", self.shim_program.display()), e)
+            })?;
+        let shim_pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            BufReader::new(out)
+                .read_line(&mut line)
+                .await
+                .map_err(|e| DriverError::io("read shim reply", e))?;
+        }
+        let reply: ShimReply = serde_json::from_str(line.trim()).map_err(|_| {
+            DriverError::io(
+                "shim gave no reply",
+                std::io::Error::other(format!("got {:?}", line.trim())),
+            )
+        })?;
+        let (pid, starttime) = match reply {
+            ShimReply::Started { pid, starttime } => (pid, starttime),
+            ShimReply::Failed { error } => {
+                let _ = child.wait().await;
+                return Err(DriverError::InvalidConfig(error));
+            }
+        };
+        let handle = Handle {
+            pid,
+            starttime,
+            shim_pid,
+            run_dir: run_dir.clone(),
+        };
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+            let _ = tx.send(exit_after_shim(&run_dir).await);
+        });
+        Ok(Running {
+            handle: serde_json::to_string(&handle)
+                .map_err(|e| DriverError::io("encode handle", e.into()))?,
+            exited: rx,
+        })
+    }
+
+    async fn adopt(&self, handle: &str) -> Result<Adopted, DriverError> {
+        let h = parse_handle(handle)?;
+        if let Some(status) = read_exit(&h.run_dir).await {
+            return Ok(Adopted::Exited(status));
+        }
+        if procfs::is_alive(h.pid, h.starttime) {
+            return Ok(Adopted::Running(watch_adopted(h)));
+        }
+        Ok(Adopted::Exited(exit_after_shim(&h.run_dir).await))
+    }
+
+    async fn signal(&self, handle: &str, signal: Signal) -> Result<(), DriverError> {
+        let h = parse_handle(handle)?;
+        send(h.pid, signal.number())
+    }
+
+    async fn kill_all(&self, handle: &str) -> Result<(), DriverError> {
+        let h = parse_handle(handle)?;
+        send(-h.pid, libc_sig::SIGCONT)?;
+        send(-h.pid, Signal::SIGKILL.number())
+    }
+
+    async fn suspend(&self, handle: &str) -> Result<(), DriverError> {
+        let h = parse_handle(handle)?;
+        send(-h.pid, libc_sig::SIGSTOP)
+    }
+
+    async fn resume(&self, handle: &str) -> Result<(), DriverError> {
+        let h = parse_handle(handle)?;
+        send(-h.pid, libc_sig::SIGCONT)
+    }
+
+    async fn exec(
+        &self,
+        handle: &str,
+        spec: &LaunchSpec,
+        argv: &[String],
+        stdin: Option<&str>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, DriverError> {
+        let h = parse_handle(handle)?;
+        if !procfs::is_alive(h.pid, h.starttime) {
+            return Err(DriverError::NotRunning);
+        }
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| DriverError::InvalidConfig("command is empty".into()))?;
+        let mut child = Command::new(program)
+            .args(args)
+            .env_clear()
+            .envs(Self::env(spec))
+            .current_dir(self.machine_dir(&spec.machine_id).join("rootfs"))
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| DriverError::InvalidConfig(format!("cannot run {program:?}: {e}")))?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            let input = input.to_string();
+            tokio::spawn(async move {
+                let _ = pipe.write_all(input.as_bytes()).await;
+            });
+        }
+        let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+        let run = async {
+            let (mut o, mut e) = (Vec::new(), Vec::new());
+            if let Some(s) = out.as_mut() {
+                let _ = s.read_to_end(&mut o).await;
+            }
+            if let Some(s) = err.as_mut() {
+                let _ = s.read_to_end(&mut e).await;
+            }
+            let status = child.wait().await;
+            (status, o, e)
+        };
+        let (status, o, e) = tokio::time::timeout(timeout, run)
+            .await
+            .map_err(|_| DriverError::Timeout(timeout))?;
+        let status = status.map_err(|e| DriverError::io("wait for command", e))?;
+        use std::os::unix::process::ExitStatusExt;
+        Ok(ExecOutput {
+            exit_code: status.code().unwrap_or(128 + status.signal().unwrap_or(0)),
+            stdout: String::from_utf8_lossy(&o).into_owned(),
+            stderr: String::from_utf8_lossy(&e).into_owned(),
+        })
+    }
+
+    async fn ps(&self, handle: &str) -> Result<Vec<ProcessStat>, DriverError> {
+        let h = parse_handle(handle)?;
+        if !procfs::is_alive(h.pid, h.starttime) {
+            return Err(DriverError::NotRunning);
+        }
+        Ok(
+            tokio::task::spawn_blocking(move || procfs::processes_in_group(h.pid))
+                .await
+                .unwrap_or_default(),
+        )
+    }
+
+    async fn destroy(&self, machine_id: &str) -> Result<(), DriverError> {
+        let dir = self.machine_dir(machine_id);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(DriverError::io(format!("remove {}", dir.display()), e)),
+        }
+    }
+}
+
+/// Job-control signals, which the API's signal type does not offer to users.
+mod libc_sig {
+    pub const SIGCONT: i32 = 18;
+    pub const SIGSTOP: i32 = 19;
+}

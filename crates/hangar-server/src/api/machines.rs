@@ -1,0 +1,429 @@
+//! `/v1/apps/{app}/machines` and `/v1/apps/{app}/machines/{id}`: list, create, show,
+//! update, destroy (machines-api.md §6.1–6.6), the `Machine` view, and the lease guard
+//! every mutating machine route passes through.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use hangar_store::{LeaseRecord, MachineFilter, MachineRecord};
+use hangar_types::requests::{CreateMachineRequest, OkResponse};
+use hangar_types::{ImageRef, Lease, Machine, MachineConfig, MachineEvent, MachineState};
+use serde_json::Value;
+
+use super::apps::load_app;
+use super::{idempotency, ApiError, JsonBody, Params};
+use crate::auth::Caller;
+use crate::supervisor::MachineCmd;
+use crate::{clock, ids, AppState};
+
+/// How many recent events a machine embeds in its JSON.
+const EMBEDDED_EVENTS: usize = 10;
+
+pub(super) fn routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route(
+            "/apps/{app}/machines",
+            get(list)
+                .post(create)
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    idempotency::guard,
+                )),
+        )
+        .route(
+            "/apps/{app}/machines/{id}",
+            get(show).post(update).delete(destroy),
+        )
+}
+
+/// Loads a machine of an app the caller may see; 404 `machine not found` otherwise.
+pub(super) async fn load_machine(
+    state: &AppState,
+    caller: &Caller,
+    app: &str,
+    id: &str,
+) -> Result<MachineRecord, ApiError> {
+    let app = load_app(state, caller, app).await?;
+    let id = id.to_string();
+    state
+        .store
+        .call(move |db| db.machine(&app.name, &id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("machine not found"))
+}
+
+pub(super) const NONCE_HEADER: &str = "fly-machine-lease-nonce";
+
+pub(super) fn nonce_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(NONCE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+pub(super) fn lease_held_message(l: &LeaseRecord) -> String {
+    format!(
+        "machine ID {} lease currently held by {}, expires at {}",
+        l.machine_id,
+        l.owner,
+        clock::rfc3339_from_secs(l.expires_at)
+    )
+}
+
+/// Refuses a mutation of a leased machine unless the request carries the lease's nonce,
+/// and refuses a nonce that no longer names a live lease.
+pub(super) async fn check_lease(
+    state: &AppState,
+    machine_id: &str,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let id = machine_id.to_string();
+    let lease = state
+        .store
+        .call(move |db| db.active_lease(&id, clock::now_secs()))
+        .await?;
+    match (lease, nonce_of(headers)) {
+        (Some(l), Some(n)) if l.nonce == n => Ok(()),
+        (Some(l), _) => Err(ApiError::conflict(format!("aborted: {}", lease_held_message(&l)))),
+        (None, Some(_)) => Err(ApiError::conflict(
+            "aborted: the lease nonce sent in fly-machine-lease-nonce has expired or was released; acquire a new lease (POST …/lease) or send no nonce",
+        )),
+        (None, None) => Ok(()),
+    }
+}
+
+/// The `Machine` JSON of a stored machine.
+pub(super) fn view(
+    m: &MachineRecord,
+    events: Vec<MachineEvent>,
+    lease: Option<Lease>,
+    nonce: Option<String>,
+) -> Machine {
+    Machine {
+        id: m.id.clone(),
+        name: m.name.clone(),
+        state: m.state.to_string(),
+        region: m.region.clone(),
+        instance_id: m.instance_id.clone(),
+        version: m.instance_id.clone(),
+        private_ip: m.private_ip.clone(),
+        image_ref: ImageRef::parse(&m.config.image),
+        config: m.config.clone(),
+        created_at: m.created_at.clone(),
+        updated_at: m.updated_at.clone(),
+        events,
+        checks: Vec::new(),
+        nonce,
+        lease,
+        host_status: "ok".into(),
+        cordoned: m.cordoned,
+    }
+}
+
+fn lease_view(l: &LeaseRecord, version: &str) -> Lease {
+    Lease {
+        nonce: None,
+        expires_at: l.expires_at,
+        owner: l.owner.clone(),
+        description: l.description.clone(),
+        version: version.to_string(),
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(app): Path<String>,
+    q: Params,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let app = load_app(&state, &caller, &app).await?;
+    let mut states = Vec::new();
+    for s in q.list("state") {
+        states.push(s.parse::<MachineState>().map_err(ApiError::invalid)?);
+    }
+    let filter = MachineFilter {
+        include_deleted: q.flag("include_deleted")?,
+        region: q
+            .get("region")
+            .filter(|r| !r.is_empty())
+            .map(str::to_string),
+        states,
+        metadata: q.prefixed("metadata."),
+    };
+    let (summary, include_leases) = (q.flag("summary")?, q.flag("include_leases")?);
+    let name = app.name.clone();
+    let (machines, mut events, leases) = state
+        .store
+        .call(move |db| {
+            let machines = db.machines(&name, &filter)?;
+            let events = if summary {
+                Default::default()
+            } else {
+                db.recent_events_of_app(&name, EMBEDDED_EVENTS)?
+            };
+            let mut leases = std::collections::HashMap::new();
+            if include_leases {
+                for m in &machines {
+                    if let Some(l) = db.active_lease(&m.id, clock::now_secs())? {
+                        leases.insert(m.id.clone(), l);
+                    }
+                }
+            }
+            Ok((machines, events, leases))
+        })
+        .await?;
+    let mut out = Vec::with_capacity(machines.len());
+    for m in &machines {
+        let lease = leases.get(&m.id).map(|l| lease_view(l, &m.instance_id));
+        let machine = view(m, events.remove(&m.id).unwrap_or_default(), lease, None);
+        let mut v = serde_json::to_value(machine).map_err(ApiError::internal)?;
+        if summary {
+            if let Some(o) = v.as_object_mut() {
+                for k in ["config", "events", "checks", "host_status", "nonce"] {
+                    o.remove(k);
+                }
+            }
+        }
+        out.push(v);
+    }
+    Ok(Json(out))
+}
+
+/// Reads a config from a create or update body and checks it: 400 naming the problem.
+fn checked_config(
+    state: &AppState,
+    config: Option<MachineConfig>,
+) -> Result<MachineConfig, ApiError> {
+    let config = config.ok_or_else(|| {
+        ApiError::invalid("config is required: give {\"config\": {\"image\": \"...\"}}")
+    })?;
+    config.validate().map_err(ApiError::invalid)?;
+    state
+        .supervisor
+        .driver()
+        .check_config(&config)
+        .map_err(ApiError::invalid)?;
+    Ok(config)
+}
+
+/// Region codes that mean "wherever the platform likes": they resolve to this host's.
+const REGION_ALIASES: &[&str] = &["any", "apac", "eu", "na", "sa", "us", "usa", "local"];
+
+fn resolve_region(requested: Option<&str>, server_region: &str) -> Result<String, ApiError> {
+    let first = requested
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .find(|s| !s.is_empty() && *s != "[local]");
+    let Some(code) = first.map(str::to_ascii_lowercase) else {
+        return Ok(server_region.to_string());
+    };
+    if REGION_ALIASES.contains(&code.as_str()) {
+        return Ok(server_region.to_string());
+    }
+    if (2..=8).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(code)
+    } else {
+        Err(ApiError::invalid(format!(
+            "invalid region {code:?}: use a region code such as \"ord\" or \"ams\""
+        )))
+    }
+}
+
+fn check_machine_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "invalid machine name {name:?}: use up to 63 letters, digits, dashes, dots or underscores"
+        )))
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(app): Path<String>,
+    JsonBody(body): JsonBody<CreateMachineRequest>,
+) -> Result<Json<Machine>, ApiError> {
+    let app = load_app(&state, &caller, &app).await?;
+    let config = checked_config(&state, body.config.clone())?;
+    let region = resolve_region(body.region.as_deref(), &state.region)?;
+    let name = match body.name.as_deref().filter(|n| !n.is_empty()) {
+        Some(n) => {
+            check_machine_name(n)?;
+            n.to_string()
+        }
+        None => ids::machine_name(),
+    };
+    let org_slug = app.org_slug.clone();
+    let org = state
+        .store
+        .call(move |db| db.org(&org_slug))
+        .await?
+        .ok_or_else(|| ApiError::internal("app's org is missing"))?;
+    let id = ids::machine_id();
+    let now = clock::rfc3339_now();
+    let record = MachineRecord {
+        id: id.clone(),
+        app_name: app.name.clone(),
+        name,
+        region,
+        state: MachineState::Created,
+        instance_id: ids::ulid(),
+        private_ip: ids::private_ip(org.numeric_id, &id),
+        config,
+        cordoned: body.skip_service_registration == Some(true),
+        created_at: now.clone(),
+        updated_at: now,
+        runtime: None,
+    };
+    let launch = MachineEvent {
+        id: ids::ulid(),
+        kind: "launch".into(),
+        status: "created".into(),
+        source: "user".into(),
+        timestamp: clock::now_ms(),
+        request: None,
+    };
+    let lease = body.lease_ttl.filter(|t| *t > 0).map(|ttl| LeaseRecord {
+        machine_id: id.clone(),
+        nonce: ids::lease_nonce(),
+        owner: caller.owner(),
+        description: String::new(),
+        expires_at: clock::now_secs() + ttl as i64,
+    });
+    let (r, ev, l) = (record.clone(), launch.clone(), lease.clone());
+    let inserted = state
+        .store
+        .call(move |db| {
+            db.insert_machine(&r, &ev)?;
+            if let Some(l) = &l {
+                db.put_lease(l)?;
+            }
+            Ok(())
+        })
+        .await;
+    match inserted {
+        Ok(()) => {}
+        Err(e) if e.is_unique_violation() => {
+            return Err(ApiError::conflict(format!(
+            "already_exists: a machine named {:?} already exists in app {:?}; pick another name",
+            record.name, record.app_name
+        )))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(app = %record.app_name, machine = %record.id, "machine created");
+    let skip_launch = body.skip_launch == Some(true);
+    state.supervisor.adopt_new(record.clone(), skip_launch);
+    Ok(Json(view(
+        &record,
+        vec![launch],
+        None,
+        lease.map(|l| l.nonce),
+    )))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((app, id)): Path<(String, String)>,
+    q: Params,
+) -> Result<Json<Machine>, ApiError> {
+    let m = load_machine(&state, &caller, &app, &id).await?;
+    let include_leases = q.flag("include_leases")?;
+    let mid = m.id.clone();
+    let (events, lease) = state
+        .store
+        .call(move |db| {
+            let lease = if include_leases {
+                db.active_lease(&mid, clock::now_secs())?
+            } else {
+                None
+            };
+            Ok((db.events(&mid, EMBEDDED_EVENTS)?, lease))
+        })
+        .await?;
+    let lease = lease.map(|l| lease_view(&l, &m.instance_id));
+    Ok(Json(view(&m, events, lease, None)))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CreateMachineRequest>,
+) -> Result<Json<Machine>, ApiError> {
+    let m = load_machine(&state, &caller, &app, &id).await?;
+    let config = checked_config(&state, body.config.clone())?;
+    if m.state == MachineState::Destroyed {
+        return Err(ApiError::not_found("machine not found"));
+    }
+    if let Some(v) = body.current_version.as_deref().filter(|v| !v.is_empty()) {
+        if v != m.instance_id {
+            return Err(ApiError::precondition(format!(
+                "failed_precondition: machine version mismatch: the machine is at version {}, the update was based on {v}; GET the machine and retry",
+                m.instance_id
+            )));
+        }
+    }
+    check_lease(&state, &m.id, &headers).await?;
+    let skip_launch = body.skip_launch == Some(true);
+    state
+        .supervisor
+        .send(&m.id, |reply| MachineCmd::Update {
+            config: Box::new(config),
+            skip_launch,
+            reply,
+        })
+        .await?;
+    let mid = m.id.clone();
+    let (m, events) = state
+        .store
+        .call(move |db| Ok((db.machine_by_id(&mid)?, db.events(&mid, EMBEDDED_EVENTS)?)))
+        .await?;
+    let m = m.ok_or_else(|| ApiError::not_found("machine not found"))?;
+    Ok(Json(view(&m, events, None, None)))
+}
+
+async fn destroy(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    q: Params,
+) -> Result<Json<OkResponse>, ApiError> {
+    let m = load_machine(&state, &caller, &app, &id).await?;
+    let force = q.flag("force")? || q.flag("kill")?;
+    if m.state == MachineState::Destroyed {
+        return Err(ApiError::not_found("machine not found"));
+    }
+    check_lease(&state, &m.id, &headers).await?;
+    state
+        .supervisor
+        .send(&m.id, |reply| MachineCmd::Destroy { force, reply })
+        .await?;
+    Ok(Json(OkResponse { ok: true }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_resolve() {
+        assert_eq!(resolve_region(None, "lcl").unwrap(), "lcl");
+        assert_eq!(resolve_region(Some("lhr,eu"), "lcl").unwrap(), "lhr");
+        assert_eq!(resolve_region(Some("any"), "lcl").unwrap(), "lcl");
+        assert!(resolve_region(Some("not a region"), "lcl").is_err());
+    }
+}

@@ -1,0 +1,180 @@
+//! The Machines API under `/v1`: routes, the error type every handler returns, the JSON
+//! body extractor and the query parser that accept what real Fly clients send.
+//!
+//! Handlers read from the store and send commands to the supervisor; they never change a
+//! machine's state themselves. Routes are grouped by resource in the submodules.
+
+mod actions;
+mod apps;
+pub mod idempotency;
+mod leases;
+mod machines;
+mod metadata;
+mod query;
+mod tokens;
+
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use hangar_types::ErrorBody;
+use serde::de::DeserializeOwned;
+use tracing::error;
+
+use crate::supervisor::OpError;
+use crate::{ids, AppState};
+
+pub use query::Params;
+
+/// Builds the whole HTTP router; tests can drive it without a socket.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .merge(apps::routes(&state))
+        .merge(machines::routes(&state))
+        .merge(actions::routes())
+        .merge(leases::routes(&state))
+        .merge(metadata::routes())
+        .merge(tokens::routes())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require_token,
+        ));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/", post(not_found).get(not_found))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("not found: no such route; the Machines API lives under /v1")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route",
+    )
+}
+
+/// Adds `fly-request-id` to every response, as Fly does.
+async fn request_id(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&ids::ulid()) {
+        res.headers_mut().insert("fly-request-id", v);
+    }
+    res
+}
+
+/// An error answered with Fly's body, `{"error": "...", "status": "..."}`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub code: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            code: None,
+        }
+    }
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, m)
+    }
+    pub fn invalid(m: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, format!("invalid_argument: {m}"))
+    }
+    pub fn unauthorized(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, m)
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, m)
+    }
+    pub fn conflict(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, m)
+    }
+    pub fn precondition(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::PRECONDITION_FAILED, m)
+    }
+    pub fn unprocessable(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, m)
+    }
+    pub fn internal(m: impl std::fmt::Display) -> Self {
+        error!(error = %m, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; see the server log",
+        )
+    }
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.message,
+            status: self.code.map(str::to_string),
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<hangar_store::StoreError> for ApiError {
+    fn from(e: hangar_store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<OpError> for ApiError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::Precondition(_) => ApiError::precondition(e.to_string()),
+            OpError::Invalid(m) => ApiError::bad_request(m),
+            OpError::Timeout(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, e.to_string()),
+            OpError::NotFound => ApiError::not_found("machine not found"),
+            OpError::Internal(m) => ApiError::internal(m),
+        }
+    }
+}
+
+/// A JSON body. An empty body reads as `{}` (fly-go sends none on many POSTs); a
+/// malformed one is a 400 with Fly's error body naming what was wrong.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                ApiError::bad_request(format!("invalid_argument: cannot read body: {e}"))
+            })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let text = if bytes.iter().all(u8::is_ascii_whitespace) {
+        &b"{}"[..]
+    } else {
+        bytes
+    };
+    serde_json::from_slice(text).map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid_argument: malformed JSON body: {e}; send a JSON object as described in the Machines API"
+        ))
+    })
+}

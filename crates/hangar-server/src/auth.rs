@@ -1,0 +1,116 @@
+//! Authentication of `/v1` requests: `Authorization: Bearer T` or `FlyV1 T`, a raw
+//! token, or a comma-separated list of tokens, any of which may match. Tokens are
+//! compared by SHA-256 digest; the clear token is never stored or logged.
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use hangar_store::TokenRecord;
+use sha2::{Digest, Sha256};
+
+use crate::api::ApiError;
+use crate::AppState;
+
+/// The identity behind a request, put in the request's extensions by [`require_token`].
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub token: TokenRecord,
+}
+
+impl Caller {
+    /// The lease owner name shown to other callers.
+    pub fn owner(&self) -> String {
+        format!("{}@{}", self.token.name, self.token.org_slug)
+    }
+}
+
+/// Hex SHA-256 of a token.
+pub fn digest(token: &str) -> String {
+    Sha256::digest(token.trim().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The tokens an `Authorization` header value carries.
+pub fn tokens_in_header(value: &str) -> Vec<String> {
+    let v = value.trim();
+    let rest = match v.split_once(char::is_whitespace) {
+        Some((scheme, rest))
+            if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("flyv1") =>
+        {
+            rest
+        }
+        _ => v,
+    };
+    rest.split(',')
+        .map(|t| {
+            let t = t.trim();
+            // Members of a list may carry their own scheme.
+            t.split_once(char::is_whitespace)
+                .filter(|(s, _)| {
+                    s.eq_ignore_ascii_case("bearer") || s.eq_ignore_ascii_case("flyv1")
+                })
+                .map(|(_, t)| t.trim())
+                .unwrap_or(t)
+                .to_string()
+        })
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Middleware: 401 unless the request carries a known token.
+pub async fn require_token(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let header = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let Some(header) = header else {
+        return Err(ApiError::unauthorized(
+            "Authenticate: missing Authorization header; send \"Authorization: Bearer <token>\"",
+        ));
+    };
+    let digests: Vec<String> = tokens_in_header(&header)
+        .iter()
+        .map(|t| digest(t))
+        .collect();
+    let found = state
+        .store
+        .call(move |db| {
+            for d in &digests {
+                if let Some(t) = db.token_by_digest(d)? {
+                    return Ok(Some(t));
+                }
+            }
+            Ok(None)
+        })
+        .await?;
+    match found {
+        Some(token) => {
+            req.extensions_mut().insert(Caller { token });
+            Ok(next.run(req).await)
+        }
+        None => Err(ApiError::unauthorized(
+            "Authenticate: token validation error",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_forms() {
+        assert_eq!(tokens_in_header("Bearer abc"), vec!["abc"]);
+        assert_eq!(tokens_in_header("FlyV1 abc,def"), vec!["abc", "def"]);
+        assert_eq!(tokens_in_header("flyv1 abc, FlyV1 def"), vec!["abc", "def"]);
+        assert_eq!(tokens_in_header("abc"), vec!["abc"]);
+        assert!(tokens_in_header("Bearer ").is_empty());
+    }
+}

@@ -1,0 +1,121 @@
+//! The Hangar control plane: the Machines API over HTTP, authentication, idempotency,
+//! and the machine supervisor that drives every machine through Fly's state machine.
+//!
+//! [`Server::start`] opens the store, bootstraps the `personal` org and the admin token
+//! on first start, takes charge of every stored machine (adopting the ones still
+//! running), and serves the API until shutdown. It does not parse command lines or
+//! write CLI config files; the `hangar` binary does that.
+
+pub mod api;
+pub mod auth;
+mod bootstrap;
+pub mod clock;
+pub mod ids;
+pub mod supervisor;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hangar_runtime::Driver;
+use hangar_store::Store;
+use tokio::net::TcpListener;
+
+pub use bootstrap::Bootstrap;
+pub use tokio_util::sync::CancellationToken;
+
+/// Everything `hangar server` needs, with defaults filled in by the caller.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub api_listen: SocketAddr,
+    /// The region this host reports, and the default region of new machines.
+    pub region: String,
+    /// Used instead of a generated admin token on first start.
+    pub admin_token: Option<String>,
+}
+
+/// Shared state of the API handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub supervisor: supervisor::Supervisor,
+    pub region: Arc<str>,
+    pub idempotency: Arc<api::idempotency::KeyLocks>,
+}
+
+/// A started server: where it listens, what bootstrap did, and how to stop it.
+pub struct Server {
+    pub api_addr: SocketAddr,
+    pub bootstrap: Bootstrap,
+    listener: TcpListener,
+    state: AppState,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("create data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("open store: {0}")]
+    Store(#[from] hangar_store::StoreError),
+    #[error("listen on {addr}: {source} (is another hangar server running? choose another address with --api-listen)")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("serve API: {0}")]
+    Serve(std::io::Error),
+}
+
+impl Server {
+    /// Opens the store, bootstraps, reconciles machines with the driver and binds the
+    /// API listener. Serving starts with [`Server::serve`].
+    pub async fn start(
+        config: ServerConfig,
+        driver: Arc<dyn Driver>,
+    ) -> Result<Server, ServerError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let store = Store::open(&config.data_dir.join("hangar.db"))?;
+        let bootstrap = bootstrap::run(&store, &config).await?;
+        let supervisor = supervisor::Supervisor::new(store.clone(), driver, config.region.clone());
+        supervisor.take_charge().await?;
+        let listener = TcpListener::bind(config.api_listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: config.api_listen,
+                source,
+            })?;
+        let api_addr = listener.local_addr().map_err(ServerError::Serve)?;
+        let state = AppState {
+            store,
+            supervisor,
+            region: config.region.as_str().into(),
+            idempotency: Arc::default(),
+        };
+        Ok(Server {
+            api_addr,
+            bootstrap,
+            listener,
+            state,
+        })
+    }
+
+    /// Serves the API until `shutdown` is cancelled, then finishes in-flight requests.
+    /// Machines are left running.
+    pub async fn serve(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        let app = api::router(self.state.clone());
+        let stop = shutdown.clone();
+        let result = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .map_err(ServerError::Serve);
+        self.state.supervisor.shutdown().await;
+        result
+    }
+}

@@ -1,0 +1,55 @@
+//! What a machine is launched with: the driver's [`LaunchSpec`], including Fly's runtime
+//! variables (machines-api.md §13.4) and `PORT`.
+
+use std::collections::BTreeMap;
+
+use hangar_runtime::LaunchSpec;
+use hangar_store::MachineRecord;
+
+/// Memory a machine gets when `guest.memory_mb` is unset, as on Fly.
+pub const DEFAULT_MEMORY_MB: u32 = 256;
+
+pub fn spec(m: &MachineRecord, server_region: &str) -> LaunchSpec {
+    let c = &m.config;
+    let user_env = c.env.clone().unwrap_or_default();
+    let mut env = BTreeMap::new();
+    let mut set = |k: &str, v: String| {
+        env.insert(k.to_string(), v);
+    };
+    set("FLY_APP_NAME", m.app_name.clone());
+    set("FLY_MACHINE_ID", m.id.clone());
+    set("FLY_ALLOC_ID", m.id.clone());
+    set("FLY_REGION", m.region.clone());
+    set("FLY_IMAGE_REF", c.image.clone());
+    set("FLY_MACHINE_VERSION", m.instance_id.clone());
+    set("FLY_PROCESS_GROUP", c.process_group().to_string());
+    set("FLY_PRIVATE_IP", m.private_ip.clone());
+    set(
+        "FLY_VM_MEMORY_MB",
+        c.guest
+            .as_ref()
+            .and_then(|g| g.memory_mb)
+            .unwrap_or(DEFAULT_MEMORY_MB)
+            .to_string(),
+    );
+    let primary = user_env
+        .get("PRIMARY_REGION")
+        .cloned()
+        .unwrap_or_else(|| server_region.to_string());
+    set("PRIMARY_REGION", primary);
+    if !user_env.contains_key("PORT") {
+        let port = c
+            .services
+            .as_ref()
+            .and_then(|s| s.first())
+            .map(|s| s.internal_port)
+            .filter(|p| *p != 0)
+            .unwrap_or(8080);
+        set("PORT", port.to_string());
+    }
+    LaunchSpec {
+        machine_id: m.id.clone(),
+        config: c.clone(),
+        platform_env: env,
+    }
+}

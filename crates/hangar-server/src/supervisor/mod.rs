@@ -1,0 +1,232 @@
+//! The machine supervisor: one actor per machine, the only writer of that machine's
+//! state.
+//!
+//! API handlers send a [`MachineCmd`] to a machine's actor and get a reply; the actor
+//! checks the command is legal in the current state, writes the transition and its event
+//! to the store, then acts through the runtime driver. Each actor publishes a
+//! [`Snapshot`] on a watch channel, which `wait` reads. At boot, [`Supervisor::take_charge`]
+//! starts an actor for every stored machine, which reconciles with what the driver
+//! reports: running processes are adopted, exits that happened meanwhile are recorded.
+
+mod actor;
+mod launch;
+mod restart;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hangar_runtime::{Driver, ExecOutput};
+use hangar_store::{MachineRecord, Store, StoreError};
+use hangar_types::{MachineConfig, MachineState, ProcessStat, Signal};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use restart::RestartTracker;
+
+/// What a machine looks like to waiters: its state, version and newest event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub state: MachineState,
+    pub version: String,
+    pub event_id: String,
+}
+
+/// Why a command was refused or failed; the API turns it into Fly's status and body.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OpError {
+    /// Illegal in the machine's current state (412 `failed_precondition`).
+    #[error("failed_precondition: {0}")]
+    Precondition(String),
+    /// The request itself is wrong (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// Did not finish in time (408 `deadline_exceeded`).
+    #[error("deadline_exceeded: {0}")]
+    Timeout(String),
+    /// The machine is gone (404).
+    #[error("machine not found")]
+    NotFound,
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> Self {
+        OpError::Internal(e.to_string())
+    }
+}
+
+pub type Reply<T> = oneshot::Sender<Result<T, OpError>>;
+
+/// A command to a machine's actor. Each says in which states it is legal.
+pub enum MachineCmd {
+    /// From created, stopped, suspended (resumes) or failed; a no-op when already
+    /// started or starting. Replies with the previous state.
+    Start { reply: Reply<MachineState> },
+    /// From started, created, suspended, failed; a no-op when stopped. Sends the signal,
+    /// then kills after the timeout.
+    Stop {
+        signal: Option<Signal>,
+        timeout: Option<Duration>,
+        reply: Reply<()>,
+    },
+    /// From started: stop, then start the same version.
+    Restart {
+        signal: Option<Signal>,
+        timeout: Option<Duration>,
+        reply: Reply<()>,
+    },
+    /// From started: freeze, keeping memory.
+    Suspend { reply: Reply<()> },
+    /// From started: deliver a signal to the main process.
+    Signal { signal: Signal, reply: Reply<()> },
+    /// From any live state except transient ones: a new version replaces the config.
+    Update {
+        config: Box<MachineConfig>,
+        skip_launch: bool,
+        reply: Reply<String>,
+    },
+    /// From any state; a started machine needs `force`. Replies once destroyed.
+    Destroy { force: bool, reply: Reply<()> },
+    /// From started.
+    Exec {
+        argv: Vec<String>,
+        stdin: Option<String>,
+        timeout: Duration,
+        reply: Reply<ExecOutput>,
+    },
+    /// From started.
+    Ps { reply: Reply<Vec<ProcessStat>> },
+    /// From any state but destroyed: sets (`Some`) or removes (`None`) metadata keys in
+    /// place, without a new version. With `machine_version`, only if it is current.
+    SetMetadata {
+        changes: Vec<(String, Option<String>)>,
+        machine_version: Option<String>,
+        reply: Reply<()>,
+    },
+    /// From any state but destroyed: the proxy stops (or resumes) routing to it.
+    Cordon { cordoned: bool, reply: Reply<()> },
+}
+
+struct ActorHandle {
+    tx: mpsc::Sender<MachineCmd>,
+    snapshot: watch::Receiver<Snapshot>,
+}
+
+/// Shared by every actor.
+pub(crate) struct Context {
+    pub store: Store,
+    pub driver: Arc<dyn Driver>,
+    pub region: String,
+}
+
+/// The registry of machine actors. Cheap to clone.
+#[derive(Clone)]
+pub struct Supervisor {
+    ctx: Arc<Context>,
+    actors: Arc<Mutex<HashMap<String, ActorHandle>>>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Supervisor {
+    pub fn new(store: Store, driver: Arc<dyn Driver>, region: String) -> Self {
+        Self {
+            ctx: Arc::new(Context {
+                store,
+                driver,
+                region,
+            }),
+            actors: Arc::default(),
+            tracker: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    pub fn driver(&self) -> &Arc<dyn Driver> {
+        &self.ctx.driver
+    }
+
+    /// Starts an actor for every stored machine that is not destroyed; each reconciles
+    /// with the driver before taking commands.
+    pub async fn take_charge(&self) -> Result<(), StoreError> {
+        let machines = self.ctx.store.call(|db| db.live_machines()).await?;
+        for m in machines {
+            self.spawn(m, actor::Boot::Reconcile);
+        }
+        Ok(())
+    }
+
+    /// Starts the actor of a machine just written to the store; it launches the machine
+    /// unless `skip_launch`.
+    pub fn adopt_new(&self, machine: MachineRecord, skip_launch: bool) {
+        let boot = if skip_launch {
+            actor::Boot::Idle
+        } else {
+            actor::Boot::Launch
+        };
+        self.spawn(machine, boot);
+    }
+
+    fn spawn(&self, machine: MachineRecord, boot: actor::Boot) {
+        let (tx, rx) = mpsc::channel(32);
+        let (snap_tx, snap_rx) = watch::channel(Snapshot {
+            state: machine.state,
+            version: machine.instance_id.clone(),
+            event_id: String::new(),
+        });
+        let id = machine.id.clone();
+        self.lock().insert(
+            id.clone(),
+            ActorHandle {
+                tx,
+                snapshot: snap_rx,
+            },
+        );
+        let actor = actor::MachineActor::new(self.ctx.clone(), machine, snap_tx);
+        let actors = self.actors.clone();
+        let cancel = self.cancel.child_token();
+        self.tracker.spawn(async move {
+            let destroyed = actor.run(boot, rx, cancel).await;
+            if destroyed {
+                if let Ok(mut map) = actors.lock() {
+                    map.remove(&id);
+                }
+            }
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ActorHandle>> {
+        self.actors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends a command built around a reply channel and waits for the answer.
+    pub async fn send<T>(
+        &self,
+        machine_id: &str,
+        make: impl FnOnce(Reply<T>) -> MachineCmd,
+    ) -> Result<T, OpError> {
+        let tx = self
+            .lock()
+            .get(machine_id)
+            .map(|h| h.tx.clone())
+            .ok_or(OpError::NotFound)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(make(reply)).await.map_err(|_| OpError::NotFound)?;
+        rx.await.map_err(|_| OpError::NotFound)?
+    }
+
+    /// Watches a machine's state; `None` once its actor is gone (destroyed).
+    pub fn watch(&self, machine_id: &str) -> Option<watch::Receiver<Snapshot>> {
+        self.lock().get(machine_id).map(|h| h.snapshot.clone())
+    }
+
+    /// Stops every actor, leaving machines running, and waits for them to finish.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.tracker.wait()).await;
+    }
+}

@@ -1,0 +1,110 @@
+//! Versioned schema migrations. Each entry runs once, in order, inside a transaction;
+//! the applied version is kept in `schema_migrations`. Never edit a shipped migration:
+//! add a new one.
+
+use rusqlite::Connection;
+
+use crate::{Result, StoreError};
+
+const MIGRATIONS: &[&str] = &[
+    // 1: orgs, tokens, apps, machines, versions, events, leases, idempotency keys.
+    r#"
+    CREATE TABLE orgs (
+        slug TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        numeric_id INTEGER NOT NULL UNIQUE,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        org_slug TEXT NOT NULL REFERENCES orgs(slug),
+        name TEXT NOT NULL,
+        sha256 TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE apps (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        org_slug TEXT NOT NULL REFERENCES orgs(slug),
+        network TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE machines (
+        id TEXT PRIMARY KEY,
+        app_name TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        region TEXT NOT NULL,
+        state TEXT NOT NULL,
+        instance_id TEXT NOT NULL,
+        private_ip TEXT NOT NULL,
+        config TEXT NOT NULL,
+        cordoned INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        runtime TEXT
+    );
+    CREATE INDEX machines_by_app ON machines(app_name, id);
+    CREATE UNIQUE INDEX machines_live_name ON machines(app_name, name) WHERE state <> 'destroyed';
+    CREATE TABLE machine_versions (
+        machine_id TEXT NOT NULL REFERENCES machines(id) ON DELETE CASCADE,
+        version TEXT NOT NULL,
+        config TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (machine_id, version)
+    );
+    CREATE TABLE machine_events (
+        id TEXT PRIMARY KEY,
+        machine_id TEXT NOT NULL REFERENCES machines(id) ON DELETE CASCADE,
+        type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        source TEXT NOT NULL,
+        timestamp INTEGER NOT NULL,
+        request TEXT
+    );
+    CREATE INDEX machine_events_by_machine ON machine_events(machine_id, id);
+    CREATE TABLE leases (
+        machine_id TEXT PRIMARY KEY REFERENCES machines(id) ON DELETE CASCADE,
+        nonce TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        description TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE TABLE idempotency_keys (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        request_sha256 TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (scope, key)
+    );
+    "#,
+];
+
+pub(crate) fn apply(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+    )?;
+    let current: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES (?1)",
+            [i as i64 + 1],
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
