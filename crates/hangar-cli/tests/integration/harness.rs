@@ -1,0 +1,339 @@
+//! Test kit: a real `hangar server` in a temp dir, an HTTP helper that speaks to it, the
+//! CLI with the right environment, and convergence helpers instead of sleeps.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const HANGAR: &str = env!("CARGO_BIN_EXE_hangar");
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub token: String,
+    child: Option<Child>,
+    http: reqwest::Client,
+}
+
+/// An HTTP answer: status and parsed JSON body (`Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct Res {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Res {
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("")
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut s = TestServer {
+            dir,
+            port: free_port(),
+            token: String::new(),
+            child: None,
+            http: reqwest::Client::new(),
+        };
+        s.spawn().await;
+        s.token = std::fs::read_to_string(s.data_dir().join("admin-token"))
+            .expect("admin token file")
+            .trim()
+            .to_string();
+        s
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (or restarts) the server process and waits until it answers.
+    pub async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("server log");
+        let child = Command::new(HANGAR)
+            .args(["server", "--data-dir"])
+            .arg(self.data_dir())
+            .args([
+                "--api-listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--region",
+                "ord",
+            ])
+            .env("HANGAR_CONFIG", self.dir.path().join("cli.toml"))
+            .env("HANGAR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn hangar server");
+        self.child = Some(child);
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/healthz", self.url()))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < until,
+                "server did not come up: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("server running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("send SIGTERM");
+        c.wait().expect("wait for server")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Res {
+        self.call_with(method, path, body, &[]).await
+    }
+
+    pub async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Res {
+        let mut req = self
+            .http
+            .request(
+                method.parse().expect("method"),
+                format!("{}/v1{}", self.url(), path),
+            )
+            .bearer_auth(&self.token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        Res {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        }
+    }
+
+    pub async fn raw(&self, method: &str, path: &str, body: &str, auth: Option<&str>) -> Res {
+        let mut req = self
+            .http
+            .request(
+                method.parse().expect("method"),
+                format!("{}/v1{}", self.url(), path),
+            )
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        Res {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        }
+    }
+
+    pub async fn create_app(&self, name: &str) {
+        let r = self
+            .call(
+                "POST",
+                "/apps",
+                Some(json!({"app_name": name, "org_slug": "personal"})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+
+    /// Creates a machine running `sh -c script` and returns its JSON.
+    pub async fn create_machine(&self, app: &str, script: &str, extra: Value) -> Value {
+        let mut config = json!({"image": "busybox", "init": {"exec": ["/bin/sh", "-c", script]}});
+        if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        let r = self
+            .call(
+                "POST",
+                &format!("/apps/{app}/machines"),
+                Some(json!({"config": config})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        r.body
+    }
+
+    /// Waits (through the API's own wait) for a machine state.
+    pub async fn wait_state(&self, app: &str, id: &str, state: &str) -> Res {
+        let r = self
+            .call(
+                "GET",
+                &format!("/apps/{app}/machines/{id}/wait?state={state}&timeout=30"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "waiting for {state}: {r:?}\n{}", self.log());
+        r
+    }
+
+    pub async fn machine(&self, app: &str, id: &str) -> Value {
+        self.call("GET", &format!("/apps/{app}/machines/{id}"), None)
+            .await
+            .body
+    }
+
+    pub async fn exec(&self, app: &str, id: &str, cmd: &[&str]) -> Value {
+        let r = self
+            .call(
+                "POST",
+                &format!("/apps/{app}/machines/{id}/exec"),
+                Some(json!({"command": cmd})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        r.body
+    }
+
+    /// The main process's PID, from `ps`.
+    pub async fn main_pid(&self, app: &str, id: &str) -> i64 {
+        let r = self
+            .call("GET", &format!("/apps/{app}/machines/{id}/ps"), None)
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        r.body[0]["pid"].as_i64().expect("pid")
+    }
+
+    pub async fn events(&self, app: &str, id: &str) -> Vec<Value> {
+        let r = self
+            .call(
+                "GET",
+                &format!("/apps/{app}/machines/{id}/events?limit=50"),
+                None,
+            )
+            .await;
+        r.body.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Runs the CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(HANGAR)
+            .args(args)
+            .env("HANGAR_API_URL", self.url())
+            .env("HANGAR_API_TOKEN", &self.token)
+            .env("HANGAR_CONFIG", self.dir.path().join("cli.toml"))
+            .env_remove("FLY_API_TOKEN")
+            .env_remove("HANGAR_APP")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run hangar")
+    }
+
+    /// Ends every machine process this server's data dir holds; machines outlive the
+    /// server by design, tests must not leave them behind.
+    fn kill_machines(&self) {
+        let root = self.data_dir();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for e in dir.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if let Ok(cwd) = std::fs::read_link(e.path().join("cwd")) {
+                if cwd.starts_with(&root) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+        self.kill_machines();
+    }
+}
+
+/// Polls `f` until it returns `Some`, or fails after `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn read_file(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}

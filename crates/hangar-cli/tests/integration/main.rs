@@ -1,0 +1,10 @@
+//! Integration tests: each starts a real `hangar server` on a free loopback port with a
+//! temp data dir and drives it over HTTP and through the `hangar` CLI. One test binary
+//! with topic modules keeps link time down.
+
+mod bad_input;
+mod cli;
+mod harness;
+mod lifecycle;
+mod recovery;
+mod requests;
