@@ -18,7 +18,13 @@ fn main() -> ExitCode {
     if let commands::Command::Shim(args) = &cli.command {
         return ExitCode::from(hangar_runtime::process::shim::run(&args.dir) as u8);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The store serializes database work, so a few blocking threads are plenty; fewer
+    // threads also keep the allocator's per-thread arenas, and so the RSS, small.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: start async runtime: {e}");

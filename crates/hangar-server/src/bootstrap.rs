@@ -51,9 +51,9 @@ pub(crate) async fn run(store: &Store, config: &ServerConfig) -> Result<Bootstra
         })
         .await?;
     if let Some(token) = &created {
-        write_secret_file(&token_file, token).map_err(|source| ServerError::DataDir {
+        write_secret_file(&token_file, token).map_err(|error| ServerError::DataDir {
             path: token_file.clone(),
-            source,
+            error,
         })?;
     }
     Ok(Bootstrap {

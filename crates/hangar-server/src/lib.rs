@@ -54,17 +54,17 @@ pub struct Server {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("create data dir {path}: {source}")]
+    #[error("create data dir {path}: {error}")]
     DataDir {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("open store: {0}")]
     Store(#[from] hangar_store::StoreError),
-    #[error("listen on {addr}: {source} (is another hangar server running? choose another address with --api-listen)")]
+    #[error("listen on {addr}: {error} (is another hangar server running? choose another address with --api-listen)")]
     Listen {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("serve API: {0}")]
     Serve(std::io::Error),
@@ -77,9 +77,9 @@ impl Server {
         config: ServerConfig,
         driver: Arc<dyn Driver>,
     ) -> Result<Server, ServerError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+        std::fs::create_dir_all(&config.data_dir).map_err(|error| ServerError::DataDir {
             path: config.data_dir.clone(),
-            source,
+            error,
         })?;
         let store = Store::open(&config.data_dir.join("hangar.db"))?;
         let bootstrap = bootstrap::run(&store, &config).await?;
@@ -87,9 +87,9 @@ impl Server {
         supervisor.take_charge().await?;
         let listener = TcpListener::bind(config.api_listen)
             .await
-            .map_err(|source| ServerError::Listen {
+            .map_err(|error| ServerError::Listen {
                 addr: config.api_listen,
-                source,
+                error,
             })?;
         let api_addr = listener.local_addr().map_err(ServerError::Serve)?;
         let state = AppState {

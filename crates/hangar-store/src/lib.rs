@@ -20,7 +20,9 @@ use rusqlite::Connection;
 pub use apps::{AppRecord, OrgRecord, TokenRecord};
 pub use error::StoreError;
 pub use keys::{IdempotentResponse, LeaseRecord};
-pub use machines::{EventRecord, MachineFilter, MachineRecord};
+pub use machines::{
+    EventRecord, MachineFilter, MachineListing, MachineRecord, KEPT_EVENTS, RECENT_EVENTS,
+};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

@@ -3,8 +3,6 @@
 //! A state change and the event that records it are written in one transaction
 //! ([`Db::record_transition`]), so the log and the state never disagree.
 
-use std::collections::HashMap;
-
 use hangar_types::{MachineConfig, MachineEvent, MachineState};
 use rusqlite::{params, OptionalExtension, Row};
 
@@ -33,6 +31,31 @@ pub struct EventRecord {
     pub machine_id: String,
     pub event: MachineEvent,
 }
+
+/// A machine as a listing shows it: config and recent events as stored JSON text, so a
+/// listing of many machines does not decode and re-encode them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineListing {
+    pub id: String,
+    pub name: String,
+    pub state: MachineState,
+    pub region: String,
+    pub instance_id: String,
+    pub private_ip: String,
+    pub image: String,
+    pub cordoned: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    /// `MachineConfig` as JSON.
+    pub config_json: String,
+    /// The newest events, newest first, as a JSON array.
+    pub events_json: String,
+}
+
+/// How many events each machine keeps in `recent_events`.
+pub const RECENT_EVENTS: usize = 5;
+/// How many events a machine keeps in its log; older ones are pruned.
+pub const KEPT_EVENTS: i64 = 100;
 
 /// Which machines of an app to list.
 #[derive(Debug, Clone, Default)]
@@ -124,38 +147,55 @@ impl Db<'_> {
             .optional()?)
     }
 
-    pub fn machines(
+    /// An app's machines for a listing, filtered in SQL.
+    pub fn machine_listings(
         &mut self,
         app_name: &str,
         filter: &MachineFilter,
-    ) -> Result<Vec<MachineRecord>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {MACHINE_COLUMNS} FROM machines WHERE app_name = ?1 ORDER BY created_at, id"
-        ))?;
-        let rows = stmt.query_map([app_name], machine_from_row)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let m = row?;
-            if !filter.include_deleted && m.state == MachineState::Destroyed {
-                continue;
-            }
-            if filter.region.as_deref().is_some_and(|r| r != m.region) {
-                continue;
-            }
-            if !filter.states.is_empty() && !filter.states.contains(&m.state) {
-                continue;
-            }
-            let meta = m.config.metadata.as_ref();
-            if !filter
-                .metadata
-                .iter()
-                .all(|(k, v)| meta.and_then(|md| md.get(k)) == Some(v))
-            {
-                continue;
-            }
-            out.push(m);
+    ) -> Result<Vec<MachineListing>> {
+        let mut sql = String::from(
+            "SELECT id, name, state, region, instance_id, private_ip, COALESCE(json_extract(config, '$.image'), ''),
+                    cordoned, created_at, updated_at, config, recent_events
+             FROM machines WHERE app_name = ?",
+        );
+        let mut args: Vec<String> = vec![app_name.to_string()];
+        if !filter.include_deleted {
+            sql.push_str(" AND state <> 'destroyed'");
         }
-        Ok(out)
+        if let Some(region) = &filter.region {
+            sql.push_str(" AND region = ?");
+            args.push(region.clone());
+        }
+        if !filter.states.is_empty() {
+            let marks = vec!["?"; filter.states.len()].join(", ");
+            sql.push_str(&format!(" AND state IN ({marks})"));
+            args.extend(filter.states.iter().map(|s| s.as_str().to_string()));
+        }
+        for (k, v) in &filter.metadata {
+            sql.push_str(" AND json_extract(config, '$.metadata.' || json_quote(?)) = ?");
+            args.push(k.clone());
+            args.push(v.clone());
+        }
+        sql.push_str(" ORDER BY created_at, id");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+            let state: String = r.get(2)?;
+            Ok(MachineListing {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                state: state.parse().unwrap_or(MachineState::Failed),
+                region: r.get(3)?,
+                instance_id: r.get(4)?,
+                private_ip: r.get(5)?,
+                image: r.get(6)?,
+                cordoned: r.get(7)?,
+                created_at: r.get(8)?,
+                updated_at: r.get(9)?,
+                config_json: r.get(10)?,
+                events_json: r.get(11)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Every machine that is not destroyed, for the supervisor to take charge of at boot.
@@ -258,28 +298,6 @@ impl Db<'_> {
         rows.map(|r| Ok(r?.event)).collect()
     }
 
-    /// The newest `per_machine` events of every machine of an app, newest first.
-    pub fn recent_events_of_app(
-        &mut self,
-        app_name: &str,
-        per_machine: usize,
-    ) -> Result<HashMap<String, Vec<MachineEvent>>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT machine_id, id, type, status, source, timestamp, request FROM (
-                 SELECT e.*, ROW_NUMBER() OVER (PARTITION BY e.machine_id ORDER BY e.id DESC) AS rn
-                 FROM machine_events e JOIN machines m ON m.id = e.machine_id
-                 WHERE m.app_name = ?1)
-             WHERE rn <= ?2 ORDER BY machine_id, id DESC",
-        )?;
-        let rows = stmt.query_map(params![app_name, per_machine as i64], event_from_row)?;
-        let mut out: HashMap<String, Vec<MachineEvent>> = HashMap::new();
-        for row in rows {
-            let r = row?;
-            out.entry(r.machine_id).or_default().push(r.event);
-        }
-        Ok(out)
-    }
-
     /// Every config version of a machine, newest first.
     pub fn versions(&mut self, machine_id: &str) -> Result<Vec<(String, MachineConfig)>> {
         let mut stmt = self.conn.prepare_cached(
@@ -297,6 +315,8 @@ impl Db<'_> {
     }
 }
 
+/// Appends an event to the log, keeps `recent_events` current, and prunes the log to
+/// the newest [`KEPT_EVENTS`].
 fn insert_event(tx: &rusqlite::Transaction<'_>, machine_id: &str, e: &MachineEvent) -> Result<()> {
     let request = e.request.as_ref().map(serde_json::to_string).transpose()?;
     tx.prepare_cached(
@@ -312,5 +332,181 @@ fn insert_event(tx: &rusqlite::Transaction<'_>, machine_id: &str, e: &MachineEve
         e.timestamp,
         request
     ])?;
+    let recent: String = tx
+        .prepare_cached("SELECT recent_events FROM machines WHERE id = ?1")?
+        .query_row([machine_id], |r| r.get(0))?;
+    let mut list: Vec<serde_json::Value> = serde_json::from_str(&recent).unwrap_or_default();
+    list.insert(0, serde_json::to_value(e)?);
+    list.truncate(RECENT_EVENTS);
+    tx.prepare_cached("UPDATE machines SET recent_events = ?2 WHERE id = ?1")?
+        .execute(params![machine_id, serde_json::to_string(&list)?])?;
+    tx.prepare_cached(
+        "DELETE FROM machine_events WHERE machine_id = ?1 AND id < (
+             SELECT id FROM machine_events WHERE machine_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )?
+    .execute(params![machine_id, KEPT_EVENTS - 1])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AppRecord, OrgRecord, Store};
+
+    fn event(id: &str, kind: &str) -> MachineEvent {
+        MachineEvent {
+            id: id.into(),
+            kind: kind.into(),
+            status: "started".into(),
+            source: "flyd".into(),
+            timestamp: 1,
+            request: None,
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        store
+            .call_blocking(|db| {
+                db.ensure_org(
+                    &OrgRecord {
+                        slug: "o".into(),
+                        name: "O".into(),
+                        numeric_id: 1,
+                    },
+                    "t",
+                )?;
+                db.insert_app(&AppRecord {
+                    id: "a".into(),
+                    name: "app".into(),
+                    org_slug: "o".into(),
+                    network: "default".into(),
+                    created_at_ms: 0,
+                    machine_count: 0,
+                })
+            })
+            .unwrap();
+        (dir, store)
+    }
+
+    fn machine(id: &str, meta: &str) -> MachineRecord {
+        let config =
+            serde_json::from_value(serde_json::json!({"image": "img", "metadata": {"role": meta}}))
+                .unwrap();
+        MachineRecord {
+            id: id.into(),
+            app_name: "app".into(),
+            name: format!("name-{id}"),
+            region: "ord".into(),
+            state: MachineState::Created,
+            instance_id: "v1".into(),
+            private_ip: "fdaa::1".into(),
+            config,
+            cordoned: false,
+            created_at: "t".into(),
+            updated_at: "t".into(),
+            runtime: None,
+        }
+    }
+
+    #[test]
+    fn transitions_keep_recent_events_and_prune_the_log() {
+        let (_dir, store) = setup();
+        store
+            .call_blocking(|db| {
+                db.insert_machine(&machine("m1", "web"), &event("00000", "launch"))?;
+                for i in 1..=(KEPT_EVENTS + 20) {
+                    db.record_transition(
+                        "m1",
+                        MachineState::Started,
+                        Some(Some("h")),
+                        &event(&format!("{i:05}"), "start"),
+                        "t2",
+                    )?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let (events, listing) = store
+            .call_blocking(|db| {
+                Ok((
+                    db.events("m1", 1000)?,
+                    db.machine_listings("app", &MachineFilter::default())?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(events.len() as i64, KEPT_EVENTS);
+        assert_eq!(
+            events[0].id,
+            format!("{:05}", KEPT_EVENTS + 20),
+            "newest first"
+        );
+        let recent: Vec<serde_json::Value> = serde_json::from_str(&listing[0].events_json).unwrap();
+        assert_eq!(recent.len(), RECENT_EVENTS);
+        assert_eq!(recent[0]["id"], events[0].id.as_str());
+        assert_eq!(listing[0].state, MachineState::Started);
+        assert_eq!(listing[0].image, "img");
+    }
+
+    #[test]
+    fn listings_filter_in_sql() {
+        let (_dir, store) = setup();
+        store
+            .call_blocking(|db| {
+                db.insert_machine(&machine("m1", "web"), &event("1", "launch"))?;
+                db.insert_machine(&machine("m2", "db"), &event("2", "launch"))?;
+                db.record_transition(
+                    "m2",
+                    MachineState::Destroyed,
+                    None,
+                    &event("3", "destroy"),
+                    "t",
+                )
+            })
+            .unwrap();
+        let count = |f: MachineFilter| {
+            store
+                .call_blocking(move |db| db.machine_listings("app", &f))
+                .unwrap()
+                .len()
+        };
+        assert_eq!(count(MachineFilter::default()), 1);
+        assert_eq!(
+            count(MachineFilter {
+                include_deleted: true,
+                ..Default::default()
+            }),
+            2
+        );
+        let meta = |k: &str, v: &str| MachineFilter {
+            include_deleted: true,
+            metadata: vec![(k.into(), v.into())],
+            ..Default::default()
+        };
+        assert_eq!(count(meta("role", "db")), 1);
+        assert_eq!(count(meta("role", "cache")), 0);
+        assert_eq!(
+            count(MachineFilter {
+                states: vec![MachineState::Created],
+                ..Default::default()
+            }),
+            1
+        );
+        assert_eq!(
+            count(MachineFilter {
+                region: Some("ams".into()),
+                ..Default::default()
+            }),
+            0
+        );
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_schema() {
+        let (dir, store) = setup();
+        drop(store);
+        let again = Store::open(&dir.path().join("db")).unwrap();
+        assert!(again.call_blocking(|db| db.app("app")).unwrap().is_some());
+    }
 }

@@ -41,9 +41,12 @@ const MIGRATIONS: &[&str] = &[
         cordoned INTEGER NOT NULL DEFAULT 0,
         created_at TEXT NOT NULL,
         updated_at TEXT NOT NULL,
-        runtime TEXT
+        runtime TEXT,
+        -- The newest events as a JSON array, newest first, kept in the same transaction
+        -- as each event so listings need no join.
+        recent_events TEXT NOT NULL DEFAULT '[]'
     );
-    CREATE INDEX machines_by_app ON machines(app_name, id);
+    CREATE INDEX machines_by_app ON machines(app_name, created_at, id);
     CREATE UNIQUE INDEX machines_live_name ON machines(app_name, name) WHERE state <> 'destroyed';
     CREATE TABLE machine_versions (
         machine_id TEXT NOT NULL REFERENCES machines(id) ON DELETE CASCADE,

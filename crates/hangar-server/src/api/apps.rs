@@ -190,7 +190,7 @@ async fn destroy(
     let name = app.name.clone();
     let machines = state
         .store
-        .call(move |db| db.machines(&name, &Default::default()))
+        .call(move |db| db.machine_listings(&name, &Default::default()))
         .await?;
     for m in machines {
         match state

@@ -4,12 +4,14 @@
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use hangar_store::{LeaseRecord, MachineFilter, MachineRecord};
 use hangar_types::requests::{CreateMachineRequest, OkResponse};
 use hangar_types::{ImageRef, Lease, Machine, MachineConfig, MachineEvent, MachineState};
-use serde_json::Value;
+use serde::Serialize;
+use serde_json::value::RawValue;
 
 use super::apps::load_app;
 use super::{idempotency, ApiError, JsonBody, Params};
@@ -132,12 +134,43 @@ fn lease_view(l: &LeaseRecord, version: &str) -> Lease {
     }
 }
 
+/// One machine of a listing, serialized straight from stored JSON (`config` and
+/// `events` are embedded as they are kept, not decoded and encoded again).
+#[derive(Serialize)]
+struct ListedMachine<'a> {
+    id: &'a str,
+    name: &'a str,
+    state: &'a str,
+    region: &'a str,
+    instance_id: &'a str,
+    version: &'a str,
+    private_ip: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config: Option<&'a RawValue>,
+    image_ref: ImageRef,
+    created_at: &'a str,
+    updated_at: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checks: Option<[(); 0]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease: Option<Lease>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_status: Option<&'a str>,
+    cordoned: bool,
+}
+
+fn raw(json: &str) -> Result<&RawValue, ApiError> {
+    serde_json::from_str(json).map_err(ApiError::internal)
+}
+
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(app): Path<String>,
     q: Params,
-) -> Result<Json<Vec<Value>>, ApiError> {
+) -> Result<Response, ApiError> {
     let app = load_app(&state, &caller, &app).await?;
     let mut states = Vec::new();
     for s in q.list("state") {
@@ -154,15 +187,10 @@ async fn list(
     };
     let (summary, include_leases) = (q.flag("summary")?, q.flag("include_leases")?);
     let name = app.name.clone();
-    let (machines, mut events, leases) = state
+    let (machines, leases) = state
         .store
         .call(move |db| {
-            let machines = db.machines(&name, &filter)?;
-            let events = if summary {
-                Default::default()
-            } else {
-                db.recent_events_of_app(&name, EMBEDDED_EVENTS)?
-            };
+            let machines = db.machine_listings(&name, &filter)?;
             let mut leases = std::collections::HashMap::new();
             if include_leases {
                 for m in &machines {
@@ -171,24 +199,44 @@ async fn list(
                     }
                 }
             }
-            Ok((machines, events, leases))
+            Ok((machines, leases))
         })
         .await?;
     let mut out = Vec::with_capacity(machines.len());
     for m in &machines {
-        let lease = leases.get(&m.id).map(|l| lease_view(l, &m.instance_id));
-        let machine = view(m, events.remove(&m.id).unwrap_or_default(), lease, None);
-        let mut v = serde_json::to_value(machine).map_err(ApiError::internal)?;
-        if summary {
-            if let Some(o) = v.as_object_mut() {
-                for k in ["config", "events", "checks", "host_status", "nonce"] {
-                    o.remove(k);
-                }
-            }
-        }
-        out.push(v);
+        out.push(ListedMachine {
+            id: &m.id,
+            name: &m.name,
+            state: m.state.as_str(),
+            region: &m.region,
+            instance_id: &m.instance_id,
+            version: &m.instance_id,
+            private_ip: &m.private_ip,
+            config: if summary {
+                None
+            } else {
+                Some(raw(&m.config_json)?)
+            },
+            image_ref: ImageRef::parse(&m.image),
+            created_at: &m.created_at,
+            updated_at: &m.updated_at,
+            events: if summary {
+                None
+            } else {
+                Some(raw(&m.events_json)?)
+            },
+            checks: (!summary).then_some([]),
+            lease: leases.get(&m.id).map(|l| lease_view(l, &m.instance_id)),
+            host_status: (!summary).then_some("ok"),
+            cordoned: m.cordoned,
+        });
     }
-    Ok(Json(out))
+    let body = serde_json::to_vec(&out).map_err(ApiError::internal)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 /// Reads a config from a create or update body and checks it: 400 naming the problem.
