@@ -5,6 +5,7 @@
 mod bad_input;
 mod cli;
 mod harness;
+mod leases;
 mod lifecycle;
 mod recovery;
 mod requests;

@@ -1,0 +1,311 @@
+//! The commands a machine's actor takes ([`MachineCmd`]): each checks that it is legal
+//! in the current state, records its transition, replies, then acts.
+
+use hangar_types::{MachineEvent, MachineState};
+use serde_json::json;
+
+use super::{driver_error, not_now, MachineActor, Result};
+use crate::supervisor::{launch, MachineCmd, OpError};
+use crate::{clock, ids};
+
+impl MachineActor {
+    /// Handles one command; returns true when the machine is now destroyed.
+    pub(super) async fn handle(&mut self, cmd: MachineCmd) -> bool {
+        use MachineState as S;
+        let state = self.m.state;
+        match cmd {
+            MachineCmd::Start { reply } => match state {
+                S::Started | S::Starting => {
+                    let _ = reply.send(Ok(state));
+                }
+                S::Created | S::Stopped | S::Failed | S::Suspended => {
+                    let r = self.begin_start("user").await;
+                    let ok = r.is_ok();
+                    let _ = reply.send(r.map(|_| state));
+                    if ok {
+                        if state == S::Suspended {
+                            self.resume().await;
+                        } else {
+                            self.finish_start().await;
+                        }
+                    }
+                }
+                _ => {
+                    let msg = if state == S::Replacing {
+                        "machine getting replaced, refusing to start".to_string()
+                    } else {
+                        format!("unable to start machine from current state: '{state}'")
+                    };
+                    let _ = reply.send(Err(OpError::Precondition(msg)));
+                }
+            },
+            MachineCmd::Stop {
+                signal,
+                timeout,
+                reply,
+            } => match state {
+                S::Stopped => {
+                    let _ = reply.send(Ok(()));
+                }
+                S::Started | S::Created | S::Suspended | S::Failed | S::Starting => {
+                    let (signal, timeout) = Self::stop_defaults(&self.m.config, signal, timeout);
+                    let r = self
+                        .transition(S::Stopping, "stop", "user", None, None)
+                        .await;
+                    let ok = r.is_ok();
+                    let _ = reply.send(r);
+                    if ok {
+                        self.pending_restart = None;
+                        let status = self.stop_process(signal, timeout).await;
+                        let r = self.record_requested_exit(status).await;
+                        self.log_err("record stop", r);
+                    }
+                }
+                _ => {
+                    let _ = reply.send(Err(not_now("stop", state)));
+                }
+            },
+            MachineCmd::Restart {
+                signal,
+                timeout,
+                reply,
+            } => match state {
+                S::Started => {
+                    let (signal, timeout) = Self::stop_defaults(&self.m.config, signal, timeout);
+                    let r = self
+                        .transition(S::Restarting, "restart", "user", None, None)
+                        .await;
+                    let ok = r.is_ok();
+                    let _ = reply.send(r);
+                    if ok {
+                        self.stop_process(signal, timeout).await;
+                        self.start_new("flyd").await;
+                    }
+                }
+                _ => {
+                    let _ = reply.send(Err(not_now("restart", state)));
+                }
+            },
+            MachineCmd::Suspend { reply } => match (state, self.running.as_ref()) {
+                (S::Suspended, _) => {
+                    let _ = reply.send(Ok(()));
+                }
+                (S::Started, Some(p)) => {
+                    let handle = p.handle.clone();
+                    let r = self
+                        .transition(S::Suspending, "suspend", "user", None, None)
+                        .await;
+                    let ok = r.is_ok();
+                    let _ = reply.send(r);
+                    if ok {
+                        let r = match self.ctx.driver.suspend(&handle).await {
+                            Ok(()) => {
+                                self.transition(S::Suspended, "suspend", "flyd", None, None)
+                                    .await
+                            }
+                            Err(e) => {
+                                let req = json!({ "error": e.to_string() });
+                                self.transition(S::Started, "suspend", "flyd", Some(req), None)
+                                    .await
+                            }
+                        };
+                        self.log_err("record suspend", r);
+                    }
+                }
+                _ => {
+                    let _ = reply.send(Err(not_now("suspend", state)));
+                }
+            },
+            MachineCmd::Signal { signal, reply } => {
+                let r = match (state, self.running.as_ref()) {
+                    (S::Started, Some(p)) => self
+                        .ctx
+                        .driver
+                        .signal(&p.handle, signal)
+                        .await
+                        .map_err(driver_error),
+                    _ => Err(not_now("signal", state)),
+                };
+                let _ = reply.send(r);
+            }
+            MachineCmd::Update {
+                config,
+                skip_launch,
+                reply,
+            } => {
+                if !matches!(
+                    state,
+                    S::Created | S::Started | S::Stopped | S::Suspended | S::Failed
+                ) {
+                    let _ = reply.send(Err(OpError::Precondition(format!(
+                        "machine is {state}; wait for it to settle (GET …/wait?state=settled) before updating"
+                    ))));
+                    return false;
+                }
+                let old = std::mem::replace(&mut self.m.config, *config);
+                let (signal, timeout) = Self::stop_defaults(&old, None, None);
+                let version = ids::ulid();
+                let r = self.record_version(&version, state).await;
+                if r.is_err() {
+                    self.m.config = old;
+                }
+                let ok = r.is_ok();
+                let _ = reply.send(r.map(|_| version));
+                if ok {
+                    self.pending_restart = None;
+                    self.stop_process(signal, timeout).await;
+                    let r = match state {
+                        S::Started if !skip_launch => {
+                            self.start_new("flyd").await;
+                            Ok(())
+                        }
+                        S::Created => {
+                            self.transition(S::Created, "update", "flyd", None, Some(None))
+                                .await
+                        }
+                        _ => {
+                            self.transition(S::Stopped, "update", "flyd", None, Some(None))
+                                .await
+                        }
+                    };
+                    self.log_err("record update", r);
+                }
+            }
+            MachineCmd::Destroy { force, reply } => {
+                let live = matches!(
+                    state,
+                    S::Started | S::Starting | S::Restarting | S::Stopping | S::Suspending
+                );
+                if live && !force {
+                    let _ = reply.send(Err(OpError::Precondition(format!(
+                        "machine {} is {state}; stop it first, or destroy it with force=true",
+                        self.m.id
+                    ))));
+                    return false;
+                }
+                let r = self.destroy_now().await;
+                let done = r.is_ok();
+                let _ = reply.send(r);
+                return done;
+            }
+            MachineCmd::Exec {
+                argv,
+                stdin,
+                timeout,
+                reply,
+            } => {
+                let Some(handle) = self.running_handle(state) else {
+                    let _ = reply.send(Err(not_now("exec", state)));
+                    return false;
+                };
+                let (driver, spec) = (
+                    self.ctx.driver.clone(),
+                    launch::spec(&self.m, &self.ctx.region),
+                );
+                tokio::spawn(async move {
+                    let r = driver
+                        .exec(&handle, &spec, &argv, stdin.as_deref(), timeout)
+                        .await
+                        .map_err(driver_error);
+                    let _ = reply.send(r);
+                });
+            }
+            MachineCmd::SetMetadata {
+                changes,
+                machine_version,
+                reply,
+            } => {
+                let r = self.set_metadata(changes, machine_version).await;
+                let _ = reply.send(r);
+            }
+            MachineCmd::Cordon { cordoned, reply } => {
+                let (id, now) = (self.m.id.clone(), clock::rfc3339_now());
+                let r = self
+                    .ctx
+                    .store
+                    .call(move |db| db.set_cordoned(&id, cordoned, &now))
+                    .await
+                    .map_err(OpError::from);
+                if r.is_ok() {
+                    self.m.cordoned = cordoned;
+                }
+                let _ = reply.send(r);
+            }
+            MachineCmd::Ps { reply } => {
+                let Some(handle) = self.running_handle(state) else {
+                    let _ = reply.send(Err(not_now("list processes of", state)));
+                    return false;
+                };
+                let driver = self.ctx.driver.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(driver.ps(&handle).await.map_err(driver_error));
+                });
+            }
+        }
+        false
+    }
+
+    async fn set_metadata(
+        &mut self,
+        changes: Vec<(String, Option<String>)>,
+        machine_version: Option<String>,
+    ) -> Result<()> {
+        if let Some(v) = machine_version.filter(|v| !v.is_empty()) {
+            if v != self.m.instance_id {
+                return Err(OpError::Precondition(format!(
+                    "machine version mismatch: the machine is at version {}, the request names {v}",
+                    self.m.instance_id
+                )));
+            }
+        }
+        let mut config = self.m.config.clone();
+        let meta = config.metadata.get_or_insert_with(Default::default);
+        for (k, v) in changes {
+            match v.filter(|v| !v.is_empty()) {
+                Some(v) => meta.insert(k, v),
+                None => meta.remove(&k),
+            };
+        }
+        let (id, cfg, now) = (self.m.id.clone(), config.clone(), clock::rfc3339_now());
+        self.ctx
+            .store
+            .call(move |db| db.replace_config_in_place(&id, &cfg, &now))
+            .await?;
+        self.m.config = config;
+        Ok(())
+    }
+
+    fn running_handle(&self, state: MachineState) -> Option<String> {
+        (state == MachineState::Started)
+            .then(|| self.running.as_ref().map(|p| p.handle.clone()))
+            .flatten()
+    }
+
+    async fn record_version(&mut self, version: &str, prev: MachineState) -> Result<()> {
+        let event = MachineEvent {
+            id: ids::ulid(),
+            kind: "update".into(),
+            status: MachineState::Replacing.as_str().into(),
+            source: "user".into(),
+            timestamp: clock::now_ms(),
+            request: Some(json!({ "previous_state": prev.as_str() })),
+        };
+        let (id, v, cfg, ev, now) = (
+            self.m.id.clone(),
+            version.to_string(),
+            self.m.config.clone(),
+            event.clone(),
+            clock::rfc3339_now(),
+        );
+        let at = now.clone();
+        self.ctx
+            .store
+            .call(move |db| db.record_new_version(&id, &v, &cfg, MachineState::Replacing, &ev, &at))
+            .await?;
+        self.m.instance_id = version.to_string();
+        self.m.state = MachineState::Replacing;
+        self.m.updated_at = now;
+        self.publish(event.id);
+        Ok(())
+    }
+}
