@@ -6,7 +6,8 @@ use hangar_types::requests::{
     CreateMachineRequest, ExecRequest, ExecResponse, StopRequest, WaitResponse,
 };
 use hangar_types::{
-    App, CreateAppRequest, CreateAppResponse, ErrorBody, LeaseEnvelope, ListAppsResponse, Machine,
+    App, CreateAppRequest, CreateAppResponse, ErrorBody, LeaseEnvelope, ListAppsResponse, LogEntry,
+    Machine,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -297,6 +298,58 @@ impl Client {
             &[("fly-machine-lease-nonce", nonce)],
         )
         .await
+    }
+
+    /// Streams an app's logs, calling `on_entry` for each line, until the server ends the
+    /// stream (at once without `follow`).
+    pub async fn logs(
+        &self,
+        app: &str,
+        machine: Option<&str>,
+        region: Option<&str>,
+        follow: bool,
+        mut on_entry: impl FnMut(LogEntry),
+    ) -> Result<()> {
+        let mut url = format!("{}/v1/apps/{app}/logs?follow={follow}", self.base);
+        if let Some(m) = machine {
+            url.push_str(&format!("&machine_id={m}"));
+        }
+        if let Some(r) = region {
+            url.push_str(&format!("&region={r}"));
+        }
+        let mut res = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
+        let status = res.status();
+        if !status.is_success() {
+            let text = res.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<ErrorBody>(&text)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| format!("{status}: {text}"));
+            return Err(ClientError::Api { status, message });
+        }
+        let mut pending = Vec::new();
+        while let Some(chunk) = res
+            .chunk()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))?
+        {
+            pending.extend_from_slice(&chunk);
+            while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=i).collect();
+                if let Ok(entry) = serde_json::from_slice::<LogEntry>(&line) {
+                    on_entry(entry);
+                }
+            }
+        }
+        Ok(())
     }
 
     pub async fn whoami(&self) -> Result<Value> {

@@ -6,6 +6,7 @@
 //! what it is told and reports exits; it does not decide states, restart policy or what
 //! the API answers — the supervisor does.
 
+pub mod logs;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -100,6 +101,8 @@ impl DriverError {
 #[async_trait::async_trait]
 pub trait Driver: Send + Sync + 'static {
     fn name(&self) -> &'static str;
+    /// The machine's log file, in the format of [`logs`].
+    fn log_file(&self, machine_id: &str) -> std::path::PathBuf;
     /// Refuses a config this driver cannot run, with a message for the user.
     fn check_config(&self, _config: &MachineConfig) -> Result<(), String> {
         Ok(())

@@ -9,6 +9,7 @@ pub mod app;
 pub mod duration;
 pub mod error;
 pub mod lease;
+pub mod logs;
 pub mod machine;
 pub mod machine_config;
 pub mod requests;
@@ -19,6 +20,7 @@ pub use app::{App, CreateAppRequest, CreateAppResponse, ListApp, ListAppsRespons
 pub use duration::GoDuration;
 pub use error::ErrorBody;
 pub use lease::{Lease, LeaseEnvelope};
+pub use logs::LogEntry;
 pub use machine::{CheckStatus, ImageRef, Machine, MachineEvent, MachineVersion, ProcessStat};
 pub use machine_config::MachineConfig;
 pub use signal::Signal;

@@ -2,6 +2,7 @@
 
 mod apps;
 mod auth;
+mod logs;
 mod machine;
 mod server;
 
@@ -33,6 +34,8 @@ pub enum Command {
     /// Manage machines
     #[command(subcommand, alias = "machines", alias = "m")]
     Machine(machine::MachineCmd),
+    /// Show an app's logs, following them
+    Logs(logs::LogsArgs),
     /// Who the current token is
     #[command(subcommand)]
     Auth(auth::AuthCmd),
@@ -51,6 +54,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Server(a) => server::run(a).await.map(|_| ExitCode::SUCCESS),
         Command::Apps(c) => apps::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Machine(c) => machine::run(c).await,
+        Command::Logs(a) => logs::run(a).await.map(|_| ExitCode::SUCCESS),
         Command::Auth(c) => auth::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Shim(_) => unreachable_shim(),
     }

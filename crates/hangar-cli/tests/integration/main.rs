@@ -7,5 +7,6 @@ mod cli;
 mod harness;
 mod leases;
 mod lifecycle;
+mod logs;
 mod recovery;
 mod requests;

@@ -2,7 +2,8 @@
 //! outlives the server (Nomad raw_exec style; for laptops and hosts without containerd).
 //!
 //! Layout under the driver's root, per machine: `rootfs/` (the working directory),
-//! `logs/stdout.log` and `logs/stderr.log`, `run/` (the shim's spec and `exit.json`).
+//! `logs/machine.log` (stdout and stderr, see [`crate::logs`]), `run/` (the shim's spec
+//! and `exit.json`).
 //! The command is `config.init.exec`, else `init.entrypoint` + `init.cmd`; the image is
 //! recorded but not pulled. Stop, signal, suspend (SIGSTOP of the process group) and
 //! resume (SIGCONT) act on the host process group; isolation is that of a host process.
@@ -51,12 +52,6 @@ impl ProcessDriver {
 
     fn machine_dir(&self, id: &str) -> PathBuf {
         self.root.join(id)
-    }
-
-    /// The machine's stdout and stderr log files.
-    pub fn log_paths(&self, id: &str) -> (PathBuf, PathBuf) {
-        let logs = self.machine_dir(id).join("logs");
-        (logs.join("stdout.log"), logs.join("stderr.log"))
     }
 
     fn argv(spec: &LaunchSpec) -> Result<Vec<String>, DriverError> {
@@ -148,6 +143,12 @@ impl Driver for ProcessDriver {
         "process"
     }
 
+    fn log_file(&self, machine_id: &str) -> PathBuf {
+        self.machine_dir(machine_id)
+            .join("logs")
+            .join("machine.log")
+    }
+
     fn check_config(&self, config: &hangar_types::MachineConfig) -> Result<(), String> {
         let spec = LaunchSpec {
             machine_id: String::new(),
@@ -167,13 +168,11 @@ impl Driver for ProcessDriver {
                 .map_err(|e| DriverError::io(format!("create {}", d.display()), e))?;
         }
         let _ = tokio::fs::remove_file(run_dir.join(EXIT_FILE)).await;
-        let (stdout, stderr) = self.log_paths(&spec.machine_id);
         let shim_spec = ShimSpec {
             argv,
             env: Self::env(spec),
             cwd: rootfs,
-            stdout,
-            stderr,
+            log: self.log_file(&spec.machine_id),
         };
         let spec_bytes = serde_json::to_vec(&shim_spec)
             .map_err(|e| DriverError::io("encode launch spec", e.into()))?;

@@ -2,19 +2,27 @@
 //! process and outlives the server, like containerd's shim or Nomad's executor.
 //!
 //! It puts the process in a process group of its own, sends its PID back to the server
-//! as one line of JSON on stdout, waits for it, and writes how it ended to `exit.json`.
-//! So a server that was killed and restarted still learns each exit code.
+//! as one line of JSON on stdout, writes the process's stdout and stderr to the
+//! machine's log, waits for it, and writes how it ended to `exit.json`. So a server
+//! that was killed and restarted still learns each exit code, and no output is lost
+//! while it is down.
 
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::logs::{self, LogWriter, MAX_LOG_FILE_BYTES};
 use crate::ExitStatus;
+
+/// How long the shim waits, after the process exits, for its last output.
+const LOG_DRAIN: Duration = Duration::from_secs(2);
 
 /// What the server asks the shim to run (`spec.json` in the run directory).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,8 +30,8 @@ pub struct ShimSpec {
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub cwd: PathBuf,
-    pub stdout: PathBuf,
-    pub stderr: PathBuf,
+    /// The machine's log file (see [`crate::logs`]).
+    pub log: PathBuf,
 }
 
 /// The shim's one line of reply.
@@ -57,12 +65,11 @@ pub fn run(dir: &Path) -> i32 {
             return 2;
         }
     };
-    let open_log = |p: &Path| OpenOptions::new().create(true).append(true).open(p);
-    let (stdout, stderr) = match (open_log(&spec.stdout), open_log(&spec.stderr)) {
-        (Ok(o), Ok(e)) => (o, e),
-        (Err(e), _) | (_, Err(e)) => {
+    let log = match LogWriter::open(spec.log.clone(), MAX_LOG_FILE_BYTES) {
+        Ok(w) => Arc::new(w),
+        Err(e) => {
             reply(&ShimReply::Failed {
-                error: format!("open machine log files: {e}"),
+                error: format!("open machine log {}: {e}", spec.log.display()),
             });
             return 2;
         }
@@ -79,8 +86,8 @@ pub fn run(dir: &Path) -> i32 {
         .envs(&spec.env)
         .current_dir(&spec.cwd)
         .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .process_group(0)
         .spawn();
     let mut child = match spawned {
@@ -96,7 +103,36 @@ pub fn run(dir: &Path) -> i32 {
     let starttime = super::procfs::stat(pid).map(|s| s.starttime).unwrap_or(0);
     reply(&ShimReply::Started { pid, starttime });
 
-    let status = match child.wait() {
+    let (done_tx, done_rx) = mpsc::channel();
+    let pipes: [(Option<Box<dyn std::io::Read + Send>>, &'static str); 2] = [
+        (child.stdout.take().map(|p| Box::new(p) as _), "stdout"),
+        (child.stderr.take().map(|p| Box::new(p) as _), "stderr"),
+    ];
+    let mut pumps = 0;
+    for (pipe, stream) in pipes {
+        if let Some(pipe) = pipe {
+            let (log, done) = (log.clone(), done_tx.clone());
+            pumps += 1;
+            std::thread::spawn(move || {
+                logs::pump(pipe, stream, &log);
+                let _ = done.send(());
+            });
+        }
+    }
+
+    let waited = child.wait();
+    // Let the output written just before the exit reach the log; a daemon the process
+    // left behind may hold the pipes open, so do not wait for it forever.
+    let deadline = Instant::now() + LOG_DRAIN;
+    for _ in 0..pumps {
+        if done_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_err()
+        {
+            break;
+        }
+    }
+    let status = match waited {
         Ok(s) => ExitStatus {
             exit_code: s.code().unwrap_or(128 + s.signal().unwrap_or(0)),
             signal: s.signal(),

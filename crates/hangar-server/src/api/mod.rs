@@ -8,6 +8,7 @@ mod actions;
 mod apps;
 pub mod idempotency;
 mod leases;
+mod logs;
 mod machines;
 mod metadata;
 mod query;
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .merge(actions::routes())
         .merge(leases::routes(&state))
         .merge(metadata::routes())
+        .merge(logs::routes())
         .merge(tokens::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
