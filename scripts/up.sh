@@ -11,7 +11,7 @@ data=${HANGAR_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/hangar}
 mkdir -p "$data"
 
 if ! curl -fsS http://127.0.0.1:4280/healthz >/dev/null 2>&1; then
-  "$hangar" server --data-dir "$data" >>"$data/server.log" 2>&1 &
+  "$hangar" server --driver process --data-dir "$data" >>"$data/server.log" 2>&1 &
   echo $! >"$data/server.pid"
   for _ in $(seq 100); do curl -fsS http://127.0.0.1:4280/healthz >/dev/null 2>&1 && break; sleep 0.1; done
   echo "hangar server started (pid $(cat "$data/server.pid")), log in $data/server.log"

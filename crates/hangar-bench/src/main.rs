@@ -140,7 +140,7 @@ async fn main() -> Result<()> {
         .port();
     let url = format!("http://127.0.0.1:{port}");
     let mut server = Command::new(&hangar)
-        .args(["server", "--data-dir"])
+        .args(["server", "--driver", "process", "--data-dir"])
         .arg(dir.path().join("data"))
         .args(["--api-listen", &format!("127.0.0.1:{port}")])
         .env("HANGAR_CONFIG", dir.path().join("cli.toml"))

@@ -15,8 +15,14 @@ use commands::Cli;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The shim is a tiny synchronous process; it needs no runtime.
-    if let commands::Command::Shim(args) = &cli.command {
-        return ExitCode::from(hangar_runtime::process::shim::run(&args.dir) as u8);
+    match &cli.command {
+        commands::Command::Shim(args) => {
+            return ExitCode::from(hangar_runtime::process::shim::run(&args.dir) as u8)
+        }
+        commands::Command::LogDriver(args) => {
+            return ExitCode::from(hangar_runtime::containerd::log_driver::run(&args.dir) as u8)
+        }
+        _ => {}
     }
     // The store serializes database work, so a few blocking threads are plenty; fewer
     // threads also keep the allocator's per-thread arenas, and so the RSS, small.

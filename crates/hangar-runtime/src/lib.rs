@@ -6,6 +6,7 @@
 //! what it is told and reports exits; it does not decide states, restart policy or what
 //! the API answers — the supervisor does.
 
+pub mod containerd;
 pub mod logs;
 pub mod process;
 
@@ -105,6 +106,11 @@ pub trait Driver: Send + Sync + 'static {
     fn log_file(&self, machine_id: &str) -> std::path::PathBuf;
     /// Refuses a config this driver cannot run, with a message for the user.
     fn check_config(&self, _config: &MachineConfig) -> Result<(), String> {
+        Ok(())
+    }
+    /// Fetches what a config needs before the machine is created (its image), so a
+    /// create with an image that cannot be had fails at once and leaves nothing behind.
+    async fn prepare(&self, _config: &MachineConfig) -> Result<(), DriverError> {
         Ok(())
     }
     /// Launches the machine's main process.

@@ -42,6 +42,9 @@ pub enum Command {
     /// Internal: supervise one machine process (started by the process driver)
     #[command(hide = true)]
     Shim(ShimArgs),
+    /// Internal: write a container's output to its machine log (run by containerd)
+    #[command(hide = true)]
+    LogDriver(ShimArgs),
 }
 
 #[derive(Args)]
@@ -56,7 +59,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Machine(c) => machine::run(c).await,
         Command::Logs(a) => logs::run(a).await.map(|_| ExitCode::SUCCESS),
         Command::Auth(c) => auth::run(c).await.map(|_| ExitCode::SUCCESS),
-        Command::Shim(_) => unreachable_shim(),
+        Command::Shim(_) | Command::LogDriver(_) => unreachable_shim(),
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use hangar_runtime::containerd::{self, ContainerdDriver, RegistryOptions};
 use hangar_runtime::process::ProcessDriver;
 use hangar_runtime::Driver;
 use hangar_server::CancellationToken;
@@ -39,6 +40,16 @@ pub struct ServerArgs {
     /// The region this host reports, and new machines' default region
     #[arg(long, env = "HANGAR_REGION", default_value = "local")]
     pub region: String,
+    /// Use the containerd listening here instead of starting a private one
+    #[arg(long, env = "HANGAR_CONTAINERD_SOCKET")]
+    pub containerd_socket: Option<PathBuf>,
+    /// A registry (host[:port]) to reach over plain HTTP; loopback ones always are
+    #[arg(
+        long = "insecure-registry",
+        env = "HANGAR_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub insecure_registries: Vec<String>,
 }
 
 fn init_tracing() {
@@ -50,27 +61,76 @@ fn init_tracing() {
         .try_init();
 }
 
-fn choose_driver(kind: DriverKind, data_dir: &std::path::Path) -> Result<Arc<dyn Driver>> {
-    let exe = std::env::current_exe().context("find the hangar binary for the machine shim")?;
-    let process = || -> Arc<dyn Driver> {
-        Arc::new(ProcessDriver::new(data_dir.join("machines"), exe.clone()))
-    };
-    match kind {
-        DriverKind::Process => {
-            info!(driver = "process", "driver chosen by --driver");
-            Ok(process())
-        }
-        DriverKind::Auto => {
-            info!(
-                driver = "process",
-                "driver chosen automatically: this build runs machines as host processes"
-            );
-            Ok(process())
-        }
-        DriverKind::Containerd => {
-            bail!("the containerd driver is not part of this build yet; run with --driver process")
+/// Why containerd cannot run here, if it cannot.
+fn containerd_unavailable(args: &ServerArgs) -> Option<String> {
+    if args.containerd_socket.is_some() {
+        return None;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not running as root".into());
+    }
+    for bin in ["containerd", "runc"] {
+        if which(bin).is_none() {
+            return Some(format!("`{bin}` is not installed"));
         }
     }
+    None
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(bin))
+                .find(|f| f.is_file())
+        })
+        .unwrap_or(None)
+}
+
+async fn choose_driver(args: &ServerArgs, data_dir: &std::path::Path) -> Result<Arc<dyn Driver>> {
+    let exe = std::env::current_exe().context("find the hangar binary for the machine shim")?;
+    let use_containerd = match args.driver {
+        DriverKind::Process => {
+            info!(driver = "process", "driver chosen by --driver");
+            false
+        }
+        DriverKind::Containerd => match containerd_unavailable(args) {
+            Some(why) => bail!("cannot use the containerd driver: {why}; run as root with containerd and runc installed, or use --driver process"),
+            None => true,
+        },
+        DriverKind::Auto => match containerd_unavailable(args) {
+            Some(why) => {
+                info!(driver = "process", reason = %why, "driver chosen automatically: containerd cannot run here");
+                false
+            }
+            None => {
+                info!(driver = "containerd", "driver chosen automatically: running as root with containerd and runc installed");
+                true
+            }
+        },
+    };
+    if !use_containerd {
+        return Ok(Arc::new(ProcessDriver::new(data_dir.join("machines"), exe)));
+    }
+    let dir = data_dir.join("containerd");
+    let daemon = match &args.containerd_socket {
+        Some(socket) => containerd::daemon::connect(socket).await?,
+        None => {
+            let binary = which("containerd").context("find containerd")?;
+            containerd::daemon::start_private(&dir, &binary).await?
+        }
+    };
+    info!(socket = %daemon.socket.display(), version = %daemon.version, "connected to containerd");
+    let driver = ContainerdDriver::new(
+        daemon.channel,
+        dir,
+        exe,
+        RegistryOptions {
+            insecure: args.insecure_registries.clone(),
+        },
+    )
+    .await?;
+    Ok(Arc::new(driver))
 }
 
 pub async fn run(args: ServerArgs) -> Result<()> {
@@ -82,8 +142,11 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             args.region
         );
     }
-    let data_dir = args.data_dir.unwrap_or_else(config::default_data_dir);
-    let driver = choose_driver(args.driver, &data_dir)?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(config::default_data_dir);
+    let driver = choose_driver(&args, &data_dir).await?;
     let cfg = ServerConfig {
         data_dir: data_dir.clone(),
         api_listen: args.api_listen,

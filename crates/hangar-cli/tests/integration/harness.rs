@@ -16,6 +16,7 @@ pub struct TestServer {
     pub token: String,
     child: Option<Child>,
     http: reqwest::Client,
+    server_args: Vec<String>,
 }
 
 /// An HTTP answer: status and parsed JSON body (`Null` when empty or not JSON).
@@ -39,7 +40,13 @@ fn free_port() -> u16 {
 }
 
 impl TestServer {
+    /// A server with the process driver.
     pub async fn start() -> TestServer {
+        Self::start_with(&["--driver", "process"]).await
+    }
+
+    /// A server with extra `hangar server` arguments.
+    pub async fn start_with(args: &[&str]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut s = TestServer {
             dir,
@@ -47,6 +54,7 @@ impl TestServer {
             token: String::new(),
             child: None,
             http: reqwest::Client::new(),
+            server_args: args.iter().map(|a| a.to_string()).collect(),
         };
         s.spawn().await;
         s.token = std::fs::read_to_string(s.data_dir().join("admin-token"))
@@ -80,6 +88,7 @@ impl TestServer {
                 "--region",
                 "ord",
             ])
+            .args(&self.server_args)
             .env("HANGAR_CONFIG", self.dir.path().join("cli.toml"))
             .env("HANGAR_LOG", "info")
             .stdout(Stdio::null())
@@ -284,6 +293,30 @@ impl TestServer {
     /// server by design, tests must not leave them behind.
     fn kill_machines(&self) {
         let root = self.data_dir();
+        let socket = root.join("containerd").join("containerd.sock");
+        if socket.exists() {
+            // Tasks first, so their shims unmount their root filesystems.
+            let ctr = |args: &[&str]| {
+                Command::new("ctr")
+                    .arg("-a")
+                    .arg(&socket)
+                    .args(["-n", "hangar"])
+                    .args(args)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default()
+            };
+            for id in ctr(&["tasks", "ls", "-q"]).lines() {
+                ctr(&["tasks", "kill", "-a", "-s", "SIGKILL", id]);
+                ctr(&["tasks", "delete", "-f", id]);
+            }
+            for id in ctr(&["containers", "ls", "-q"]).lines() {
+                ctr(&["containers", "delete", id]);
+            }
+        }
+        let root_str = root.display().to_string();
         let Ok(dir) = std::fs::read_dir("/proc") else {
             return;
         };
@@ -291,14 +324,28 @@ impl TestServer {
             let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
                 continue;
             };
-            if let Ok(cwd) = std::fs::read_link(e.path().join("cwd")) {
-                if cwd.starts_with(&root) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
+            let in_root = |link: &str| {
+                std::fs::read_link(e.path().join(link)).is_ok_and(|p| p.starts_with(&root))
+            };
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let mentions = String::from_utf8_lossy(&cmdline).contains(&root_str);
+            if in_root("cwd") || in_root("root") || mentions {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
+        }
+        // Mounts a killed shim left behind.
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let mut targets: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|t| t.starts_with(&root_str))
+            .collect();
+        targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        for t in targets {
+            let _ = Command::new("umount").args(["-l", t]).status();
         }
     }
 }

@@ -2,11 +2,16 @@
 //! temp data dir and drives it over HTTP and through the `hangar` CLI. One test binary
 //! with topic modules keeps link time down.
 
+// Tests may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod bad_input;
 mod cli;
+mod containerd;
 mod harness;
 mod leases;
 mod lifecycle;
 mod logs;
 mod recovery;
+mod registry;
 mod requests;

@@ -43,43 +43,43 @@ pub fn processes_in_group(pgrp: i32) -> Vec<ProcessStat> {
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };
-    let page = 4096;
-    let mut out = Vec::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Some(st) = stat(pid) else { continue };
-        if st.pgrp != pgrp || st.state == 'Z' {
-            continue;
-        }
-        let command = fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|b| {
-                b.split(|c| *c == 0)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| String::from_utf8_lossy(s).into_owned())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default();
-        let directory = fs::read_link(format!("/proc/{pid}/cwd"))
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        out.push(ProcessStat {
-            pid,
-            stime: st.starttime,
-            rtime: st.utime + st.stime,
-            command,
-            directory,
-            cpu: st.utime + st.stime,
-            rss: st.rss_pages * page,
-            listen_sockets: Vec::new(),
-        });
-    }
+    let mut out: Vec<ProcessStat> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|pid| stat(*pid).is_some_and(|s| s.pgrp == pgrp))
+        .filter_map(process)
+        .collect();
     out.sort_by_key(|p| p.pid);
     out
+}
+
+/// What `ps` shows of one live process.
+pub fn process(pid: i32) -> Option<ProcessStat> {
+    const PAGE: u64 = 4096;
+    let st = stat(pid)?;
+    if st.state == 'Z' {
+        return None;
+    }
+    let command = fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    let directory = fs::read_link(format!("/proc/{pid}/cwd"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    Some(ProcessStat {
+        pid,
+        stime: st.starttime,
+        rtime: st.utime + st.stime,
+        command,
+        directory,
+        cpu: st.utime + st.stime,
+        rss: st.rss_pages * PAGE,
+        listen_sockets: Vec::new(),
+    })
 }

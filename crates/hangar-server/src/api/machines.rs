@@ -256,6 +256,15 @@ fn checked_config(
     Ok(config)
 }
 
+/// Lets the driver fetch what the config needs (its image) before anything is stored.
+async fn prepare(state: &AppState, config: &MachineConfig) -> Result<(), ApiError> {
+    match state.supervisor.driver().prepare(config).await {
+        Ok(()) => Ok(()),
+        Err(hangar_runtime::DriverError::InvalidConfig(m)) => Err(ApiError::invalid(m)),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
 /// Region codes that mean "wherever the platform likes": they resolve to this host's.
 const REGION_ALIASES: &[&str] = &["any", "apac", "eu", "na", "sa", "us", "usa", "local"];
 
@@ -304,6 +313,7 @@ async fn create(
     let app = load_app(&state, &caller, &app).await?;
     let config = checked_config(&state, body.config.clone())?;
     let region = resolve_region(body.region.as_deref(), &state.region)?;
+    prepare(&state, &config).await?;
     let name = match body.name.as_deref().filter(|n| !n.is_empty()) {
         Some(n) => {
             check_machine_name(n)?;
@@ -425,6 +435,7 @@ async fn update(
         }
     }
     check_lease(&state, &m.id, &headers).await?;
+    prepare(&state, &config).await?;
     let skip_launch = body.skip_launch == Some(true);
     state
         .supervisor

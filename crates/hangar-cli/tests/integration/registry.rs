@@ -1,0 +1,175 @@
+//! Test images and a real registry: a Distribution registry (`docker-registry`) on a
+//! free loopback port, and a tiny OCI image built from `busybox-static`, pushed to it
+//! over the registry's HTTP API. No test depends on Docker Hub.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+pub struct TestRegistry {
+    _dir: tempfile::TempDir,
+    child: Child,
+    pub addr: String,
+}
+
+fn digest(data: &[u8]) -> String {
+    let hex: String = Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+/// Whether this host can run the containerd tests; CI installs all of it.
+pub fn containerd_available() -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("not root".into());
+    }
+    for bin in [
+        "/usr/bin/containerd",
+        "/usr/sbin/runc",
+        "/usr/bin/docker-registry",
+        "/bin/busybox",
+    ] {
+        if !Path::new(bin).exists() && !Path::new(&bin.replace("/usr/sbin", "/usr/bin")).exists() {
+            return Err(format!("{bin} is missing"));
+        }
+    }
+    Ok(())
+}
+
+impl TestRegistry {
+    pub fn start() -> TestRegistry {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < until, "registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        TestRegistry {
+            _dir: dir,
+            child,
+            addr,
+        }
+    }
+
+    /// Builds the busybox test image and pushes it as `repo:tag`; returns the reference.
+    pub async fn push_busybox(&self, repo: &str, tag: &str) -> String {
+        let layer_tar = busybox_layer();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&layer_tar).unwrap();
+        let layer = gz.finish().unwrap();
+        let config = serde_json::to_vec(&json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {
+                "Env": ["PATH=/bin", "IMAGE_VAR=from-image"],
+                "Cmd": ["/bin/sh", "-c", "echo hello from image; exec sleep 3600"],
+                "WorkingDir": "/"
+            },
+            "rootfs": {"type": "layers", "diff_ids": [digest(&layer_tar)]}
+        }))
+        .unwrap();
+        let http = reqwest::Client::new();
+        for blob in [&layer, &config] {
+            let res = http
+                .post(format!("http://{}/v2/{repo}/blobs/uploads/", self.addr))
+                .send()
+                .await
+                .unwrap();
+            let loc = res.headers()["location"].to_str().unwrap().to_string();
+            let loc = if loc.starts_with("http") {
+                loc
+            } else {
+                format!("http://{}{loc}", self.addr)
+            };
+            let sep = if loc.contains('?') { '&' } else { '?' };
+            let put = http
+                .put(format!("{loc}{sep}digest={}", digest(blob)))
+                .header("content-type", "application/octet-stream")
+                .body(blob.clone())
+                .send()
+                .await
+                .unwrap();
+            assert!(put.status().is_success(), "push blob: {}", put.status());
+        }
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(&config), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest(&layer), "size": layer.len()}]
+        }))
+        .unwrap();
+        let put = http
+            .put(format!("http://{}/v2/{repo}/manifests/{tag}", self.addr))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(manifest)
+            .send()
+            .await
+            .unwrap();
+        assert!(put.status().is_success(), "push manifest: {}", put.status());
+        format!("{}/{repo}:{tag}", self.addr)
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A root filesystem with busybox and its applets as symlinks.
+fn busybox_layer() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "root", "run"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_data(&mut h, d, std::io::empty()).unwrap();
+    }
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static installed");
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(busybox.len() as u64);
+    b.append_data(&mut h, "bin/busybox", &busybox[..]).unwrap();
+    for applet in [
+        "sh", "sleep", "echo", "cat", "ls", "env", "id", "ps", "hostname", "true", "head", "kill",
+        "dd", "mkdir",
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        b.append_link(&mut h, format!("bin/{applet}"), "busybox")
+            .unwrap();
+    }
+    b.into_inner().unwrap()
+}

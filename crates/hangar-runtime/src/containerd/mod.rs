@@ -1,0 +1,560 @@
+//! The containerd driver: each machine is an OCI container run by containerd (runc),
+//! from an image pulled from any OCI registry.
+//!
+//! One container per machine, named by the machine ID, in the `hangar` namespace. A
+//! start makes a fresh rootfs snapshot from the image (a stopped machine's rootfs is
+//! reset, as on Fly), a container with the machine's runtime spec, and a task whose
+//! output goes through `hangar log-driver` into the machine's log. Tasks outlive the
+//! server (containerd's shims hold them) and are found again by the machine ID.
+
+pub mod daemon;
+mod image;
+pub mod log_driver;
+mod spec;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use containerd_client::services::v1::container::Runtime;
+use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::leases_client::LeasesClient;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::snapshots::{PrepareSnapshotRequest, RemoveSnapshotRequest};
+use containerd_client::services::v1::tasks_client::TasksClient;
+use containerd_client::services::v1::{
+    Container, CreateContainerRequest, CreateRequest as CreateLeaseRequest, CreateTaskRequest,
+    DeleteContainerRequest, DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest,
+    GetRequest, KillRequest, ListPidsRequest, PauseTaskRequest, ResumeTaskRequest, StartRequest,
+    WaitRequest,
+};
+use containerd_client::tonic::transport::Channel;
+use containerd_client::tonic::{Code, Request};
+use containerd_client::types::v1::Status;
+use hangar_types::{ProcessStat, Signal};
+use prost_types::Any;
+use tokio::sync::{oneshot, Mutex};
+
+pub use image::RegistryOptions;
+
+use crate::process::procfs;
+use crate::{Adopted, Driver, DriverError, ExecOutput, ExitStatus, LaunchSpec, Running};
+use image::grpc;
+
+const NAMESPACE: &str = "hangar";
+const LEASE: &str = "hangar-images";
+const RUNTIME: &str = "io.containerd.runc.v2";
+const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+
+/// What every containerd call needs.
+pub(crate) struct Ctx {
+    channel: Channel,
+    snapshotter: String,
+    images_dir: PathBuf,
+    registries: RegistryOptions,
+    pull_lock: Mutex<()>,
+}
+
+impl Ctx {
+    /// A request in Hangar's namespace, under its long-lived lease.
+    fn req<T>(&self, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        let md = r.metadata_mut();
+        md.insert(
+            "containerd-namespace",
+            NAMESPACE.parse().expect("static header value"),
+        );
+        md.insert(
+            "containerd-lease",
+            LEASE.parse().expect("static header value"),
+        );
+        r
+    }
+}
+
+pub struct ContainerdDriver {
+    ctx: Ctx,
+    /// Per-machine files: logs and exec output.
+    root: PathBuf,
+    /// The `hangar` binary, run by the shim as the task's logging binary.
+    log_program: PathBuf,
+}
+
+impl ContainerdDriver {
+    /// Connects to containerd through `channel` and prepares Hangar's namespace lease.
+    pub async fn new(
+        channel: Channel,
+        root: PathBuf,
+        log_program: PathBuf,
+        registries: RegistryOptions,
+    ) -> Result<Self, DriverError> {
+        let ctx = Ctx {
+            channel,
+            snapshotter: "overlayfs".into(),
+            images_dir: root.join("images"),
+            registries,
+            pull_lock: Mutex::new(()),
+        };
+        let lease = CreateLeaseRequest {
+            id: LEASE.into(),
+            labels: Default::default(),
+        };
+        let mut r = Request::new(lease);
+        r.metadata_mut().insert(
+            "containerd-namespace",
+            NAMESPACE.parse().expect("static header value"),
+        );
+        match LeasesClient::new(ctx.channel.clone()).create(r).await {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::AlreadyExists => {}
+            Err(s) => return Err(grpc("create containerd lease", s)),
+        }
+        Ok(Self {
+            ctx,
+            root,
+            log_program,
+        })
+    }
+
+    fn machine_dir(&self, id: &str) -> PathBuf {
+        self.root.join("machines").join(id)
+    }
+
+    fn tasks(&self) -> TasksClient<Channel> {
+        TasksClient::new(self.ctx.channel.clone())
+    }
+
+    /// Removes the machine's task, container and rootfs snapshot, whatever is there.
+    async fn remove_container(&self, id: &str) {
+        let _ = self
+            .tasks()
+            .kill(self.ctx.req(KillRequest {
+                container_id: id.into(),
+                exec_id: String::new(),
+                signal: 9,
+                all: true,
+            }))
+            .await;
+        for _ in 0..50 {
+            match self
+                .tasks()
+                .delete(self.ctx.req(DeleteTaskRequest {
+                    container_id: id.into(),
+                }))
+                .await
+            {
+                Err(s) if s.code() == Code::FailedPrecondition => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                _ => break,
+            }
+        }
+        let _ = ContainersClient::new(self.ctx.channel.clone())
+            .delete(self.ctx.req(DeleteContainerRequest { id: id.into() }))
+            .await;
+        let _ = SnapshotsClient::new(self.ctx.channel.clone())
+            .remove(self.ctx.req(RemoveSnapshotRequest {
+                snapshotter: self.ctx.snapshotter.clone(),
+                key: id.into(),
+            }))
+            .await;
+    }
+
+    /// Waits for the task's main process to exit, in the background.
+    fn watch_exit(&self, id: &str) -> oneshot::Receiver<ExitStatus> {
+        let (tx, rx) = oneshot::channel();
+        let (mut tasks, req) = (
+            self.tasks(),
+            self.ctx.req(WaitRequest {
+                container_id: id.into(),
+                exec_id: String::new(),
+            }),
+        );
+        tokio::spawn(async move {
+            let status = match tasks.wait(req).await {
+                Ok(r) => exit_status(r.into_inner().exit_status, None),
+                Err(s) => ExitStatus {
+                    exit_code: -1,
+                    exited_at: now_ms(),
+                    error: Some(format!("lost the task: {}", s.message())),
+                    ..Default::default()
+                },
+            };
+            let _ = tx.send(status);
+        });
+        rx
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// containerd reports a death by signal N as 128 + N.
+fn exit_status(code: u32, oom: Option<bool>) -> ExitStatus {
+    let signal = (code > 128 && code < 128 + 65).then(|| code as i32 - 128);
+    ExitStatus {
+        exit_code: code as i32,
+        signal,
+        oom_killed: oom.unwrap_or(false),
+        exited_at: now_ms(),
+        error: None,
+    }
+}
+
+fn handle_of(id: &str) -> String {
+    serde_json::json!({ "container": id }).to_string()
+}
+
+fn container_of(handle: &str) -> Result<String, DriverError> {
+    serde_json::from_str::<serde_json::Value>(handle)
+        .ok()
+        .and_then(|v| v["container"].as_str().map(str::to_string))
+        .ok_or_else(|| DriverError::BadHandle(handle.to_string()))
+}
+
+fn any(type_url: &str, v: &serde_json::Value) -> Any {
+    Any {
+        type_url: type_url.into(),
+        value: v.to_string().into_bytes(),
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for ContainerdDriver {
+    fn name(&self) -> &'static str {
+        "containerd"
+    }
+
+    fn log_file(&self, machine_id: &str) -> PathBuf {
+        self.machine_dir(machine_id).join("machine.log")
+    }
+
+    fn check_config(&self, config: &hangar_types::MachineConfig) -> Result<(), String> {
+        config
+            .image
+            .parse::<oci_client::Reference>()
+            .map(|_| ())
+            .map_err(|e| format!("invalid image reference {:?}: {e}", config.image))
+    }
+
+    async fn prepare(&self, config: &hangar_types::MachineConfig) -> Result<(), DriverError> {
+        self.ctx.ensure_image(&config.image).await.map(|_| ())
+    }
+
+    async fn start(&self, spec: &LaunchSpec) -> Result<Running, DriverError> {
+        let id = spec.machine_id.clone();
+        let image = self.ctx.ensure_image(&spec.config.image).await?;
+        let dir = self.machine_dir(&id);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| DriverError::io(format!("create {}", dir.display()), e))?;
+        self.remove_container(&id).await;
+        let mounts = SnapshotsClient::new(self.ctx.channel.clone())
+            .prepare(self.ctx.req(PrepareSnapshotRequest {
+                snapshotter: self.ctx.snapshotter.clone(),
+                key: id.clone(),
+                parent: image.chain_id.clone(),
+                labels: Default::default(),
+            }))
+            .await
+            .map_err(|s| grpc("prepare rootfs", s))?
+            .into_inner()
+            .mounts;
+        let runtime_spec = spec::runtime_spec(spec, &image, &id);
+        let container = Container {
+            id: id.clone(),
+            image: image.resolved.clone(),
+            runtime: Some(Runtime {
+                name: RUNTIME.into(),
+                options: None,
+            }),
+            spec: Some(any(SPEC_TYPE, &runtime_spec)),
+            snapshotter: self.ctx.snapshotter.clone(),
+            snapshot_key: id.clone(),
+            ..Default::default()
+        };
+        ContainersClient::new(self.ctx.channel.clone())
+            .create(self.ctx.req(CreateContainerRequest {
+                container: Some(container),
+            }))
+            .await
+            .map_err(|s| grpc("create container", s))?;
+        let log_uri = format!(
+            "binary://{}?log-driver={}",
+            self.log_program.display(),
+            self.log_file(&id).display()
+        );
+        let created = self
+            .tasks()
+            .create(self.ctx.req(CreateTaskRequest {
+                container_id: id.clone(),
+                rootfs: mounts,
+                stdout: log_uri.clone(),
+                stderr: log_uri,
+                ..Default::default()
+            }))
+            .await;
+        if let Err(s) = created {
+            self.remove_container(&id).await;
+            return Err(DriverError::InvalidConfig(format!(
+                "cannot start the machine: {}",
+                s.message()
+            )));
+        }
+        let exited = self.watch_exit(&id);
+        if let Err(s) = self
+            .tasks()
+            .start(self.ctx.req(StartRequest {
+                container_id: id.clone(),
+                exec_id: String::new(),
+            }))
+            .await
+        {
+            self.remove_container(&id).await;
+            return Err(DriverError::InvalidConfig(format!(
+                "cannot start the machine: {}",
+                s.message()
+            )));
+        }
+        Ok(Running {
+            handle: handle_of(&id),
+            exited,
+        })
+    }
+
+    async fn adopt(&self, handle: &str) -> Result<Adopted, DriverError> {
+        let id = container_of(handle)?;
+        let got = self
+            .tasks()
+            .get(self.ctx.req(GetRequest {
+                container_id: id.clone(),
+                exec_id: String::new(),
+            }))
+            .await;
+        let process = match got {
+            Ok(r) => r.into_inner().process,
+            Err(s) if s.code() == Code::NotFound => None,
+            Err(s) => return Err(grpc("look up task", s)),
+        };
+        match process {
+            Some(p) if p.status == Status::Running as i32 || p.status == Status::Paused as i32 => {
+                Ok(Adopted::Running(self.watch_exit(&id)))
+            }
+            Some(p) => Ok(Adopted::Exited(exit_status(p.exit_status, None))),
+            None => Ok(Adopted::Exited(ExitStatus {
+                exit_code: -1,
+                exited_at: now_ms(),
+                error: Some("the machine's task is gone".into()),
+                ..Default::default()
+            })),
+        }
+    }
+
+    async fn signal(&self, handle: &str, signal: Signal) -> Result<(), DriverError> {
+        let id = container_of(handle)?;
+        self.tasks()
+            .kill(self.ctx.req(KillRequest {
+                container_id: id,
+                exec_id: String::new(),
+                signal: signal.number() as u32,
+                all: false,
+            }))
+            .await
+            .map(|_| ())
+            .or_else(|s| {
+                if s.code() == Code::NotFound {
+                    Ok(())
+                } else {
+                    Err(grpc("signal task", s))
+                }
+            })
+    }
+
+    async fn kill_all(&self, handle: &str) -> Result<(), DriverError> {
+        let id = container_of(handle)?;
+        let _ = self.resume(handle).await;
+        self.tasks()
+            .kill(self.ctx.req(KillRequest {
+                container_id: id,
+                exec_id: String::new(),
+                signal: 9,
+                all: true,
+            }))
+            .await
+            .map(|_| ())
+            .or_else(|s| {
+                if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) {
+                    Ok(())
+                } else {
+                    Err(grpc("kill task", s))
+                }
+            })
+    }
+
+    async fn suspend(&self, handle: &str) -> Result<(), DriverError> {
+        let id = container_of(handle)?;
+        self.tasks()
+            .pause(self.ctx.req(PauseTaskRequest { container_id: id }))
+            .await
+            .map(|_| ())
+            .map_err(|s| grpc("pause task", s))
+    }
+
+    async fn resume(&self, handle: &str) -> Result<(), DriverError> {
+        let id = container_of(handle)?;
+        match self
+            .tasks()
+            .resume(self.ctx.req(ResumeTaskRequest { container_id: id }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Not paused: nothing to resume.
+            Err(s)
+                if matches!(
+                    s.code(),
+                    Code::FailedPrecondition | Code::NotFound | Code::Unknown
+                ) =>
+            {
+                Ok(())
+            }
+            Err(s) => Err(grpc("resume task", s)),
+        }
+    }
+
+    async fn exec(
+        &self,
+        handle: &str,
+        spec: &LaunchSpec,
+        argv: &[String],
+        stdin: Option<&str>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, DriverError> {
+        let id = container_of(handle)?;
+        if stdin.is_some() {
+            return Err(DriverError::InvalidConfig(
+                "stdin is not supported by exec on this driver".into(),
+            ));
+        }
+        let image = self.ctx.ensure_image(&spec.config.image).await?;
+        let exec_id = format!("exec-{:08x}", rand::random::<u32>());
+        let dir = self.machine_dir(&id).join("exec");
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| DriverError::io("create exec dir", e))?;
+        let (out, err) = (
+            dir.join(format!("{exec_id}.out")),
+            dir.join(format!("{exec_id}.err")),
+        );
+        let process = spec::process(
+            argv.to_vec(),
+            spec::env(spec, &image),
+            &image.working_dir,
+            0,
+            0,
+        );
+        self.tasks()
+            .exec(self.ctx.req(ExecProcessRequest {
+                container_id: id.clone(),
+                stdin: String::new(),
+                stdout: format!("file://{}", out.display()),
+                stderr: format!("file://{}", err.display()),
+                terminal: false,
+                spec: Some(any(PROCESS_TYPE, &process)),
+                exec_id: exec_id.clone(),
+            }))
+            .await
+            .map_err(|s| grpc("exec", s))?;
+        let mut tasks = self.tasks();
+        let wait = tasks.wait(self.ctx.req(WaitRequest {
+            container_id: id.clone(),
+            exec_id: exec_id.clone(),
+        }));
+        let started = self
+            .tasks()
+            .start(self.ctx.req(StartRequest {
+                container_id: id.clone(),
+                exec_id: exec_id.clone(),
+            }))
+            .await;
+        let result = match started {
+            Err(s) => Err(DriverError::InvalidConfig(format!(
+                "cannot run {:?}: {}",
+                argv[0],
+                s.message()
+            ))),
+            Ok(_) => match tokio::time::timeout(timeout, wait).await {
+                Ok(Ok(r)) => Ok(r.into_inner().exit_status as i32),
+                Ok(Err(s)) => Err(grpc("wait for exec", s)),
+                Err(_) => {
+                    let _ = self
+                        .tasks()
+                        .kill(self.ctx.req(KillRequest {
+                            container_id: id.clone(),
+                            exec_id: exec_id.clone(),
+                            signal: 9,
+                            all: false,
+                        }))
+                        .await;
+                    Err(DriverError::Timeout(timeout))
+                }
+            },
+        };
+        let _ = self
+            .tasks()
+            .delete_process(self.ctx.req(DeleteProcessRequest {
+                container_id: id,
+                exec_id,
+            }))
+            .await;
+        let read = |p: PathBuf| async move {
+            let s = tokio::fs::read(&p)
+                .await
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            let _ = tokio::fs::remove_file(&p).await;
+            s
+        };
+        let (stdout, stderr) = (read(out).await, read(err).await);
+        Ok(ExecOutput {
+            exit_code: result?,
+            stdout,
+            stderr,
+        })
+    }
+
+    async fn ps(&self, handle: &str) -> Result<Vec<ProcessStat>, DriverError> {
+        let id = container_of(handle)?;
+        let pids = self
+            .tasks()
+            .list_pids(self.ctx.req(ListPidsRequest { container_id: id }))
+            .await
+            .map_err(|s| {
+                if s.code() == Code::NotFound {
+                    DriverError::NotRunning
+                } else {
+                    grpc("list processes", s)
+                }
+            })?
+            .into_inner()
+            .processes;
+        let mut out = Vec::new();
+        for p in pids {
+            out.extend(procfs::process(p.pid as i32));
+        }
+        Ok(out)
+    }
+
+    async fn destroy(&self, machine_id: &str) -> Result<(), DriverError> {
+        self.remove_container(machine_id).await;
+        let dir = self.machine_dir(machine_id);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(DriverError::io(format!("remove {}", dir.display()), e)),
+        }
+    }
+}

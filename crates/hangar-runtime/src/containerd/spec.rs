@@ -1,0 +1,184 @@
+//! The OCI runtime spec of a machine: the image's config merged with the machine's
+//! `init` overrides as Fly merges them, the platform's environment, and `guest` limits
+//! as cgroup limits.
+
+use serde_json::{json, Value};
+
+use super::image::ImageInfo;
+use crate::LaunchSpec;
+
+/// The argv to run: `init.exec` replaces everything; otherwise `init.entrypoint`
+/// replaces the image's entrypoint and `init.cmd` its cmd (an entrypoint override
+/// drops the image's cmd, as Docker does).
+pub fn argv(spec: &LaunchSpec, image: &ImageInfo) -> Vec<String> {
+    let init = &spec.config.init;
+    if let Some(exec) = init.exec.as_ref().filter(|e| !e.is_empty()) {
+        return exec.clone();
+    }
+    let entrypoint = init
+        .entrypoint
+        .clone()
+        .unwrap_or_else(|| image.entrypoint.clone());
+    let cmd = match (&init.cmd, &init.entrypoint) {
+        (Some(cmd), _) => cmd.clone(),
+        (None, Some(_)) => Vec::new(),
+        (None, None) => image.cmd.clone(),
+    };
+    entrypoint.into_iter().chain(cmd).collect()
+}
+
+/// `KEY=VALUE` pairs: the image's, then the machine's `env`, then the platform's.
+pub fn env(spec: &LaunchSpec, image: &ImageInfo) -> Vec<String> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: &str| match pairs.iter_mut().find(|(key, _)| key == k) {
+        Some(p) => p.1 = v.to_string(),
+        None => pairs.push((k.to_string(), v.to_string())),
+    };
+    set(
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    );
+    for kv in &image.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            set(k, v);
+        }
+    }
+    for (k, v) in spec.config.env.iter().flatten() {
+        set(k, v);
+    }
+    for (k, v) in &spec.platform_env {
+        set(k, v);
+    }
+    set("FLY_IMAGE_REF", &image.resolved);
+    pairs.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// `uid[:gid]` when numeric; names are not looked up, they run as root.
+fn user(image: &ImageInfo) -> (u32, u32) {
+    let mut parts = image.user.split(':');
+    let uid = parts.next().and_then(|u| u.parse().ok()).unwrap_or(0);
+    let gid = parts.next().and_then(|g| g.parse().ok()).unwrap_or(uid);
+    (uid, gid)
+}
+
+const CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// The OCI process of the main task or of an exec.
+pub fn process(args: Vec<String>, env: Vec<String>, cwd: &str, uid: u32, gid: u32) -> Value {
+    json!({
+        "terminal": false,
+        "user": {"uid": uid, "gid": gid},
+        "args": args,
+        "env": env,
+        "cwd": if cwd.is_empty() { "/" } else { cwd },
+        "capabilities": {"bounding": CAPS, "effective": CAPS, "permitted": CAPS},
+        "noNewPrivileges": true
+    })
+}
+
+/// The whole runtime spec.
+pub fn runtime_spec(spec: &LaunchSpec, image: &ImageInfo, hostname: &str) -> Value {
+    let (uid, gid) = user(image);
+    let guest = spec.config.guest.clone().unwrap_or_default();
+    let memory = u64::from(guest.memory_mb.unwrap_or(256)) << 20;
+    let cpus = u64::from(guest.cpus.unwrap_or(1));
+    json!({
+        "ociVersion": "1.0.2",
+        "process": process(argv(spec, image), env(spec, image), &image.working_dir, uid, gid),
+        "root": {"path": "rootfs", "readonly": false},
+        "hostname": hostname,
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}
+        ],
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "resources": {
+                "devices": [{"allow": false, "access": "rwm"}],
+                "memory": {"limit": memory, "swap": memory},
+                "cpu": {"quota": (cpus * 100_000) as i64, "period": 100_000u64}
+            },
+            "cgroupsPath": format!("/hangar/{}", spec.machine_id),
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hangar_types::MachineConfig;
+
+    fn image() -> ImageInfo {
+        ImageInfo {
+            resolved: "r/app@sha256:x".into(),
+            chain_id: "c".into(),
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["serve".into()],
+            env: vec!["A=image".into(), "B=image".into()],
+            working_dir: "/app".into(),
+            user: "1000:1000".into(),
+        }
+    }
+
+    fn launch(init: serde_json::Value, env: serde_json::Value) -> LaunchSpec {
+        let config: MachineConfig =
+            serde_json::from_value(json!({"image": "x", "init": init, "env": env})).unwrap();
+        LaunchSpec {
+            machine_id: "m".into(),
+            config,
+            platform_env: [("FLY_APP_NAME".to_string(), "app".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn init_overrides_merge_like_fly() {
+        let i = image();
+        assert_eq!(argv(&launch(json!({}), json!({})), &i), ["/entry", "serve"]);
+        assert_eq!(
+            argv(&launch(json!({"cmd": ["run"]}), json!({})), &i),
+            ["/entry", "run"]
+        );
+        assert_eq!(
+            argv(&launch(json!({"entrypoint": ["/other"]}), json!({})), &i),
+            ["/other"]
+        );
+        assert_eq!(
+            argv(
+                &launch(json!({"exec": ["/bin/sh"], "cmd": ["x"]}), json!({})),
+                &i
+            ),
+            ["/bin/sh"]
+        );
+        let e = env(&launch(json!({}), json!({"B": "machine"})), &i);
+        assert!(e.contains(&"A=image".to_string()) && e.contains(&"B=machine".to_string()));
+        assert!(e.contains(&"FLY_IMAGE_REF=r/app@sha256:x".to_string()));
+        let s = runtime_spec(&launch(json!({}), json!({})), &i, "m");
+        assert_eq!(s["process"]["user"]["uid"], 1000);
+        assert_eq!(s["process"]["cwd"], "/app");
+        assert_eq!(s["linux"]["resources"]["memory"]["limit"], 256u64 << 20);
+    }
+}
