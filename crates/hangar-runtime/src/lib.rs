@@ -7,6 +7,7 @@
 //! the API answers — the supervisor does.
 
 pub mod containerd;
+pub mod files;
 pub mod logs;
 pub mod process;
 

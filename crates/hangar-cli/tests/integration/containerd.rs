@@ -320,3 +320,49 @@ async fn bad_images_fail_the_create_and_leave_nothing() {
         .unwrap();
     assert_eq!(stdout(&ctr).trim(), "", "no container left behind");
 }
+
+#[tokio::test]
+async fn files_are_written_and_oom_kills_reported() {
+    let Some((_reg, s, image)) = setup("files").await else {
+        return;
+    };
+    let id = run(
+        &s,
+        "files",
+        json!({"image": image, "files": [
+            {"guest_path": "/etc/app/greeting", "raw_value": "aGkgdGhlcmU=", "mode": 384}
+        ]}),
+    )
+    .await;
+    s.wait_state("files", &id, "started").await;
+    assert_eq!(
+        sh(&s, "files", &id, "cat /etc/app/greeting").await,
+        "hi there"
+    );
+    assert!(sh(&s, "files", &id, "ls -l /etc/app/greeting")
+        .await
+        .starts_with("-rw-------"));
+    let r = s
+        .call("POST", "/apps/files/machines", Some(json!({"config": {"image": image, "files": [{"guest_path": "/x", "raw_value": "%%%"}]}})))
+        .await;
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.error().contains("base64"), "{r:?}");
+
+    // A machine that outgrows guest.memory_mb is OOM-killed, and the exit says so.
+    let hog = run(
+        &s,
+        "files",
+        json!({"image": image, "guest": {"memory_mb": 128},
+        "restart": {"policy": "no"},
+        "init": {"exec": ["/bin/sh", "-c", "s=x; while :; do s=\"$s$s\"; done"]}}),
+    )
+    .await;
+    s.wait_state("files", &hog, "stopped").await;
+    let exit = s
+        .events("files", &hog)
+        .await
+        .into_iter()
+        .find(|e| e["type"] == "exit")
+        .unwrap();
+    assert_eq!(exit["request"]["exit_event"]["oom_killed"], true, "{exit}");
+}

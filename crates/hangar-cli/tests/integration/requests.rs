@@ -149,3 +149,30 @@ async fn idempotency_keys_replay_or_refuse() {
     assert_eq!((a.status, b.status), (201, 201));
     assert_eq!(a.body["id"], b.body["id"]);
 }
+
+#[tokio::test]
+async fn config_files_land_in_the_machine_directory() {
+    let s = TestServer::start().await;
+    s.create_app("files").await;
+    let m = s
+        .create_machine(
+            "files",
+            "exec sleep 300",
+            json!({"files": [{"guest_path": "/etc/app.conf", "raw_value": "a2V5PXZhbHVl", "mode": 420}]}),
+        )
+        .await;
+    let id = m["id"].as_str().unwrap();
+    s.wait_state("files", id, "started").await;
+    let out = s.exec("files", id, &["cat", "etc/app.conf"]).await;
+    assert_eq!(out["stdout"], "key=value");
+    let r = s
+        .call(
+            "POST",
+            "/apps/files/machines",
+            Some(json!({"config": {"image": "x", "init": {"exec": ["true"]},
+            "files": [{"guest_path": "/../../escape", "raw_value": "eA=="}]}})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains(".."), "{r:?}");
+}

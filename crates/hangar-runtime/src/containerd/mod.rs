@@ -163,6 +163,7 @@ impl ContainerdDriver {
     /// Waits for the task's main process to exit, in the background.
     fn watch_exit(&self, id: &str) -> oneshot::Receiver<ExitStatus> {
         let (tx, rx) = oneshot::channel();
+        let cgroup = spec::cgroup_path(id);
         let (mut tasks, req) = (
             self.tasks(),
             self.ctx.req(WaitRequest {
@@ -172,7 +173,7 @@ impl ContainerdDriver {
         );
         tokio::spawn(async move {
             let status = match tasks.wait(req).await {
-                Ok(r) => exit_status(r.into_inner().exit_status, None),
+                Ok(r) => exit_status(r.into_inner().exit_status, Some(oom_killed(&cgroup))),
                 Err(s) => ExitStatus {
                     exit_code: -1,
                     exited_at: now_ms(),
@@ -193,6 +194,23 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Whether the kernel's OOM killer killed a process of the cgroup (`cgroup` as in the
+/// runtime spec); read after the exit, before the task is deleted with its cgroup.
+fn oom_killed(cgroup: &str) -> bool {
+    let rel = cgroup.trim_start_matches('/');
+    let files = [
+        format!("/sys/fs/cgroup/memory/{rel}/memory.oom_control"),
+        format!("/sys/fs/cgroup/{rel}/memory.events"),
+    ];
+    files.iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|text| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("oom_kill "))
+                .any(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0))
+        })
+    })
+}
+
 /// containerd reports a death by signal N as 128 + N.
 fn exit_status(code: u32, oom: Option<bool>) -> ExitStatus {
     let signal = (code > 128 && code < 128 + 65).then(|| code as i32 - 128);
@@ -202,6 +220,21 @@ fn exit_status(code: u32, oom: Option<bool>) -> ExitStatus {
         oom_killed: oom.unwrap_or(false),
         exited_at: now_ms(),
         error: None,
+    }
+}
+
+/// The host directory where writes to a rootfs snapshot land: overlay's upper dir, or
+/// the bind-mounted directory.
+fn writable_dir(mounts: &[containerd_client::types::Mount]) -> Option<PathBuf> {
+    let m = mounts.first()?;
+    match m.r#type.as_str() {
+        "overlay" => m
+            .options
+            .iter()
+            .find_map(|o| o.strip_prefix("upperdir="))
+            .map(PathBuf::from),
+        "bind" => Some(PathBuf::from(&m.source)),
+        _ => None,
     }
 }
 
@@ -237,8 +270,8 @@ impl Driver for ContainerdDriver {
         config
             .image
             .parse::<oci_client::Reference>()
-            .map(|_| ())
-            .map_err(|e| format!("invalid image reference {:?}: {e}", config.image))
+            .map_err(|e| format!("invalid image reference {:?}: {e}", config.image))?;
+        crate::files::check(config.files.as_deref().unwrap_or_default())
     }
 
     async fn prepare(&self, config: &hangar_types::MachineConfig) -> Result<(), DriverError> {
@@ -264,6 +297,15 @@ impl Driver for ContainerdDriver {
             .map_err(|s| grpc("prepare rootfs", s))?
             .into_inner()
             .mounts;
+        if let Some(files) = spec.config.files.as_deref().filter(|f| !f.is_empty()) {
+            let root = writable_dir(&mounts).ok_or_else(|| {
+                DriverError::io(
+                    "find the rootfs to write config.files",
+                    std::io::Error::other("no writable layer"),
+                )
+            })?;
+            crate::files::write(&root, files)?;
+        }
         let runtime_spec = spec::runtime_spec(spec, &image, &id);
         let container = Container {
             id: id.clone(),

@@ -91,6 +91,11 @@ pub fn process(args: Vec<String>, env: Vec<String>, cwd: &str, uid: u32, gid: u3
     })
 }
 
+/// The machine's cgroup.
+pub fn cgroup_path(machine_id: &str) -> String {
+    format!("/hangar/{machine_id}")
+}
+
 /// The whole runtime spec.
 pub fn runtime_spec(spec: &LaunchSpec, image: &ImageInfo, hostname: &str) -> Value {
     let (uid, gid) = user(image);
@@ -119,7 +124,7 @@ pub fn runtime_spec(spec: &LaunchSpec, image: &ImageInfo, hostname: &str) -> Val
                 "memory": {"limit": memory, "swap": memory},
                 "cpu": {"quota": (cpus * 100_000) as i64, "period": 100_000u64}
             },
-            "cgroupsPath": format!("/hangar/{}", spec.machine_id),
+            "cgroupsPath": cgroup_path(&spec.machine_id),
             "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                             "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]

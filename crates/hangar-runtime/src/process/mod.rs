@@ -155,7 +155,8 @@ impl Driver for ProcessDriver {
             config: config.clone(),
             platform_env: BTreeMap::new(),
         };
-        Self::argv(&spec).map(|_| ()).map_err(|e| e.to_string())
+        Self::argv(&spec).map_err(|e| e.to_string())?;
+        crate::files::check(config.files.as_deref().unwrap_or_default())
     }
 
     async fn start(&self, spec: &LaunchSpec) -> Result<Running, DriverError> {
@@ -168,6 +169,7 @@ impl Driver for ProcessDriver {
                 .map_err(|e| DriverError::io(format!("create {}", d.display()), e))?;
         }
         let _ = tokio::fs::remove_file(run_dir.join(EXIT_FILE)).await;
+        crate::files::write(&rootfs, spec.config.files.as_deref().unwrap_or_default())?;
         let shim_spec = ShimSpec {
             argv,
             env: Self::env(spec),
