@@ -22,6 +22,10 @@ use tokio::sync::oneshot;
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
     pub machine_id: String,
+    /// The app's name, for the machine's `.internal` host names.
+    pub app_name: String,
+    /// The machine's 6PN address.
+    pub private_ip: String,
     pub config: MachineConfig,
     /// The platform's runtime variables (`FLY_*`, `PORT`, ...), merged over `config.env`.
     pub platform_env: BTreeMap<String, String>,

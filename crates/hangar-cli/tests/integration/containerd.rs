@@ -366,3 +366,82 @@ async fn files_are_written_and_oom_kills_reported() {
         .unwrap();
     assert_eq!(exit["request"]["exit_event"]["oom_killed"], true, "{exit}");
 }
+
+/// The body of `GET /` on `addr:8080`, fetched from inside machine `from` with nc
+/// (busybox-static's wget cannot resolve even literal addresses).
+async fn http_get(s: &TestServer, from: &str, addr: &str) -> String {
+    let out = sh(
+        s,
+        "net",
+        from,
+        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {addr} 8080"),
+    )
+    .await;
+    out.rsplit("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn machines_get_private_addresses_and_share_a_port() {
+    let Some((_reg, s, image)) = setup("net").await else {
+        return;
+    };
+    let web = json!({"image": image, "files": [{"guest_path": "/www/index.html", "raw_value": "aGVsbG8gNlBO"}],
+        "init": {"exec": ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]}});
+    let a = run(&s, "net", web.clone()).await;
+    let b = run(&s, "net", web).await;
+    s.wait_state("net", &a, "started").await;
+    s.wait_state("net", &b, "started").await;
+    let b_ip = s.machine("net", &b).await["private_ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a_ip = s.machine("net", &a).await["private_ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(b_ip.starts_with("fdaa:0:1:a7b:"), "{b_ip}");
+
+    let addrs = sh(&s, "net", &a, "ip addr show dev eth0").await;
+    assert!(
+        addrs.contains(&format!("{a_ip}/64")),
+        "FLY_PRIVATE_IP is on eth0: {addrs}"
+    );
+    let v4 = addrs
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("inet ")
+                .and_then(|r| r.split('/').next())
+        })
+        .expect("an IPv4 address")
+        .to_string();
+    assert!(v4.starts_with("172.19.0."), "{v4}");
+    assert!(sh(&s, "net", &a, "cat /etc/resolv.conf")
+        .await
+        .contains("nameserver fdaa::3"));
+    assert!(sh(&s, "net", &a, "cat /etc/hosts")
+        .await
+        .contains(&format!("{a_ip}\t{a} {a}.vm.net.internal")));
+
+    // Both listen on :8080; each reaches the other over 6PN, and over IPv4.
+    let got = eventually(10, "a reaching b over 6PN", || async {
+        let out = http_get(&s, &a, &b_ip).await;
+        (!out.is_empty()).then_some(out)
+    })
+    .await;
+    assert_eq!(got, "hello 6PN");
+    let out = http_get(&s, &b, &v4).await;
+    assert_eq!(out, "hello 6PN");
+
+    // Destroy frees the namespace.
+    s.call(
+        "DELETE",
+        &format!("/apps/net/machines/{a}?force=true"),
+        None,
+    )
+    .await;
+    assert!(!std::path::Path::new(&format!("/run/netns/hangar-{a}")).exists());
+}

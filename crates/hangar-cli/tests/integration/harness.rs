@@ -316,6 +316,13 @@ impl TestServer {
                 ctr(&["containers", "delete", id]);
             }
         }
+        // Network namespaces of this server's machines (addresses are freed with them).
+        if let Ok(dirs) = std::fs::read_dir(root.join("containerd").join("machines")) {
+            for d in dirs.flatten() {
+                let ns = format!("hangar-{}", d.file_name().to_string_lossy());
+                let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+            }
+        }
         let root_str = root.display().to_string();
         let Ok(dir) = std::fs::read_dir("/proc") else {
             return;

@@ -162,7 +162,7 @@ fn busybox_layer() -> Vec<u8> {
     b.append_data(&mut h, "bin/busybox", &busybox[..]).unwrap();
     for applet in [
         "sh", "sleep", "echo", "cat", "ls", "env", "id", "ps", "hostname", "true", "head", "kill",
-        "dd", "mkdir",
+        "dd", "mkdir", "httpd", "wget", "ip", "grep", "nc",
     ] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);

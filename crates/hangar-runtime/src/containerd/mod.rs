@@ -74,6 +74,7 @@ impl Ctx {
 
 pub struct ContainerdDriver {
     ctx: Ctx,
+    network: hangar_net::Network,
     /// Per-machine files: logs and exec output.
     root: PathBuf,
     /// The `hangar` binary, run by the shim as the task's logging binary.
@@ -109,8 +110,10 @@ impl ContainerdDriver {
             Err(s) if s.code() == Code::AlreadyExists => {}
             Err(s) => return Err(grpc("create containerd lease", s)),
         }
+        let network = hangar_net::Network::new(PathBuf::from(hangar_net::DEFAULT_STATE_DIR));
         Ok(Self {
             ctx,
+            network,
             root,
             log_program,
         })
@@ -297,16 +300,32 @@ impl Driver for ContainerdDriver {
             .map_err(|s| grpc("prepare rootfs", s))?
             .into_inner()
             .mounts;
-        if let Some(files) = spec.config.files.as_deref().filter(|f| !f.is_empty()) {
-            let root = writable_dir(&mounts).ok_or_else(|| {
+        let root = writable_dir(&mounts).ok_or_else(|| {
+            DriverError::io(
+                "find the machine's root filesystem",
+                std::io::Error::other("no writable layer"),
+            )
+        })?;
+        let etc = root.join("etc");
+        std::fs::create_dir_all(&etc).map_err(|e| DriverError::io("create /etc", e))?;
+        std::fs::write(etc.join("hosts"), spec::hosts_file(spec))
+            .map_err(|e| DriverError::io("write /etc/hosts", e))?;
+        std::fs::write(etc.join("resolv.conf"), spec::resolv_conf())
+            .map_err(|e| DriverError::io("write /etc/resolv.conf", e))?;
+        std::fs::write(etc.join("hostname"), format!("{id}\n"))
+            .map_err(|e| DriverError::io("write /etc/hostname", e))?;
+        crate::files::write(&root, spec.config.files.as_deref().unwrap_or_default())?;
+        let attachment = self
+            .network
+            .attach(&id, &spec.private_ip)
+            .await
+            .map_err(|e| {
                 DriverError::io(
-                    "find the rootfs to write config.files",
-                    std::io::Error::other("no writable layer"),
+                    "put the machine on its private network",
+                    std::io::Error::other(e.to_string()),
                 )
             })?;
-            crate::files::write(&root, files)?;
-        }
-        let runtime_spec = spec::runtime_spec(spec, &image, &id);
+        let runtime_spec = spec::runtime_spec(spec, &image, &attachment.netns);
         let container = Container {
             id: id.clone(),
             image: image.resolved.clone(),
@@ -592,6 +611,12 @@ impl Driver for ContainerdDriver {
 
     async fn destroy(&self, machine_id: &str) -> Result<(), DriverError> {
         self.remove_container(machine_id).await;
+        self.network.detach(machine_id).await.map_err(|e| {
+            DriverError::io(
+                "take the machine off its network",
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
         let dir = self.machine_dir(machine_id);
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),

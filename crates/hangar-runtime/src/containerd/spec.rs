@@ -91,13 +91,31 @@ pub fn process(args: Vec<String>, env: Vec<String>, cwd: &str, uid: u32, gid: u3
     })
 }
 
+/// `/etc/hosts` of a machine: its name on its 6PN address, as `.internal` DNS will give.
+pub fn hosts_file(spec: &LaunchSpec) -> String {
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{id} {id}.vm.{app}.internal\n",
+        ip = spec.private_ip,
+        id = spec.machine_id,
+        app = spec.app_name
+    )
+}
+
+/// `/etc/resolv.conf` of a machine: the platform resolver.
+pub fn resolv_conf() -> String {
+    format!(
+        "nameserver {}\nsearch internal\noptions ndots:0\n",
+        hangar_net::RESOLVER
+    )
+}
+
 /// The machine's cgroup.
 pub fn cgroup_path(machine_id: &str) -> String {
     format!("/hangar/{machine_id}")
 }
 
 /// The whole runtime spec.
-pub fn runtime_spec(spec: &LaunchSpec, image: &ImageInfo, hostname: &str) -> Value {
+pub fn runtime_spec(spec: &LaunchSpec, image: &ImageInfo, netns: &std::path::Path) -> Value {
     let (uid, gid) = user(image);
     let guest = spec.config.guest.clone().unwrap_or_default();
     let memory = u64::from(guest.memory_mb.unwrap_or(256)) << 20;
@@ -106,7 +124,7 @@ pub fn runtime_spec(spec: &LaunchSpec, image: &ImageInfo, hostname: &str) -> Val
         "ociVersion": "1.0.2",
         "process": process(argv(spec, image), env(spec, image), &image.working_dir, uid, gid),
         "root": {"path": "rootfs", "readonly": false},
-        "hostname": hostname,
+        "hostname": spec.machine_id,
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
             {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
@@ -118,7 +136,8 @@ pub fn runtime_spec(spec: &LaunchSpec, image: &ImageInfo, hostname: &str) -> Val
             {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}
         ],
         "linux": {
-            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+                           {"type": "network", "path": netns}],
             "resources": {
                 "devices": [{"allow": false, "access": "rwm"}],
                 "memory": {"limit": memory, "swap": memory},
@@ -154,6 +173,8 @@ mod tests {
             serde_json::from_value(json!({"image": "x", "init": init, "env": env})).unwrap();
         LaunchSpec {
             machine_id: "m".into(),
+            app_name: "app".into(),
+            private_ip: "fdaa:0:1:a7b:1:2:3:2".into(),
             config,
             platform_env: [("FLY_APP_NAME".to_string(), "app".to_string())].into(),
         }
@@ -181,7 +202,12 @@ mod tests {
         let e = env(&launch(json!({}), json!({"B": "machine"})), &i);
         assert!(e.contains(&"A=image".to_string()) && e.contains(&"B=machine".to_string()));
         assert!(e.contains(&"FLY_IMAGE_REF=r/app@sha256:x".to_string()));
-        let s = runtime_spec(&launch(json!({}), json!({})), &i, "m");
+        let s = runtime_spec(
+            &launch(json!({}), json!({})),
+            &i,
+            std::path::Path::new("/run/netns/x"),
+        );
+        assert_eq!(s["linux"]["namespaces"][4]["path"], "/run/netns/x");
         assert_eq!(s["process"]["user"]["uid"], 1000);
         assert_eq!(s["process"]["cwd"], "/app");
         assert_eq!(s["linux"]["resources"]["memory"]["limit"], 256u64 << 20);

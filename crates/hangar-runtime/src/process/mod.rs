@@ -152,6 +152,8 @@ impl Driver for ProcessDriver {
     fn check_config(&self, config: &hangar_types::MachineConfig) -> Result<(), String> {
         let spec = LaunchSpec {
             machine_id: String::new(),
+            app_name: String::new(),
+            private_ip: String::new(),
             config: config.clone(),
             platform_env: BTreeMap::new(),
         };

@@ -49,6 +49,8 @@ pub fn spec(m: &MachineRecord, server_region: &str) -> LaunchSpec {
     }
     LaunchSpec {
         machine_id: m.id.clone(),
+        app_name: m.app_name.clone(),
+        private_ip: m.private_ip.clone(),
         config: c.clone(),
         platform_env: env,
     }
