@@ -117,7 +117,9 @@ async fn choose_driver(args: &ServerArgs, data_dir: &std::path::Path) -> Result<
         Some(socket) => containerd::daemon::connect(socket).await?,
         None => {
             let binary = which("containerd").context("find containerd")?;
-            containerd::daemon::start_private(&dir, &binary).await?
+            let daemon = containerd::daemon::start_private(&dir, &binary).await?;
+            tokio::spawn(containerd::daemon::watch(dir.clone(), binary));
+            daemon
         }
     };
     info!(socket = %daemon.socket.display(), version = %daemon.version, "connected to containerd");

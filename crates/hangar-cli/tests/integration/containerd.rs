@@ -266,6 +266,31 @@ async fn server_crash_adopts_running_containers() {
         assert_eq!(s.machine("crash", id).await["state"], "started");
         assert_eq!(s.main_pid("crash", id).await, pid, "adopted, not restarted");
     }
+    // containerd dies: the server starts it again and the machines run on.
+    let config = s.data_dir().join("containerd/config.toml");
+    let killed = std::process::Command::new("pkill")
+        .args([
+            "-KILL",
+            "-f",
+            &format!("containerd --config {}", config.display()),
+        ])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "containerd was running");
+    let first = machines[0].clone();
+    let out = eventually(20, "exec after containerd came back", || async {
+        let r = s
+            .call(
+                "POST",
+                &format!("/apps/crash/machines/{first}/exec"),
+                Some(json!({"command": ["echo", "back"]})),
+            )
+            .await;
+        (r.status == 200).then_some(r.body)
+    })
+    .await;
+    assert_eq!(out["stdout"], "back\n");
+    assert_eq!(s.machine("crash", &first).await["state"], "started");
     // A second machine from a cached image starts with the registry gone.
     drop(_reg);
     let id = run(&s, "crash", json!({"image": image})).await;

@@ -116,3 +116,19 @@ pub async fn start_private(dir: &Path, binary: &Path) -> Result<Daemon, DriverEr
 }
 
 use std::os::unix::process::CommandExt;
+
+/// Keeps the private containerd running: checks it every second and starts it again if
+/// it stopped answering. Its tasks live on in their shims and are picked up again.
+pub async fn watch(dir: PathBuf, binary: PathBuf) {
+    let socket = dir.join("containerd.sock");
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if try_connect(&socket).await.is_some() {
+            continue;
+        }
+        tracing::warn!(socket = %socket.display(), "containerd stopped answering; starting it again");
+        if let Err(e) = start_private(&dir, &binary).await {
+            tracing::error!(error = %e, "cannot restart containerd");
+        }
+    }
+}

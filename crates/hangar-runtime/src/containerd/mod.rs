@@ -163,26 +163,44 @@ impl ContainerdDriver {
             .await;
     }
 
-    /// Waits for the task's main process to exit, in the background.
+    /// Waits for the task's main process to exit, in the background. A lost connection
+    /// to containerd is not an exit: the wait is retried until containerd is back (its
+    /// shims keep the task meanwhile).
     fn watch_exit(&self, id: &str) -> oneshot::Receiver<ExitStatus> {
         let (tx, rx) = oneshot::channel();
         let cgroup = spec::cgroup_path(id);
-        let (mut tasks, req) = (
-            self.tasks(),
-            self.ctx.req(WaitRequest {
-                container_id: id.into(),
+        let (channel, id) = (self.ctx.channel.clone(), id.to_string());
+        let req = move || {
+            let mut r = Request::new(WaitRequest {
+                container_id: id.clone(),
                 exec_id: String::new(),
-            }),
-        );
+            });
+            r.metadata_mut().insert(
+                "containerd-namespace",
+                NAMESPACE.parse().expect("static header value"),
+            );
+            r
+        };
         tokio::spawn(async move {
-            let status = match tasks.wait(req).await {
-                Ok(r) => exit_status(r.into_inner().exit_status, Some(oom_killed(&cgroup))),
-                Err(s) => ExitStatus {
-                    exit_code: -1,
-                    exited_at: now_ms(),
-                    error: Some(format!("lost the task: {}", s.message())),
-                    ..Default::default()
-                },
+            let mut tasks = TasksClient::new(channel);
+            let status = loop {
+                match tasks.wait(req()).await {
+                    Ok(r) => {
+                        break exit_status(r.into_inner().exit_status, Some(oom_killed(&cgroup)))
+                    }
+                    Err(s) if s.code() == Code::NotFound => {
+                        break ExitStatus {
+                            exit_code: -1,
+                            exited_at: now_ms(),
+                            error: Some(format!("the machine's task is gone: {}", s.message())),
+                            ..Default::default()
+                        }
+                    }
+                    Err(s) => {
+                        tracing::warn!(error = %s.message(), "lost containerd while waiting on a task; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
             };
             let _ = tx.send(status);
         });

@@ -10,20 +10,30 @@ use crate::LaunchSpec;
 /// The argv to run: `init.exec` replaces everything; otherwise `init.entrypoint`
 /// replaces the image's entrypoint and `init.cmd` its cmd (an entrypoint override
 /// drops the image's cmd, as Docker does).
+///
+/// The first of `config.processes`, when given, overrides `init` the same way (Fly runs
+/// one process per machine).
 pub fn argv(spec: &LaunchSpec, image: &ImageInfo) -> Vec<String> {
     let init = &spec.config.init;
-    if let Some(exec) = init.exec.as_ref().filter(|e| !e.is_empty()) {
-        return exec.clone();
+    let process = spec.config.processes.as_ref().and_then(|p| p.first());
+    let exec = process
+        .and_then(|p| p.exec.clone())
+        .or_else(|| init.exec.clone());
+    if let Some(exec) = exec.filter(|e| !e.is_empty()) {
+        return exec;
     }
-    let entrypoint = init
-        .entrypoint
-        .clone()
-        .unwrap_or_else(|| image.entrypoint.clone());
-    let cmd = match (&init.cmd, &init.entrypoint) {
-        (Some(cmd), _) => cmd.clone(),
+    let entrypoint_override = process
+        .and_then(|p| p.entrypoint.clone())
+        .or_else(|| init.entrypoint.clone());
+    let cmd_override = process
+        .and_then(|p| p.cmd.clone())
+        .or_else(|| init.cmd.clone());
+    let cmd = match (cmd_override, &entrypoint_override) {
+        (Some(cmd), _) => cmd,
         (None, Some(_)) => Vec::new(),
         (None, None) => image.cmd.clone(),
     };
+    let entrypoint = entrypoint_override.unwrap_or_else(|| image.entrypoint.clone());
     entrypoint.into_iter().chain(cmd).collect()
 }
 
@@ -46,6 +56,11 @@ pub fn env(spec: &LaunchSpec, image: &ImageInfo) -> Vec<String> {
     for (k, v) in spec.config.env.iter().flatten() {
         set(k, v);
     }
+    if let Some(p) = spec.config.processes.as_ref().and_then(|p| p.first()) {
+        for (k, v) in p.env.iter().flatten() {
+            set(k, v);
+        }
+    }
     for (k, v) in &spec.platform_env {
         set(k, v);
     }
@@ -53,9 +68,17 @@ pub fn env(spec: &LaunchSpec, image: &ImageInfo) -> Vec<String> {
     pairs.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
-/// `uid[:gid]` when numeric; names are not looked up, they run as root.
-fn user(image: &ImageInfo) -> (u32, u32) {
-    let mut parts = image.user.split(':');
+/// `uid[:gid]` (the first process's `user`, else the image's) when numeric; names are
+/// not looked up, they run as root.
+fn user(spec: &LaunchSpec, image: &ImageInfo) -> (u32, u32) {
+    let user = spec
+        .config
+        .processes
+        .as_ref()
+        .and_then(|p| p.first())
+        .and_then(|p| p.user.clone())
+        .unwrap_or_else(|| image.user.clone());
+    let mut parts = user.split(':');
     let uid = parts.next().and_then(|u| u.parse().ok()).unwrap_or(0);
     let gid = parts.next().and_then(|g| g.parse().ok()).unwrap_or(uid);
     (uid, gid)
@@ -116,7 +139,7 @@ pub fn cgroup_path(machine_id: &str) -> String {
 
 /// The whole runtime spec.
 pub fn runtime_spec(spec: &LaunchSpec, image: &ImageInfo, netns: &std::path::Path) -> Value {
-    let (uid, gid) = user(image);
+    let (uid, gid) = user(spec, image);
     let guest = spec.config.guest.clone().unwrap_or_default();
     let memory = u64::from(guest.memory_mb.unwrap_or(256)) << 20;
     let cpus = u64::from(guest.cpus.unwrap_or(1));
@@ -199,6 +222,15 @@ mod tests {
             ),
             ["/bin/sh"]
         );
+        let mut with_process = launch(json!({"cmd": ["ignored"]}), json!({}));
+        with_process.config.processes = serde_json::from_value(
+            json!([{"cmd": ["worker"], "env": {"ROLE": "worker"}, "user": "7"}]),
+        )
+        .unwrap();
+        assert_eq!(argv(&with_process, &i), ["/entry", "worker"]);
+        assert!(env(&with_process, &i).contains(&"ROLE=worker".to_string()));
+        let spec = runtime_spec(&with_process, &i, std::path::Path::new("/n"));
+        assert_eq!(spec["process"]["user"]["uid"], 7);
         let e = env(&launch(json!({}), json!({"B": "machine"})), &i);
         assert!(e.contains(&"A=image".to_string()) && e.contains(&"B=machine".to_string()));
         assert!(e.contains(&"FLY_IMAGE_REF=r/app@sha256:x".to_string()));

@@ -55,15 +55,24 @@ impl ProcessDriver {
     }
 
     fn argv(spec: &LaunchSpec) -> Result<Vec<String>, DriverError> {
+        // The first of config.processes overrides init, as on Fly.
         let init = &spec.config.init;
-        let argv: Vec<String> = match init.exec.as_ref().filter(|e| !e.is_empty()) {
-            Some(exec) => exec.clone(),
-            None => init
-                .entrypoint
-                .iter()
+        let process = spec.config.processes.as_ref().and_then(|p| p.first());
+        let exec = process
+            .and_then(|p| p.exec.clone())
+            .or_else(|| init.exec.clone());
+        let entrypoint = process
+            .and_then(|p| p.entrypoint.clone())
+            .or_else(|| init.entrypoint.clone());
+        let cmd = process
+            .and_then(|p| p.cmd.clone())
+            .or_else(|| init.cmd.clone());
+        let argv: Vec<String> = match exec.filter(|e| !e.is_empty()) {
+            Some(exec) => exec,
+            None => entrypoint
+                .into_iter()
                 .flatten()
-                .chain(init.cmd.iter().flatten())
-                .cloned()
+                .chain(cmd.into_iter().flatten())
                 .collect(),
         };
         if argv.is_empty() || argv[0].is_empty() {
@@ -86,6 +95,9 @@ impl ProcessDriver {
         });
         if let Some(user_env) = &spec.config.env {
             env.extend(user_env.clone());
+        }
+        if let Some(p) = spec.config.processes.as_ref().and_then(|p| p.first()) {
+            env.extend(p.env.clone().unwrap_or_default());
         }
         env.extend(spec.platform_env.clone());
         env
