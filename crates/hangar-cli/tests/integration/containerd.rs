@@ -47,6 +47,71 @@ async fn sh(s: &TestServer, app: &str, id: &str, script: &str) -> String {
     out["stdout"].as_str().unwrap_or_default().to_string()
 }
 
+/// What the probe inside a machine reports.
+async fn probe(s: &TestServer, app: &str, id: &str) -> serde_json::Value {
+    let out = s.exec(app, id, &["/bin/probe"]).await;
+    serde_json::from_str(out["stdout"].as_str().unwrap())
+        .unwrap_or_else(|e| panic!("probe output: {e}: {out}"))
+}
+
+#[tokio::test]
+async fn the_probe_sees_env_addresses_dns_and_limits() {
+    let Some((_reg, s, image)) = setup("probe").await else {
+        return;
+    };
+    // By index: the host's platform is chosen.
+    let multi = format!("{image}-multi");
+    let id = run(
+        &s,
+        "probe",
+        json!({"image": multi, "guest": {"cpus": 2, "memory_mb": 512}}),
+    )
+    .await;
+    s.wait_state("probe", &id, "started").await;
+    let m = s.machine("probe", &id).await;
+    let p = probe(&s, "probe", &id).await;
+    let env = p["env"].as_str().unwrap();
+    let ip = m["private_ip"].as_str().unwrap();
+    assert!(env.contains(&format!("FLY_PRIVATE_IP={ip}")), "{env}");
+    assert!(env.contains("FLY_VM_MEMORY_MB=512"), "{env}");
+    assert!(p["addresses"].as_str().unwrap().contains(ip), "{p}");
+    assert!(
+        p["resolv_conf"]
+            .as_str()
+            .unwrap()
+            .contains("nameserver fdaa::3"),
+        "{p}"
+    );
+    assert!(
+        p["hosts"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{id}.vm.probe.internal")),
+        "{p}"
+    );
+    assert_eq!(p["hostname"].as_str().unwrap().trim(), id);
+    assert_eq!(
+        p["memory_limit"].as_str().unwrap().trim(),
+        (512u64 << 20).to_string(),
+        "{p}"
+    );
+    let cpu = p["cpu_quota"].as_str().unwrap().trim().to_string();
+    assert!(
+        cpu == "200000" || cpu.starts_with("200000 "),
+        "cpu quota: {cpu}"
+    );
+
+    // By digest: the resolved reference runs too.
+    let resolved = env
+        .lines()
+        .find_map(|l| l.strip_prefix("FLY_IMAGE_REF="))
+        .unwrap()
+        .to_string();
+    assert!(resolved.contains("@sha256:"), "{resolved}");
+    let by_digest = run(&s, "probe", json!({"image": resolved})).await;
+    s.wait_state("probe", &by_digest, "started").await;
+}
+
 #[tokio::test]
 async fn images_run_with_fly_environment_exec_ps_and_logs() {
     let Some((_reg, s, image)) = setup("oci").await else {

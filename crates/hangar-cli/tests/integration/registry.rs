@@ -126,15 +126,59 @@ impl TestRegistry {
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest(&layer), "size": layer.len()}]
         }))
         .unwrap();
-        let put = http
+        self.put_manifest(
+            repo,
+            tag,
+            "application/vnd.oci.image.manifest.v1+json",
+            &manifest,
+        )
+        .await;
+        // A multi-arch index beside it: this host's platform and one it is not (a
+        // manifest that differs only by an annotation, so the registry knows it).
+        let mut other: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+        other["annotations"] = json!({"platform": "s390x"});
+        let other = serde_json::to_vec(&other).unwrap();
+        self.put_manifest(
+            repo,
+            &format!("{tag}-s390x"),
+            "application/vnd.oci.image.manifest.v1+json",
+            &other,
+        )
+        .await;
+        let index = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(&other),
+                 "size": other.len(), "platform": {"architecture": "s390x", "os": "linux"}},
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(&manifest),
+                 "size": manifest.len(), "platform": {"architecture": "amd64", "os": "linux"}}
+            ]
+        }))
+        .unwrap();
+        self.put_manifest(
+            repo,
+            &format!("{tag}-multi"),
+            "application/vnd.oci.image.index.v1+json",
+            &index,
+        )
+        .await;
+        format!("{}/{repo}:{tag}", self.addr)
+    }
+
+    async fn put_manifest(&self, repo: &str, tag: &str, media_type: &str, body: &[u8]) {
+        let put = reqwest::Client::new()
             .put(format!("http://{}/v2/{repo}/manifests/{tag}", self.addr))
-            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-            .body(manifest)
+            .header("content-type", media_type)
+            .body(body.to_vec())
             .send()
             .await
             .unwrap();
-        assert!(put.status().is_success(), "push manifest: {}", put.status());
-        format!("{}/{repo}:{tag}", self.addr)
+        assert!(
+            put.status().is_success(),
+            "push manifest {tag}: {}",
+            put.status()
+        );
     }
 }
 
@@ -145,7 +189,19 @@ impl Drop for TestRegistry {
     }
 }
 
-/// A root filesystem with busybox and its applets as symlinks.
+/// The probe: prints as JSON what the machine sees — its environment, hostname,
+/// addresses, DNS and hosts files, and cgroup limits.
+const PROBE: &str = r#"#!/bin/sh
+esc() { sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/	/\\t/g' | awk '{printf "%s\\n", $0}'; }
+first() { for f in "$@"; do [ -r "$f" ] && { cat "$f"; return; }; done; echo unknown; }
+mem=$(first /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max)
+cpu=$(first /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us /sys/fs/cgroup/cpu.max)
+printf '{"env":"%s","hostname":"%s","addresses":"%s","resolv_conf":"%s","hosts":"%s","memory_limit":"%s","cpu_quota":"%s"}\n' \
+  "$(env | esc)" "$(hostname | esc)" "$(ip -o addr | esc)" "$(cat /etc/resolv.conf | esc)" \
+  "$(cat /etc/hosts | esc)" "$(echo $mem | esc)" "$(echo $cpu | esc)"
+"#;
+
+/// A root filesystem with busybox and its applets as symlinks, and the probe.
 fn busybox_layer() -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "root", "run"] {
@@ -155,6 +211,11 @@ fn busybox_layer() -> Vec<u8> {
         h.set_size(0);
         b.append_data(&mut h, d, std::io::empty()).unwrap();
     }
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(PROBE.len() as u64);
+    b.append_data(&mut h, "bin/probe", PROBE.as_bytes())
+        .unwrap();
     let busybox = std::fs::read("/bin/busybox").expect("busybox-static installed");
     let mut h = tar::Header::new_gnu();
     h.set_mode(0o755);
@@ -162,7 +223,7 @@ fn busybox_layer() -> Vec<u8> {
     b.append_data(&mut h, "bin/busybox", &busybox[..]).unwrap();
     for applet in [
         "sh", "sleep", "echo", "cat", "ls", "env", "id", "ps", "hostname", "true", "head", "kill",
-        "dd", "mkdir", "httpd", "wget", "ip", "grep", "nc",
+        "dd", "mkdir", "httpd", "wget", "ip", "grep", "nc", "sed", "awk", "tr",
     ] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
