@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::harness::{eventually, stdout, TestServer};
-use crate::registry::{containerd_available, TestRegistry};
+use hangar_testkit::{containerd_available, TestRegistry};
 
 async fn setup(app: &str) -> Option<(TestRegistry, TestServer, String)> {
     if let Err(why) = containerd_available() {

@@ -13,5 +13,4 @@ mod leases;
 mod lifecycle;
 mod logs;
 mod recovery;
-mod registry;
 mod requests;

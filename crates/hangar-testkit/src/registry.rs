@@ -1,6 +1,6 @@
-//! Test images and a real registry: a Distribution registry (`docker-registry`) on a
-//! free loopback port, and a tiny OCI image built from `busybox-static`, pushed to it
-//! over the registry's HTTP API. No test depends on Docker Hub.
+//! A real registry and test images: a Distribution registry (`docker-registry`) on a
+//! free loopback port, and small OCI images built from `busybox-static`, pushed to it
+//! over the registry's HTTP API.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -82,7 +82,13 @@ impl TestRegistry {
 
     /// Builds the busybox test image and pushes it as `repo:tag`; returns the reference.
     pub async fn push_busybox(&self, repo: &str, tag: &str) -> String {
-        let layer_tar = busybox_layer();
+        self.push_image(repo, tag, 0).await
+    }
+
+    /// Like [`push_busybox`](Self::push_busybox), with `padding` bytes of incompressible
+    /// data in `/padding` to make the image as large as wanted.
+    pub async fn push_image(&self, repo: &str, tag: &str, padding: usize) -> String {
+        let layer_tar = busybox_layer(padding);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&layer_tar).unwrap();
         let layer = gz.finish().unwrap();
@@ -202,8 +208,24 @@ printf '{"env":"%s","hostname":"%s","addresses":"%s","resolv_conf":"%s","hosts":
 "#;
 
 /// A root filesystem with busybox and its applets as symlinks, and the probe.
-fn busybox_layer() -> Vec<u8> {
+fn busybox_layer(padding: usize) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
+    if padding > 0 {
+        // xorshift: cheap bytes gzip cannot shrink.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let data: Vec<u8> = (0..padding)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, "padding", &data[..]).unwrap();
+    }
     for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "root", "run"] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Directory);

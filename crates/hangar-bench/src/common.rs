@@ -1,0 +1,186 @@
+//! What both benchmarks share: percentiles, formatting, and a real `hangar server` in a
+//! temp dir that is cleaned up afterwards (machines included).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hangar_client::Client;
+
+pub struct Stats {
+    samples: Vec<Duration>,
+}
+
+impl Stats {
+    pub fn new(mut samples: Vec<Duration>) -> Self {
+        samples.sort();
+        Self { samples }
+    }
+    fn pct(&self, p: f64) -> Duration {
+        if self.samples.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.samples.len() as f64 - 1.0) * p).round() as usize;
+        self.samples[i]
+    }
+    pub fn p50(&self) -> Duration {
+        self.pct(0.5)
+    }
+    pub fn p99(&self) -> Duration {
+        self.pct(0.99)
+    }
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+pub fn ratio(a: Duration, b: Duration) -> String {
+    if b.is_zero() {
+        return "n/a".into();
+    }
+    format!("{:.1}x", a.as_secs_f64() / b.as_secs_f64())
+}
+
+pub fn hangar_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::args().skip_while(|a| a != "--hangar").nth(1) {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let sibling = exe.with_file_name("hangar");
+    if sibling.exists() {
+        return Ok(sibling);
+    }
+    bail!(
+        "cannot find the hangar binary next to {}; pass its path with --hangar PATH",
+        exe.display()
+    )
+}
+
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A running `hangar server` for a benchmark.
+pub struct BenchServer {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub token: String,
+    pub client: Client,
+    child: Child,
+}
+
+impl BenchServer {
+    pub async fn start(driver: &str) -> Result<BenchServer> {
+        let hangar = hangar_binary()?;
+        let dir = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let child = Command::new(&hangar)
+            .args(["server", "--driver", driver, "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--api-listen", &format!("127.0.0.1:{port}")])
+            .env("HANGAR_CONFIG", dir.path().join("cli.toml"))
+            .env("HANGAR_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("start {}", hangar.display()))?;
+        let token_file = dir.path().join("data").join("admin-token");
+        let until = Instant::now() + Duration::from_secs(30);
+        while !token_file.exists() || reqwest::get(format!("{url}/healthz")).await.is_err() {
+            if Instant::now() > until {
+                bail!("server did not start");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let token = std::fs::read_to_string(&token_file)?.trim().to_string();
+        let client = Client::new(&url, &token);
+        Ok(BenchServer {
+            dir,
+            url,
+            token,
+            client,
+            child,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        cleanup(&self.data_dir());
+    }
+}
+
+/// Ends what a server under `root` left running: containerd tasks, namespaces, the
+/// private containerd, machine processes, mounts.
+pub fn cleanup(root: &Path) {
+    let socket = root.join("containerd").join("containerd.sock");
+    if socket.exists() {
+        let ctr = |args: &[&str]| {
+            Command::new("ctr")
+                .arg("-a")
+                .arg(&socket)
+                .args(args)
+                .stderr(Stdio::null())
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        for ns in ["hangar", "bench"] {
+            for id in ctr(&["-n", ns, "tasks", "ls", "-q"]).lines() {
+                ctr(&["-n", ns, "tasks", "kill", "-a", "-s", "SIGKILL", id]);
+                ctr(&["-n", ns, "tasks", "delete", "-f", id]);
+            }
+        }
+    }
+    if let Ok(dirs) = std::fs::read_dir(root.join("containerd").join("machines")) {
+        for d in dirs.flatten() {
+            let ns = format!("hangar-{}", d.file_name().to_string_lossy());
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+    }
+    let root_str = root.display().to_string();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let in_root =
+                |l: &str| std::fs::read_link(e.path().join(l)).is_ok_and(|p| p.starts_with(root));
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if in_root("cwd")
+                || in_root("root")
+                || String::from_utf8_lossy(&cmdline).contains(&root_str)
+            {
+                let _ = Command::new("kill")
+                    .args(["-9", &e.file_name().to_string_lossy()])
+                    .status();
+            }
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mut targets: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|t| t.starts_with(&root_str))
+        .collect();
+    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    for t in targets {
+        let _ = Command::new("umount").args(["-l", t]).status();
+    }
+}

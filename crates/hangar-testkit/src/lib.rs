@@ -1,0 +1,10 @@
+//! Test kit shared by the integration tests and the benchmarks: a Distribution registry
+//! started on a free loopback port, and test images built from `busybox-static` (with a
+//! probe that reports what a machine sees) pushed to it. No test depends on Docker Hub.
+
+// A test kit panics with a message instead of returning errors.
+#![allow(clippy::unwrap_used)]
+
+pub mod registry;
+
+pub use registry::{containerd_available, TestRegistry};
