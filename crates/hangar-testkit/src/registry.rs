@@ -15,6 +15,8 @@ pub struct TestRegistry {
     _dir: tempfile::TempDir,
     child: Child,
     pub addr: String,
+    /// Basic credentials the registry requires, if any.
+    credentials: Option<(String, String)>,
 }
 
 fn digest(data: &[u8]) -> String {
@@ -45,6 +47,15 @@ pub fn containerd_available() -> Result<(), String> {
 
 impl TestRegistry {
     pub fn start() -> TestRegistry {
+        Self::launch(None)
+    }
+
+    /// A registry that requires `user`/`password` (htpasswd, from apache2-utils).
+    pub fn start_with_auth(user: &str, password: &str) -> TestRegistry {
+        Self::launch(Some((user.to_string(), password.to_string())))
+    }
+
+    fn launch(credentials: Option<(String, String)>) -> TestRegistry {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -53,14 +64,23 @@ impl TestRegistry {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = &credentials {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .expect("htpasswd (apache2-utils) installed");
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, out.stdout).unwrap();
+            text.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: hangar-test\n    path: {}\n",
+                file.display()
+            ));
+        }
+        std::fs::write(&config, text).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -77,6 +97,15 @@ impl TestRegistry {
             _dir: dir,
             child,
             addr,
+            credentials,
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
+        let req = reqwest::Client::new().request(method, url);
+        match &self.credentials {
+            Some((u, p)) => req.basic_auth(u, Some(p)),
+            None => req,
         }
     }
 
@@ -102,10 +131,12 @@ impl TestRegistry {
             "rootfs": {"type": "layers", "diff_ids": [digest(&layer_tar)]}
         }))
         .unwrap();
-        let http = reqwest::Client::new();
         for blob in [&layer, &config] {
-            let res = http
-                .post(format!("http://{}/v2/{repo}/blobs/uploads/", self.addr))
+            let res = self
+                .request(
+                    reqwest::Method::POST,
+                    format!("http://{}/v2/{repo}/blobs/uploads/", self.addr),
+                )
                 .send()
                 .await
                 .unwrap();
@@ -116,8 +147,11 @@ impl TestRegistry {
                 format!("http://{}{loc}", self.addr)
             };
             let sep = if loc.contains('?') { '&' } else { '?' };
-            let put = http
-                .put(format!("{loc}{sep}digest={}", digest(blob)))
+            let put = self
+                .request(
+                    reqwest::Method::PUT,
+                    format!("{loc}{sep}digest={}", digest(blob)),
+                )
                 .header("content-type", "application/octet-stream")
                 .body(blob.clone())
                 .send()
@@ -173,8 +207,11 @@ impl TestRegistry {
     }
 
     async fn put_manifest(&self, repo: &str, tag: &str, media_type: &str, body: &[u8]) {
-        let put = reqwest::Client::new()
-            .put(format!("http://{}/v2/{repo}/manifests/{tag}", self.addr))
+        let put = self
+            .request(
+                reqwest::Method::PUT,
+                format!("http://{}/v2/{repo}/manifests/{tag}", self.addr),
+            )
             .header("content-type", media_type)
             .body(body.to_vec())
             .send()

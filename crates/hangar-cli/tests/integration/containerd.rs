@@ -535,3 +535,61 @@ async fn machines_get_private_addresses_and_share_a_port() {
     .await;
     assert!(!std::path::Path::new(&format!("/run/netns/hangar-{a}")).exists());
 }
+
+#[tokio::test]
+async fn private_registries_take_credentials_from_env_or_docker_config() {
+    if let Err(why) = containerd_available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "containerd tests cannot run in CI: {why}"
+        );
+        eprintln!("skipping containerd test: {why}");
+        return;
+    }
+    let registry = TestRegistry::start_with_auth("alice", "s3cret");
+    let image = registry.push_busybox("private/app", "1").await;
+
+    // No credentials: the create fails and says why.
+    let anon = TestServer::start_with(&["--driver", "containerd"]).await;
+    anon.create_app("priv").await;
+    let r = anon
+        .call(
+            "POST",
+            "/apps/priv/machines",
+            Some(json!({"config": {"image": image}})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.error().contains("cannot pull image"), "{r:?}");
+    drop(anon);
+
+    // HANGAR_REGISTRY_AUTH.
+    let auth = format!("{}=alice:s3cret", registry.addr);
+    let s = TestServer::start_with_env(
+        &["--driver", "containerd"],
+        &[("HANGAR_REGISTRY_AUTH", &auth)],
+    )
+    .await;
+    s.create_app("priv").await;
+    let id = run(&s, "priv", json!({"image": image})).await;
+    s.wait_state("priv", &id, "started").await;
+    drop(s);
+
+    // The Docker config file.
+    let docker = tempfile::tempdir().unwrap();
+    let encoded = {
+        // base64("alice:s3cret")
+        "YWxpY2U6czNjcmV0"
+    };
+    std::fs::write(
+        docker.path().join("config.json"),
+        json!({"auths": {registry.addr.clone(): {"auth": encoded}}}).to_string(),
+    )
+    .unwrap();
+    let dir = docker.path().display().to_string();
+    let s =
+        TestServer::start_with_env(&["--driver", "containerd"], &[("DOCKER_CONFIG", &dir)]).await;
+    s.create_app("priv").await;
+    let id = run(&s, "priv", json!({"image": image})).await;
+    s.wait_state("priv", &id, "started").await;
+}

@@ -17,6 +17,7 @@ pub struct TestServer {
     child: Option<Child>,
     http: reqwest::Client,
     server_args: Vec<String>,
+    server_env: Vec<(String, String)>,
 }
 
 /// An HTTP answer: status and parsed JSON body (`Null` when empty or not JSON).
@@ -47,6 +48,11 @@ impl TestServer {
 
     /// A server with extra `hangar server` arguments.
     pub async fn start_with(args: &[&str]) -> TestServer {
+        Self::start_with_env(args, &[]).await
+    }
+
+    /// A server with extra arguments and environment variables.
+    pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut s = TestServer {
             dir,
@@ -55,6 +61,10 @@ impl TestServer {
             child: None,
             http: reqwest::Client::new(),
             server_args: args.iter().map(|a| a.to_string()).collect(),
+            server_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         s.spawn().await;
         s.token = std::fs::read_to_string(s.data_dir().join("admin-token"))
@@ -89,6 +99,7 @@ impl TestServer {
                 "ord",
             ])
             .args(&self.server_args)
+            .envs(self.server_env.iter().map(|(k, v)| (k, v)))
             .env("HANGAR_CONFIG", self.dir.path().join("cli.toml"))
             .env("HANGAR_LOG", "info")
             .stdout(Stdio::null())
