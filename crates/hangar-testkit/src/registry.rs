@@ -37,6 +37,9 @@ pub fn containerd_available() -> Result<(), String> {
         "/usr/sbin/runc",
         "/usr/bin/docker-registry",
         "/bin/busybox",
+        "/usr/bin/htpasswd",
+        "/usr/sbin/ip",
+        "/usr/sbin/iptables",
     ] {
         if !Path::new(bin).exists() && !Path::new(&bin.replace("/usr/sbin", "/usr/bin")).exists() {
             return Err(format!("{bin} is missing"));
