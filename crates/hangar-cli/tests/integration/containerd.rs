@@ -593,3 +593,32 @@ async fn private_registries_take_credentials_from_env_or_docker_config() {
     let id = run(&s, "priv", json!({"image": image})).await;
     s.wait_state("priv", &id, "started").await;
 }
+
+#[tokio::test]
+async fn an_existing_containerd_can_be_named_by_socket() {
+    let Some((_reg, first, image)) = setup("owner").await else {
+        return;
+    };
+    let socket = first.data_dir().join("containerd/containerd.sock");
+    let socket = socket.display().to_string();
+    let s =
+        TestServer::start_with(&["--driver", "containerd", "--containerd-socket", &socket]).await;
+    assert!(
+        !s.data_dir().join("containerd/containerd.sock").exists(),
+        "no private containerd started"
+    );
+    s.create_app("guest").await;
+    let id = run(&s, "guest", json!({"image": image})).await;
+    s.wait_state("guest", &id, "started").await;
+    assert_eq!(
+        sh(&s, "guest", &id, "echo via shared containerd").await,
+        "via shared containerd\n"
+    );
+    // This server's machines live in the named containerd: clean them up there.
+    s.call(
+        "DELETE",
+        &format!("/apps/guest/machines/{id}?force=true"),
+        None,
+    )
+    .await;
+}
