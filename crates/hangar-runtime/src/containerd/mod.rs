@@ -28,7 +28,7 @@ use containerd_client::services::v1::{
     WaitRequest,
 };
 use containerd_client::tonic::transport::Channel;
-use containerd_client::tonic::{Code, Request};
+use containerd_client::tonic::{self, Code, Request};
 use containerd_client::types::v1::Status;
 use hangar_types::{ProcessStat, Signal};
 use prost_types::Any;
@@ -607,23 +607,38 @@ impl Driver for ContainerdDriver {
 
     async fn ps(&self, handle: &str) -> Result<Vec<ProcessStat>, DriverError> {
         let id = container_of(handle)?;
+        let not_running = |s: tonic::Status| {
+            if s.code() == Code::NotFound {
+                DriverError::NotRunning
+            } else {
+                grpc("list processes", s)
+            }
+        };
+        let main_pid = self
+            .tasks()
+            .get(self.ctx.req(GetRequest {
+                container_id: id.clone(),
+                exec_id: String::new(),
+            }))
+            .await
+            .map_err(not_running)?
+            .into_inner()
+            .process
+            .map(|p| p.pid as i32)
+            .unwrap_or(0);
         let pids = self
             .tasks()
             .list_pids(self.ctx.req(ListPidsRequest { container_id: id }))
             .await
-            .map_err(|s| {
-                if s.code() == Code::NotFound {
-                    DriverError::NotRunning
-                } else {
-                    grpc("list processes", s)
-                }
-            })?
+            .map_err(not_running)?
             .into_inner()
             .processes;
-        let mut out = Vec::new();
-        for p in pids {
-            out.extend(procfs::process(p.pid as i32));
-        }
+        let mut out: Vec<ProcessStat> = pids
+            .iter()
+            .filter_map(|p| procfs::process(p.pid as i32))
+            .collect();
+        // The main process first, then the rest by PID.
+        out.sort_by_key(|p| (p.pid != main_pid, p.pid));
         Ok(out)
     }
 

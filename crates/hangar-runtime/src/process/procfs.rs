@@ -49,7 +49,8 @@ pub fn processes_in_group(pgrp: i32) -> Vec<ProcessStat> {
         .filter(|pid| stat(*pid).is_some_and(|s| s.pgrp == pgrp))
         .filter_map(process)
         .collect();
-    out.sort_by_key(|p| p.pid);
+    // The group leader (the main process) first, then the rest by PID.
+    out.sort_by_key(|p| (p.pid != pgrp, p.pid));
     out
 }
 
