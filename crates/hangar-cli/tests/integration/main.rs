@@ -8,6 +8,7 @@
 mod bad_input;
 mod cli;
 mod containerd;
+mod containerd_net;
 mod harness;
 mod leases;
 mod lifecycle;

@@ -8,6 +8,7 @@
 //! server (containerd's shims hold them) and are found again by the machine ID.
 
 pub mod daemon;
+mod exec;
 mod image;
 pub mod log_driver;
 mod spec;
@@ -23,12 +24,11 @@ use containerd_client::services::v1::snapshots::{PrepareSnapshotRequest, RemoveS
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateRequest as CreateLeaseRequest, CreateTaskRequest,
-    DeleteContainerRequest, DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest,
-    GetRequest, KillRequest, ListPidsRequest, PauseTaskRequest, ResumeTaskRequest, StartRequest,
-    WaitRequest,
+    DeleteContainerRequest, DeleteTaskRequest, GetRequest, KillRequest, PauseTaskRequest,
+    ResumeTaskRequest, StartRequest, WaitRequest,
 };
 use containerd_client::tonic::transport::Channel;
-use containerd_client::tonic::{self, Code, Request};
+use containerd_client::tonic::{Code, Request};
 use containerd_client::types::v1::Status;
 use hangar_types::{ProcessStat, Signal};
 use prost_types::Any;
@@ -36,7 +36,6 @@ use tokio::sync::{oneshot, Mutex};
 
 pub use image::RegistryOptions;
 
-use crate::process::procfs;
 use crate::{Adopted, Driver, DriverError, ExecOutput, ExitStatus, LaunchSpec, Running};
 use image::grpc;
 
@@ -512,134 +511,11 @@ impl Driver for ContainerdDriver {
         stdin: Option<&str>,
         timeout: Duration,
     ) -> Result<ExecOutput, DriverError> {
-        let id = container_of(handle)?;
-        if stdin.is_some() {
-            return Err(DriverError::InvalidConfig(
-                "stdin is not supported by exec on this driver".into(),
-            ));
-        }
-        let image = self.ctx.ensure_image(&spec.config.image).await?;
-        let exec_id = format!("exec-{:08x}", rand::random::<u32>());
-        let dir = self.machine_dir(&id).join("exec");
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| DriverError::io("create exec dir", e))?;
-        let (out, err) = (
-            dir.join(format!("{exec_id}.out")),
-            dir.join(format!("{exec_id}.err")),
-        );
-        let process = spec::process(
-            argv.to_vec(),
-            spec::env(spec, &image),
-            &image.working_dir,
-            0,
-            0,
-        );
-        self.tasks()
-            .exec(self.ctx.req(ExecProcessRequest {
-                container_id: id.clone(),
-                stdin: String::new(),
-                stdout: format!("file://{}", out.display()),
-                stderr: format!("file://{}", err.display()),
-                terminal: false,
-                spec: Some(any(PROCESS_TYPE, &process)),
-                exec_id: exec_id.clone(),
-            }))
-            .await
-            .map_err(|s| grpc("exec", s))?;
-        let mut tasks = self.tasks();
-        let wait = tasks.wait(self.ctx.req(WaitRequest {
-            container_id: id.clone(),
-            exec_id: exec_id.clone(),
-        }));
-        let started = self
-            .tasks()
-            .start(self.ctx.req(StartRequest {
-                container_id: id.clone(),
-                exec_id: exec_id.clone(),
-            }))
-            .await;
-        let result = match started {
-            Err(s) => Err(DriverError::InvalidConfig(format!(
-                "cannot run {:?}: {}",
-                argv[0],
-                s.message()
-            ))),
-            Ok(_) => match tokio::time::timeout(timeout, wait).await {
-                Ok(Ok(r)) => Ok(r.into_inner().exit_status as i32),
-                Ok(Err(s)) => Err(grpc("wait for exec", s)),
-                Err(_) => {
-                    let _ = self
-                        .tasks()
-                        .kill(self.ctx.req(KillRequest {
-                            container_id: id.clone(),
-                            exec_id: exec_id.clone(),
-                            signal: 9,
-                            all: false,
-                        }))
-                        .await;
-                    Err(DriverError::Timeout(timeout))
-                }
-            },
-        };
-        let _ = self
-            .tasks()
-            .delete_process(self.ctx.req(DeleteProcessRequest {
-                container_id: id,
-                exec_id,
-            }))
-            .await;
-        let read = |p: PathBuf| async move {
-            let s = tokio::fs::read(&p)
-                .await
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
-            let _ = tokio::fs::remove_file(&p).await;
-            s
-        };
-        let (stdout, stderr) = (read(out).await, read(err).await);
-        Ok(ExecOutput {
-            exit_code: result?,
-            stdout,
-            stderr,
-        })
+        self.exec_in(handle, spec, argv, stdin, timeout).await
     }
 
     async fn ps(&self, handle: &str) -> Result<Vec<ProcessStat>, DriverError> {
-        let id = container_of(handle)?;
-        let not_running = |s: tonic::Status| {
-            if s.code() == Code::NotFound {
-                DriverError::NotRunning
-            } else {
-                grpc("list processes", s)
-            }
-        };
-        let main_pid = self
-            .tasks()
-            .get(self.ctx.req(GetRequest {
-                container_id: id.clone(),
-                exec_id: String::new(),
-            }))
-            .await
-            .map_err(not_running)?
-            .into_inner()
-            .process
-            .map(|p| p.pid as i32)
-            .unwrap_or(0);
-        let pids = self
-            .tasks()
-            .list_pids(self.ctx.req(ListPidsRequest { container_id: id }))
-            .await
-            .map_err(not_running)?
-            .into_inner()
-            .processes;
-        let mut out: Vec<ProcessStat> = pids
-            .iter()
-            .filter_map(|p| procfs::process(p.pid as i32))
-            .collect();
-        // The main process first, then the rest by PID.
-        out.sort_by_key(|p| (p.pid != main_pid, p.pid));
-        Ok(out)
+        self.list_processes(handle).await
     }
 
     async fn destroy(&self, machine_id: &str) -> Result<(), DriverError> {
