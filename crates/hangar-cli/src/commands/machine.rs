@@ -287,8 +287,29 @@ pub async fn run(cmd: MachineCmd) -> Result<ExitCode> {
                 m.id, m.name, m.region
             );
             if !detach {
-                let state =
-                    wait_for(&client, &app, &m.id, "started", Duration::from_secs(60)).await?;
+                let state = wait_for(
+                    &client,
+                    &app,
+                    &m.id,
+                    "started,failed",
+                    Duration::from_secs(60),
+                )
+                .await?;
+                if state == "failed" {
+                    let m = client.get_machine(&app, &m.id).await?;
+                    let why = m
+                        .events
+                        .iter()
+                        .find_map(|e| {
+                            e.request
+                                .as_ref()?
+                                .get("error")?
+                                .as_str()
+                                .map(str::to_string)
+                        })
+                        .unwrap_or_else(|| "see `hangar machine status`".into());
+                    bail!("machine {} failed to start: {why}", m.id);
+                }
                 println!("Machine {} is {state}", m.id);
             }
         }

@@ -109,6 +109,21 @@ async fn cli_walks_the_lifecycle() {
         stderr(&running)
     );
     ok(&s.cli(&["machine", "destroy", &id, "-a", "clapp", "--force", "--yes"]));
+    let broken = s.cli(&[
+        "machine",
+        "run",
+        "x",
+        "-a",
+        "clapp",
+        "--",
+        "/nonexistent/binary",
+    ]);
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(
+        stderr(&broken).contains("failed to start: cannot run \"/nonexistent/binary\""),
+        "{}",
+        stderr(&broken)
+    );
     ok(&s.cli(&["apps", "destroy", "clapp", "--yes"]));
 
     let missing = s.cli(&["apps", "show", "clapp"]);
