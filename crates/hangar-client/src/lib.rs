@@ -40,6 +40,18 @@ impl ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+/// The error an API answer carries: Fly's `{"error"}` body, the lease envelope's
+/// `message`, or the raw text.
+fn api_error(status: StatusCode, text: &str) -> ClientError {
+    let message = serde_json::from_str::<ErrorBody>(text)
+        .map(|b| b.error)
+        .or_else(|_| {
+            serde_json::from_str::<LeaseEnvelope>(text).map(|e| e.message.unwrap_or_default())
+        })
+        .unwrap_or_else(|_| format!("{status}: {text}"));
+    ClientError::Api { status, message }
+}
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -104,13 +116,7 @@ impl Client {
         if status.is_success() {
             return Ok(text);
         }
-        let message = serde_json::from_str::<ErrorBody>(&text)
-            .map(|b| b.error)
-            .or_else(|_| {
-                serde_json::from_str::<LeaseEnvelope>(&text).map(|e| e.message.unwrap_or_default())
-            })
-            .unwrap_or_else(|_| format!("{status}: {text}"));
-        Err(ClientError::Api { status, message })
+        Err(api_error(status, &text))
     }
 
     const NONE: Option<&'static Value> = None;
@@ -330,10 +336,7 @@ impl Client {
         let status = res.status();
         if !status.is_success() {
             let text = res.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<ErrorBody>(&text)
-                .map(|b| b.error)
-                .unwrap_or_else(|_| format!("{status}: {text}"));
-            return Err(ClientError::Api { status, message });
+            return Err(api_error(status, &text));
         }
         let mut pending = Vec::new();
         while let Some(chunk) = res

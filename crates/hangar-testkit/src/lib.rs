@@ -5,6 +5,8 @@
 // A test kit panics with a message instead of returning errors.
 #![allow(clippy::unwrap_used)]
 
+pub mod cleanup;
 pub mod registry;
 
+pub use cleanup::cleanup;
 pub use registry::{containerd_available, TestRegistry};

@@ -303,68 +303,7 @@ impl TestServer {
     /// Ends every machine process this server's data dir holds; machines outlive the
     /// server by design, tests must not leave them behind.
     fn kill_machines(&self) {
-        let root = self.data_dir();
-        let socket = root.join("containerd").join("containerd.sock");
-        if socket.exists() {
-            // Tasks first, so their shims unmount their root filesystems.
-            let ctr = |args: &[&str]| {
-                Command::new("ctr")
-                    .arg("-a")
-                    .arg(&socket)
-                    .args(["-n", "hangar"])
-                    .args(args)
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .output()
-                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                    .unwrap_or_default()
-            };
-            for id in ctr(&["tasks", "ls", "-q"]).lines() {
-                ctr(&["tasks", "kill", "-a", "-s", "SIGKILL", id]);
-                ctr(&["tasks", "delete", "-f", id]);
-            }
-            for id in ctr(&["containers", "ls", "-q"]).lines() {
-                ctr(&["containers", "delete", id]);
-            }
-        }
-        // Network namespaces of this server's machines (addresses are freed with them).
-        if let Ok(dirs) = std::fs::read_dir(root.join("containerd").join("machines")) {
-            for d in dirs.flatten() {
-                let ns = format!("hangar-{}", d.file_name().to_string_lossy());
-                let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-            }
-        }
-        let root_str = root.display().to_string();
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return;
-        };
-        for e in dir.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let in_root = |link: &str| {
-                std::fs::read_link(e.path().join(link)).is_ok_and(|p| p.starts_with(&root))
-            };
-            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let mentions = String::from_utf8_lossy(&cmdline).contains(&root_str);
-            if in_root("cwd") || in_root("root") || mentions {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-        // Mounts a killed shim left behind.
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        let mut targets: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|t| t.starts_with(&root_str))
-            .collect();
-        targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
-        for t in targets {
-            let _ = Command::new("umount").args(["-l", t]).status();
-        }
+        hangar_testkit::cleanup(&self.data_dir());
     }
 }
 
