@@ -5,6 +5,7 @@
 # Stop the server with: kill "$(cat ~/.local/share/hangar/server.pid)"
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/deps.sh build
 cargo build --release -q -p hangar-cli
 hangar=$PWD/target/release/hangar
 data=${HANGAR_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/hangar}

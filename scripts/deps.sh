@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the system packages Hangar needs (Debian/Ubuntu), when they are missing.
+# Usage: scripts/deps.sh build   — what building needs (protoc)
+#        scripts/deps.sh test    — that, plus what the tests drive for real
+# As root it installs with apt-get; otherwise it says what to install.
+set -euo pipefail
+build=(protobuf-compiler)
+test=(ca-certificates curl procps util-linux iproute2 iptables busybox-static containerd runc
+      docker-registry apache2-utils)
+case "${1:-build}" in
+  build) want=("${build[@]}") ;;
+  test) want=("${build[@]}" "${test[@]}") ;;
+  *) echo "usage: $0 build|test" >&2; exit 2 ;;
+esac
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "missing system packages: ${missing[*]} (install them, e.g. sudo apt-get install ${missing[*]})" >&2
+  [ "${1:-build}" = build ] && exit 1
+  echo "the tests that need them will say why they skip" >&2
+  exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
