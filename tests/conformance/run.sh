@@ -14,7 +14,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 # Machines the fuzzer creates get an empty PATH: random commands resolve to nothing.
 mkdir -p "$work/empty-path"
 PATH="$work/empty-path" HANGAR_CONFIG="$work/cli.toml" HANGAR_LOG=warn \
-  "$hangar" server --driver process --data-dir "$work/data" --api-listen "127.0.0.1:$port" >"$work/server.log" 2>&1 &
+  "$hangar" server --driver process --data-dir "$work/data" --api-listen "127.0.0.1:$port" --http-listen 127.0.0.1:0 >"$work/server.log" 2>&1 &
 server=$!
 cleanup() {
   kill "$server" 2>/dev/null || true

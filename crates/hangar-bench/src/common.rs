@@ -87,7 +87,12 @@ impl BenchServer {
         let child = Command::new(&hangar)
             .args(["server", "--driver", driver, "--data-dir"])
             .arg(dir.path().join("data"))
-            .args(["--api-listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--api-listen",
+                &format!("127.0.0.1:{port}"),
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
             .env("HANGAR_CONFIG", dir.path().join("cli.toml"))
             .env("HANGAR_LOG", "warn")
             .stdout(Stdio::null())

@@ -357,6 +357,15 @@ impl Network {
         Ok(attachment)
     }
 
+    /// The machine's IPv4 address, once it has one.
+    pub fn ipv4_of(&self, machine_id: &str) -> Option<std::net::IpAddr> {
+        std::fs::read_to_string(self.machine_file(machine_id))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// Takes the machine off the network and frees its address.
     pub async fn detach(&self, machine_id: &str) -> Result<(), NetError> {
         let _guard = self.ready.lock().await;

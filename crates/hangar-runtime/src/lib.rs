@@ -109,6 +109,10 @@ pub trait Driver: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The machine's log file, in the format of [`logs`].
     fn log_file(&self, machine_id: &str) -> std::path::PathBuf;
+    /// Where the machine's services listen, for the proxy.
+    fn address(&self, _machine_id: &str) -> Option<std::net::IpAddr> {
+        None
+    }
     /// Refuses a config this driver cannot run, with a message for the user.
     fn check_config(&self, _config: &MachineConfig) -> Result<(), String> {
         Ok(())

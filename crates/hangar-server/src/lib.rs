@@ -33,6 +33,10 @@ pub struct ServerConfig {
     pub region: String,
     /// Used instead of a generated admin token on first start.
     pub admin_token: Option<String>,
+    /// Where the edge proxy takes HTTP for apps.
+    pub http_listen: SocketAddr,
+    /// Apps are reached at `<app>.<app_domain>`.
+    pub app_domain: String,
 }
 
 /// Shared state of the API handlers.
@@ -47,9 +51,26 @@ pub struct AppState {
 /// A started server: where it listens, what bootstrap did, and how to stop it.
 pub struct Server {
     pub api_addr: SocketAddr,
+    pub http_addr: SocketAddr,
     pub bootstrap: Bootstrap,
     listener: TcpListener,
+    http_listener: TcpListener,
+    proxy: hangar_proxy::ProxyConfig,
     state: AppState,
+}
+
+/// Starts machines for the proxy through their actors.
+struct ActorStarter(supervisor::Supervisor);
+
+#[async_trait::async_trait]
+impl hangar_proxy::Starter for ActorStarter {
+    async fn start(&self, _app: &str, machine_id: &str) -> Result<(), String> {
+        self.0
+            .send(machine_id, |reply| supervisor::MachineCmd::Start { reply })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +113,13 @@ impl Server {
                 error,
             })?;
         let api_addr = listener.local_addr().map_err(ServerError::Serve)?;
+        let http_listener = TcpListener::bind(config.http_listen)
+            .await
+            .map_err(|error| ServerError::Listen {
+                addr: config.http_listen,
+                error,
+            })?;
+        let http_addr = http_listener.local_addr().map_err(ServerError::Serve)?;
         let state = AppState {
             store,
             supervisor,
@@ -100,8 +128,14 @@ impl Server {
         };
         Ok(Server {
             api_addr,
+            http_addr,
             bootstrap,
             listener,
+            http_listener,
+            proxy: hangar_proxy::ProxyConfig {
+                app_domain: config.app_domain.clone(),
+                region: config.region.clone(),
+            },
             state,
         })
     }
@@ -109,12 +143,20 @@ impl Server {
     /// Serves the API until `shutdown` is cancelled, then finishes in-flight requests.
     /// Machines are left running.
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        let proxy = tokio::spawn(hangar_proxy::serve(
+            self.http_listener,
+            self.proxy,
+            self.state.supervisor.instances(),
+            Arc::new(ActorStarter(self.state.supervisor.clone())),
+            shutdown.clone(),
+        ));
         let app = api::router(self.state.clone());
         let stop = shutdown.clone();
         let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await
             .map_err(ServerError::Serve);
+        let _ = proxy.await;
         self.state.supervisor.shutdown().await;
         result
     }

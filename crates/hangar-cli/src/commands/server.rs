@@ -40,6 +40,12 @@ pub struct ServerArgs {
     /// The region this host reports, and new machines' default region
     #[arg(long, env = "HANGAR_REGION", default_value = "local")]
     pub region: String,
+    /// Where the edge proxy takes HTTP for apps
+    #[arg(long, env = "HANGAR_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub http_listen: SocketAddr,
+    /// Apps are reached at <app>.<app-domain>
+    #[arg(long, env = "HANGAR_APP_DOMAIN", default_value = "localhost")]
+    pub app_domain: String,
     /// Use the containerd listening here instead of starting a private one
     #[arg(long, env = "HANGAR_CONTAINERD_SOCKET")]
     pub containerd_socket: Option<PathBuf>,
@@ -154,6 +160,8 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         api_listen: args.api_listen,
         region: region.clone(),
         admin_token: std::env::var("HANGAR_ADMIN_TOKEN").ok(),
+        http_listen: args.http_listen,
+        app_domain: args.app_domain.trim_matches('.').to_ascii_lowercase(),
     };
     let server = Server::start(cfg, driver)
         .await
@@ -178,6 +186,11 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         }
     }
     println!("Hangar API listening on {api_url}");
+    println!(
+        "Apps are served at http://<app>.{}:{}",
+        args.app_domain.trim_matches('.'),
+        server.http_addr.port()
+    );
 
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();

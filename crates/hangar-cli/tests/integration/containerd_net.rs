@@ -95,7 +95,8 @@ async fn machines_get_private_addresses_and_share_a_port() {
         return;
     };
     let web = json!({"image": image, "files": [{"guest_path": "/www/index.html", "raw_value": "aGVsbG8gNlBO"}],
-        "init": {"exec": ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]}});
+        "init": {"exec": ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]},
+        "services": [{"protocol": "tcp", "internal_port": 8080, "ports": [{"port": 80, "handlers": ["http"]}]}]});
     let a = run(&s, "net", web.clone()).await;
     let b = run(&s, "net", web).await;
     s.wait_state("net", &a, "started").await;
@@ -141,6 +142,19 @@ async fn machines_get_private_addresses_and_share_a_port() {
     assert_eq!(got, "hello 6PN");
     let out = http_get(&s, &b, &v4).await;
     assert_eq!(out, "hello 6PN");
+
+    // The edge proxy reaches them from the host through the bridge.
+    let body = eventually(10, "the proxy to answer", || async {
+        let r = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/", s.http_port))
+            .header("host", "net.localhost")
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(r.text().await.ok()?)
+    })
+    .await;
+    assert_eq!(body, "hello 6PN");
 
     // Destroy frees the namespace.
     s.call(

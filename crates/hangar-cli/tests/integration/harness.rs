@@ -13,6 +13,8 @@ pub const HANGAR: &str = env!("CARGO_BIN_EXE_hangar");
 pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The edge proxy's HTTP port.
+    pub http_port: u16,
     pub token: String,
     child: Option<Child>,
     http: reqwest::Client,
@@ -33,7 +35,7 @@ impl Res {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -57,6 +59,7 @@ impl TestServer {
         let mut s = TestServer {
             dir,
             port: free_port(),
+            http_port: free_port(),
             token: String::new(),
             child: None,
             http: reqwest::Client::new(),
@@ -97,6 +100,8 @@ impl TestServer {
                 &format!("127.0.0.1:{}", self.port),
                 "--region",
                 "ord",
+                "--http-listen",
+                &format!("127.0.0.1:{}", self.http_port),
             ])
             .args(&self.server_args)
             .envs(self.server_env.iter().map(|(k, v)| (k, v)))

@@ -13,5 +13,6 @@ mod harness;
 mod leases;
 mod lifecycle;
 mod logs;
+mod proxy;
 mod recovery;
 mod requests;

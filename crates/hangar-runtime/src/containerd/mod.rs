@@ -282,6 +282,11 @@ impl Driver for ContainerdDriver {
         "containerd"
     }
 
+    /// The machine's private IPv4 address, reachable from the host through its bridge.
+    fn address(&self, machine_id: &str) -> Option<std::net::IpAddr> {
+        self.network.ipv4_of(machine_id)
+    }
+
     fn log_file(&self, machine_id: &str) -> PathBuf {
         self.machine_dir(machine_id).join("machine.log")
     }

@@ -155,6 +155,11 @@ impl Driver for ProcessDriver {
         "process"
     }
 
+    /// Host processes listen on the host.
+    fn address(&self, _machine_id: &str) -> Option<std::net::IpAddr> {
+        Some(std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
     fn log_file(&self, machine_id: &str) -> PathBuf {
         self.machine_dir(machine_id)
             .join("logs")

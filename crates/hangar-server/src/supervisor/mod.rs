@@ -9,6 +9,7 @@
 //! reports: running processes are adopted, exits that happened meanwhile are recorded.
 
 mod actor;
+pub mod instances;
 mod launch;
 mod restart;
 
@@ -120,6 +121,7 @@ pub(crate) struct Context {
     pub store: Store,
     pub driver: Arc<dyn Driver>,
     pub region: String,
+    pub instances: instances::Instances,
 }
 
 /// The registry of machine actors. Cheap to clone.
@@ -138,6 +140,7 @@ impl Supervisor {
                 store,
                 driver,
                 region,
+                instances: Default::default(),
             }),
             actors: Arc::default(),
             tracker: TaskTracker::new(),
@@ -147,6 +150,11 @@ impl Supervisor {
 
     pub fn driver(&self) -> &Arc<dyn Driver> {
         &self.ctx.driver
+    }
+
+    /// The live set of instances, for the edge proxy.
+    pub fn instances(&self) -> tokio::sync::watch::Receiver<Arc<hangar_proxy::InstanceSet>> {
+        self.ctx.instances.subscribe()
     }
 
     /// Starts an actor for every stored machine that is not destroyed; each reconciles
@@ -178,6 +186,10 @@ impl Supervisor {
             event_id: String::new(),
         });
         let id = machine.id.clone();
+        self.ctx.instances.put(instances::instance_of(
+            &machine,
+            self.ctx.driver.address(&id),
+        ));
         self.lock().insert(
             id.clone(),
             ActorHandle {

@@ -228,6 +228,7 @@ impl MachineActor {
                     .map_err(OpError::from);
                 if r.is_ok() {
                     self.m.cordoned = cordoned;
+                    self.publish_instance();
                 }
                 let _ = reply.send(r);
             }
@@ -272,6 +273,7 @@ impl MachineActor {
             .call(move |db| db.replace_config_in_place(&id, &cfg, &now))
             .await?;
         self.m.config = config;
+        self.publish_instance();
         Ok(())
     }
 

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{launch, Context, MachineCmd, OpError, RestartTracker, Snapshot};
+use super::{instances, launch, Context, MachineCmd, OpError, RestartTracker, Snapshot};
 
 mod commands;
 mod reconcile;
@@ -172,11 +172,20 @@ impl MachineActor {
     }
 
     fn publish(&self, event_id: String) {
+        self.publish_instance();
         self.snap.send_replace(Snapshot {
             state: self.m.state,
             version: self.m.instance_id.clone(),
             event_id,
         });
+    }
+
+    /// Tells the proxy how the machine looks now.
+    fn publish_instance(&self) {
+        let address = self.ctx.driver.address(&self.m.id);
+        self.ctx
+            .instances
+            .put(instances::instance_of(&self.m, address));
     }
 
     /// Logs a failed transition; the machine keeps its last recorded state.

@@ -1,0 +1,95 @@
+//! The edge proxy on the process driver: requests for `<app>.localhost` reach the app's
+//! started machines in turn with Fly's headers, a stopped machine is started for a
+//! request, cordoned machines get no traffic, and unknown hosts are refused.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{eventually, free_port, TestServer};
+
+/// A machine serving `GET /` (its name) and `/cgi-bin/env` (the request's headers as
+/// CGI variables) with busybox httpd on `port`.
+async fn web(s: &TestServer, app: &str, name: &str, port: u16) -> String {
+    let script = format!(
+        "mkdir -p www/cgi-bin && echo {name} > www/index.html && \
+         printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\nenv\\n' > www/cgi-bin/env && chmod +x www/cgi-bin/env && \
+         exec busybox httpd -f -p 127.0.0.1:{port} -h www"
+    );
+    let m = s
+        .create_machine(
+            app,
+            &script,
+            json!({"services": [{"protocol": "tcp", "internal_port": port,
+            "ports": [{"port": 80, "handlers": ["http"]}]}]}),
+        )
+        .await;
+    m["id"].as_str().unwrap().to_string()
+}
+
+async fn get(s: &TestServer, host: &str, path: &str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}{path}", s.http_port))
+        .header("host", host)
+        .header("x-forwarded-for", "203.0.113.9")
+        .timeout(Duration::from_secs(40))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn routes_balances_adds_headers_and_autostarts() {
+    let s = TestServer::start().await;
+    s.create_app("site").await;
+    let a = web(&s, "site", "alpha", free_port()).await;
+    let b = web(&s, "site", "beta", free_port()).await;
+    s.wait_state("site", &a, "started").await;
+    s.wait_state("site", &b, "started").await;
+    let host = format!("site.localhost:{}", s.http_port);
+
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..6 {
+        let (status, body) = eventually(10, "an answer", || async {
+            let r = get(&s, &host, "/").await;
+            (r.0 == 200).then_some(r)
+        })
+        .await;
+        assert_eq!(status, 200);
+        seen.insert(body.trim().to_string());
+    }
+    assert_eq!(seen.len(), 2, "both machines served: {seen:?}");
+
+    let (_, env) = get(&s, &host, "/cgi-bin/env").await;
+    for var in [
+        "HTTP_FLY_CLIENT_IP=127.0.0.1",
+        "HTTP_X_FORWARDED_FOR=203.0.113.9, 127.0.0.1",
+        "HTTP_X_FORWARDED_PROTO=http",
+        "HTTP_FLY_REGION=ord",
+        "HTTP_VIA=1.1 hangar",
+    ] {
+        assert!(env.lines().any(|l| l == var), "missing {var} in:\n{env}");
+    }
+    assert!(env.contains("HTTP_FLY_REQUEST_ID="), "{env}");
+
+    // A cordoned machine gets no traffic.
+    s.call("POST", &format!("/apps/site/machines/{b}/cordon"), None)
+        .await;
+    for _ in 0..4 {
+        assert_eq!(get(&s, &host, "/").await.1.trim(), "alpha");
+    }
+
+    // Nothing started: a request starts a machine and waits for it.
+    s.call("POST", &format!("/apps/site/machines/{a}/stop"), None)
+        .await;
+    s.wait_state("site", &a, "stopped").await;
+    let (status, body) = get(&s, &host, "/").await;
+    assert_eq!((status, body.trim()), (200, "alpha"), "autostarted");
+    assert_eq!(s.machine("site", &a).await["state"], "started");
+
+    let (status, _) = get(&s, &format!("nosuch.localhost:{}", s.http_port), "/").await;
+    assert_eq!(status, 404);
+    let (status, _) = get(&s, "example.com", "/").await;
+    assert_eq!(status, 404);
+}

@@ -1,0 +1,255 @@
+//! The edge proxy: requests for `<app>.<app-domain>` go to one of the app's started,
+//! uncordoned machines (round robin, this region first); when none runs, a stopped or
+//! suspended machine whose services allow `autostart` is started and the request waits
+//! for it to accept connections. Fly's request headers are added on the way.
+//!
+//! The proxy reads only the live set of instances the supervisor publishes on a watch
+//! channel ([`InstanceSet`]); it never queries the store. It starts machines through the
+//! [`Starter`] seam. TLS, health checks, concurrency limits, autostop and fly-replay
+//! are not here yet.
+
+mod forward;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// One machine as the proxy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub machine_id: String,
+    pub app: String,
+    pub region: String,
+    /// The machine's state (`started`, `stopped`, ...).
+    pub state: String,
+    pub cordoned: bool,
+    /// Where the machine's services listen.
+    pub address: Option<IpAddr>,
+    pub services: Vec<Service>,
+}
+
+/// A service of a machine that takes HTTP from the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub internal_port: u16,
+    /// Whether the proxy may start the machine for a request (absent counts as yes).
+    pub autostart: bool,
+}
+
+/// Every known machine, by app.
+pub type InstanceSet = HashMap<String, Vec<Instance>>;
+
+/// Starts a machine for a request.
+#[async_trait::async_trait]
+pub trait Starter: Send + Sync + 'static {
+    async fn start(&self, app: &str, machine_id: &str) -> Result<(), String>;
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Apps are reached at `<app>.<app_domain>`.
+    pub app_domain: String,
+    /// The region this proxy runs in; its machines are preferred.
+    pub region: String,
+}
+
+struct Inner {
+    config: ProxyConfig,
+    instances: watch::Receiver<Arc<InstanceSet>>,
+    starter: Arc<dyn Starter>,
+    client: forward::Client,
+    next: AtomicUsize,
+    /// One start at a time per app, so a burst of requests starts one machine.
+    starting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// How long a request waits for a machine to be started and accept connections.
+const START_WAIT: Duration = Duration::from_secs(30);
+
+/// Serves HTTP on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    config: ProxyConfig,
+    instances: watch::Receiver<Arc<InstanceSet>>,
+    starter: Arc<dyn Starter>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let inner = Arc::new(Inner {
+        config,
+        instances,
+        starter,
+        client: forward::client(),
+        next: AtomicUsize::new(0),
+        starting: Mutex::default(),
+    });
+    let app = axum::Router::new().fallback(handle).with_state(inner);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+}
+
+/// The app a `Host` header names, if it is `<app>.<app_domain>`.
+pub fn app_of(host: &str, app_domain: &str) -> Option<String> {
+    let host = host.trim().to_ascii_lowercase();
+    let name = host
+        .rsplit_once(':')
+        .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+        .map_or(host.as_str(), |(h, _)| h);
+    let app = name.strip_suffix(app_domain)?.strip_suffix('.')?;
+    (!app.is_empty() && !app.contains('.')).then(|| app.to_string())
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message + "\n",
+    )
+        .into_response()
+}
+
+/// Where to send a request for `app`: a started, uncordoned machine with a service,
+/// this region first, round robin among equals.
+fn pick(inner: &Inner, app: &str) -> Option<(Instance, SocketAddr)> {
+    let set = inner.instances.borrow().clone();
+    let candidates: Vec<&Instance> = set
+        .get(app)?
+        .iter()
+        .filter(|i| {
+            i.state == "started" && !i.cordoned && i.address.is_some() && !i.services.is_empty()
+        })
+        .collect();
+    let local: Vec<&Instance> = candidates
+        .iter()
+        .copied()
+        .filter(|i| i.region == inner.config.region)
+        .collect();
+    let pool = if local.is_empty() { candidates } else { local };
+    if pool.is_empty() {
+        return None;
+    }
+    let chosen = pool[inner.next.fetch_add(1, Ordering::Relaxed) % pool.len()].clone();
+    let addr = SocketAddr::new(chosen.address?, chosen.services[0].internal_port);
+    Some((chosen, addr))
+}
+
+/// Starts a machine of the app that may be started for a request, and waits until it
+/// accepts connections.
+async fn autostart(inner: &Inner, app: &str) -> Result<(Instance, SocketAddr), Response> {
+    let lock = {
+        let mut map = inner.starting.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(app.to_string()).or_default().clone()
+    };
+    let _one_at_a_time = lock.lock().await;
+    if let Some(found) = pick(inner, app) {
+        return Ok(found);
+    }
+    let startable = inner.instances.borrow().get(app).and_then(|list| {
+        list.iter()
+            .find(|i| {
+                matches!(i.state.as_str(), "stopped" | "suspended" | "created")
+                    && i.services.iter().any(|s| s.autostart)
+            })
+            .cloned()
+    });
+    let Some(machine) = startable else {
+        let known = inner.instances.borrow().contains_key(app);
+        return Err(if known {
+            error(StatusCode::SERVICE_UNAVAILABLE, format!("no machine of app {app} can take this request: none is started and none may be started for it"))
+        } else {
+            error(StatusCode::NOT_FOUND, format!("no app named {app}"))
+        });
+    };
+    inner
+        .starter
+        .start(app, &machine.machine_id)
+        .await
+        .map_err(|e| {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("could not start machine {}: {e}", machine.machine_id),
+            )
+        })?;
+    let deadline = tokio::time::Instant::now() + START_WAIT;
+    let mut rx = inner.instances.clone();
+    loop {
+        if let Some((i, addr)) = pick(inner, app) {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok((i, addr));
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(error(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "machine {} did not start accepting connections in time",
+                    machine.machine_id
+                ),
+            ));
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
+    }
+}
+
+async fn handle(
+    State(inner): State<Arc<Inner>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().host().map(str::to_string))
+        .unwrap_or_default();
+    let Some(app) = app_of(&host, &inner.config.app_domain) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no app is served at {host:?}; use <app>.{}",
+                inner.config.app_domain
+            ),
+        );
+    };
+    let target = match pick(&inner, &app) {
+        Some(t) => t,
+        None => match autostart(&inner, &app).await {
+            Ok(t) => t,
+            Err(resp) => return resp,
+        },
+    };
+    forward::forward(&inner.client, req, target.1, client, &inner.config.region).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_name_apps() {
+        assert_eq!(
+            app_of("web.localhost:8080", "localhost").as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            app_of("WEB.example.com", "example.com").as_deref(),
+            Some("web")
+        );
+        assert_eq!(app_of("localhost", "localhost"), None);
+        assert_eq!(app_of("a.b.localhost", "localhost"), None);
+        assert_eq!(app_of("web.other.org", "localhost"), None);
+    }
+}

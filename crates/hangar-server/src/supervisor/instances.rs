@@ -1,0 +1,75 @@
+//! The live set of instances: every machine as the edge proxy sees it (state, cordon,
+//! address, services), republished on a watch channel whenever one changes. Actors
+//! write it; the proxy only reads it, never the store.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use hangar_proxy::{Instance, InstanceSet, Service};
+use hangar_store::MachineRecord;
+use hangar_types::MachineState;
+use tokio::sync::watch;
+
+pub struct Instances {
+    by_machine: Mutex<HashMap<String, Instance>>,
+    tx: watch::Sender<Arc<InstanceSet>>,
+}
+
+impl Default for Instances {
+    fn default() -> Self {
+        Self {
+            by_machine: Mutex::default(),
+            tx: watch::channel(Arc::default()).0,
+        }
+    }
+}
+
+/// The proxy's view of a stored machine.
+pub fn instance_of(m: &MachineRecord, address: Option<IpAddr>) -> Instance {
+    let services = m
+        .config
+        .services
+        .iter()
+        .flatten()
+        .filter(|s| s.internal_port != 0 && (s.protocol.is_empty() || s.protocol == "tcp"))
+        .map(|s| Service {
+            internal_port: s.internal_port,
+            autostart: s.autostart.unwrap_or(true)
+                && m.config.disable_machine_autostart != Some(true),
+        })
+        .collect();
+    Instance {
+        machine_id: m.id.clone(),
+        app: m.app_name.clone(),
+        region: m.region.clone(),
+        state: m.state.to_string(),
+        cordoned: m.cordoned,
+        address,
+        services,
+    }
+}
+
+impl Instances {
+    pub fn subscribe(&self) -> watch::Receiver<Arc<InstanceSet>> {
+        self.tx.subscribe()
+    }
+
+    /// Records the machine's current view (or drops it once destroyed) and republishes.
+    pub fn put(&self, instance: Instance) {
+        let mut map = self.by_machine.lock().unwrap_or_else(|p| p.into_inner());
+        if instance.state == MachineState::Destroyed.as_str() {
+            map.remove(&instance.machine_id);
+        } else {
+            map.insert(instance.machine_id.clone(), instance);
+        }
+        let mut set = InstanceSet::new();
+        for i in map.values() {
+            set.entry(i.app.clone()).or_default().push(i.clone());
+        }
+        for list in set.values_mut() {
+            list.sort_by(|a, b| a.machine_id.cmp(&b.machine_id));
+        }
+        self.tx.send_replace(Arc::new(set));
+    }
+}
