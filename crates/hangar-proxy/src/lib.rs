@@ -45,8 +45,9 @@ pub struct Service {
     pub autostart: bool,
 }
 
-/// Every known machine, by app.
-pub type InstanceSet = HashMap<String, Vec<Instance>>;
+/// Every known machine, by app. Each app's list is shared, so a change to one machine
+/// copies only its app's list.
+pub type InstanceSet = HashMap<String, Arc<Vec<Instance>>>;
 
 /// Starts a machine for a request.
 #[async_trait::async_trait]

@@ -12,14 +12,15 @@ use hangar_types::MachineState;
 use tokio::sync::watch;
 
 pub struct Instances {
-    by_machine: Mutex<HashMap<String, Instance>>,
+    /// Machines by app, then by ID.
+    by_app: Mutex<HashMap<String, HashMap<String, Instance>>>,
     tx: watch::Sender<Arc<InstanceSet>>,
 }
 
 impl Default for Instances {
     fn default() -> Self {
         Self {
-            by_machine: Mutex::default(),
+            by_app: Mutex::default(),
             tx: watch::channel(Arc::default()).0,
         }
     }
@@ -55,21 +56,29 @@ impl Instances {
         self.tx.subscribe()
     }
 
-    /// Records the machine's current view (or drops it once destroyed) and republishes.
+    /// Records the machine's current view (or drops it once destroyed) and republishes;
+    /// only the machine's app's list is rebuilt.
     pub fn put(&self, instance: Instance) {
-        let mut map = self.by_machine.lock().unwrap_or_else(|p| p.into_inner());
+        let mut by_app = self.by_app.lock().unwrap_or_else(|p| p.into_inner());
+        let app = instance.app.clone();
+        let machines = by_app.entry(app.clone()).or_default();
         if instance.state == MachineState::Destroyed.as_str() {
-            map.remove(&instance.machine_id);
+            machines.remove(&instance.machine_id);
         } else {
-            map.insert(instance.machine_id.clone(), instance);
+            machines.insert(instance.machine_id.clone(), instance);
         }
-        let mut set = InstanceSet::new();
-        for i in map.values() {
-            set.entry(i.app.clone()).or_default().push(i.clone());
+        let mut list: Vec<Instance> = machines.values().cloned().collect();
+        list.sort_by(|a, b| a.machine_id.cmp(&b.machine_id));
+        if list.is_empty() {
+            by_app.remove(&app);
         }
-        for list in set.values_mut() {
-            list.sort_by(|a, b| a.machine_id.cmp(&b.machine_id));
-        }
-        self.tx.send_replace(Arc::new(set));
+        self.tx.send_modify(|set| {
+            let set = Arc::make_mut(set);
+            if list.is_empty() {
+                set.remove(&app);
+            } else {
+                set.insert(app, Arc::new(list));
+            }
+        });
     }
 }
