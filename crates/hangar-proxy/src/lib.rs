@@ -8,7 +8,11 @@
 //! [`Starter`] seam. TLS, health checks, concurrency limits, autostop and fly-replay
 //! are not here yet.
 
+pub mod autostop;
 mod forward;
+mod load;
+
+pub use load::Load;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -43,6 +47,20 @@ pub struct Service {
     pub internal_port: u16,
     /// Whether the proxy may start the machine for a request (absent counts as yes).
     pub autostart: bool,
+    /// What autostop does to an idle machine.
+    pub autostop: AutostopMode,
+    /// Requests above which a machine has no spare capacity (Fly's default: 20).
+    pub soft_limit: usize,
+    /// Machines autostop leaves running in the primary region.
+    pub min_machines_running: usize,
+}
+
+/// `services[].autostop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutostopMode {
+    Off,
+    Stop,
+    Suspend,
 }
 
 /// Every known machine, by app. Each app's list is shared, so a change to one machine
@@ -68,6 +86,7 @@ struct Inner {
     instances: watch::Receiver<Arc<InstanceSet>>,
     starter: Arc<dyn Starter>,
     client: forward::Client,
+    load: Arc<Load>,
     next: AtomicUsize,
     /// One start at a time per app, so a burst of requests starts one machine.
     starting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -82,6 +101,7 @@ pub async fn serve(
     config: ProxyConfig,
     instances: watch::Receiver<Arc<InstanceSet>>,
     starter: Arc<dyn Starter>,
+    load: Arc<Load>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let inner = Arc::new(Inner {
@@ -89,6 +109,7 @@ pub async fn serve(
         instances,
         starter,
         client: forward::client(),
+        load,
         next: AtomicUsize::new(0),
         starting: Mutex::default(),
     });
@@ -232,7 +253,16 @@ async fn handle(
             Err(resp) => return resp,
         },
     };
-    forward::forward(&inner.client, req, target.1, client, &inner.config.region).await
+    let guard = inner.load.enter(&target.0.machine_id);
+    let resp = forward::forward(&inner.client, req, target.1, client, &inner.config.region).await;
+    // The request counts until its answer has been passed on whole.
+    resp.map(|body| {
+        let stream = futures_util::StreamExt::map(body.into_data_stream(), move |chunk| {
+            let _counted = &guard;
+            chunk
+        });
+        axum::body::Body::from_stream(stream)
+    })
 }
 
 #[cfg(test)]

@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub http_listen: SocketAddr,
     /// Apps are reached at `<app>.<app_domain>`.
     pub app_domain: String,
+    /// How often autostop looks for idle machines.
+    pub autostop_interval: std::time::Duration,
 }
 
 /// Shared state of the API handlers.
@@ -56,7 +58,45 @@ pub struct Server {
     listener: TcpListener,
     http_listener: TcpListener,
     proxy: hangar_proxy::ProxyConfig,
+    autostop_interval: std::time::Duration,
     state: AppState,
+}
+
+/// Every `interval`, stops (or suspends) what autostop finds idle, through the actors.
+async fn autostop(
+    supervisor: supervisor::Supervisor,
+    load: Arc<hangar_proxy::Load>,
+    primary_region: String,
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let instances = supervisor.instances();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let set = instances.borrow().clone();
+        for d in hangar_proxy::autostop::pass(&set, &primary_region, |id| load.of(id)) {
+            tracing::info!(app = %d.app, machine = %d.machine_id, mode = ?d.mode, "autostop");
+            let suspended = d.mode == hangar_proxy::AutostopMode::Suspend
+                && supervisor
+                    .send(&d.machine_id, |reply| supervisor::MachineCmd::Suspend {
+                        reply,
+                    })
+                    .await
+                    .is_ok();
+            if !suspended {
+                let _ = supervisor
+                    .send(&d.machine_id, |reply| supervisor::MachineCmd::Stop {
+                        signal: None,
+                        timeout: None,
+                        reply,
+                    })
+                    .await;
+            }
+        }
+    }
 }
 
 /// Starts machines for the proxy through their actors.
@@ -136,6 +176,7 @@ impl Server {
                 app_domain: config.app_domain.clone(),
                 region: config.region.clone(),
             },
+            autostop_interval: config.autostop_interval,
             state,
         })
     }
@@ -143,11 +184,20 @@ impl Server {
     /// Serves the API until `shutdown` is cancelled, then finishes in-flight requests.
     /// Machines are left running.
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        let load = Arc::new(hangar_proxy::Load::default());
+        tokio::spawn(autostop(
+            self.state.supervisor.clone(),
+            load.clone(),
+            self.proxy.region.clone(),
+            self.autostop_interval,
+            shutdown.clone(),
+        ));
         let proxy = tokio::spawn(hangar_proxy::serve(
             self.http_listener,
             self.proxy,
             self.state.supervisor.instances(),
             Arc::new(ActorStarter(self.state.supervisor.clone())),
+            load,
             shutdown.clone(),
         ));
         let app = api::router(self.state.clone());

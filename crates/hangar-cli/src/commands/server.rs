@@ -46,6 +46,9 @@ pub struct ServerArgs {
     /// Apps are reached at <app>.<app-domain>
     #[arg(long, env = "HANGAR_APP_DOMAIN", default_value = "localhost")]
     pub app_domain: String,
+    /// How often autostop looks for idle machines (a Go duration)
+    #[arg(long, env = "HANGAR_AUTOSTOP_INTERVAL", default_value = "5m")]
+    pub autostop_interval: String,
     /// Use the containerd listening here instead of starting a private one
     #[arg(long, env = "HANGAR_CONTAINERD_SOCKET")]
     pub containerd_socket: Option<PathBuf>,
@@ -161,6 +164,10 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         region: region.clone(),
         admin_token: std::env::var("HANGAR_ADMIN_TOKEN").ok(),
         http_listen: args.http_listen,
+        autostop_interval: hangar_types::GoDuration::parse(&args.autostop_interval)
+            .map_err(|e| anyhow::anyhow!("invalid --autostop-interval: {e}"))?
+            .0
+            .max(std::time::Duration::from_millis(100)),
         app_domain: args.app_domain.trim_matches('.').to_ascii_lowercase(),
     };
     let server = Server::start(cfg, driver)

@@ -93,3 +93,80 @@ async fn routes_balances_adds_headers_and_autostarts() {
     let (status, _) = get(&s, "example.com", "/").await;
     assert_eq!(status, 404);
 }
+
+/// A machine that only sleeps, with one service configured by `service`.
+async fn idle(s: &TestServer, app: &str, region: &str, service: serde_json::Value) -> String {
+    let mut svc = json!({"protocol": "tcp", "internal_port": free_port()});
+    for (k, v) in service.as_object().unwrap() {
+        svc[k] = v.clone();
+    }
+    let body = json!({"region": region, "config": {"image": "x", "init": {"exec": ["/bin/sh", "-c", "exec sleep 300"]},
+        "services": [svc]}});
+    let r = s
+        .call("POST", &format!("/apps/{app}/machines"), Some(body))
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let id = r.body["id"].as_str().unwrap().to_string();
+    s.wait_state(app, &id, "started").await;
+    id
+}
+
+#[tokio::test]
+async fn autostop_stops_idle_machines_one_per_region_per_pass() {
+    let s = TestServer::start_with(&["--driver", "process", "--autostop-interval", "500ms"]).await;
+    s.create_app("idle").await;
+    let a = idle(&s, "idle", "ord", json!({"autostop": "stop"})).await;
+    let b = idle(&s, "idle", "ord", json!({"autostop": true})).await;
+    let off = idle(&s, "idle", "ord", json!({"autostop": false})).await;
+    s.create_app("keep").await;
+    let kept = idle(
+        &s,
+        "keep",
+        "ord",
+        json!({"autostop": "suspend", "min_machines_running": 1}),
+    )
+    .await;
+    let away = idle(
+        &s,
+        "keep",
+        "ams",
+        json!({"autostop": "suspend", "min_machines_running": 1}),
+    )
+    .await;
+
+    let state = |id: String| {
+        let s = &s;
+        async move {
+            for app in ["idle", "keep"] {
+                if let Some(st) = s.machine(app, &id).await["state"].as_str() {
+                    return st.to_string();
+                }
+            }
+            String::new()
+        }
+    };
+    eventually(20, "idle machines stopped", || async {
+        (state(a.clone()).await == "stopped" && state(b.clone()).await == "stopped").then_some(())
+    })
+    .await;
+    // Outside the primary region min_machines_running does not hold it; suspend is used.
+    eventually(20, "the machine away suspended", || async {
+        (state(away.clone()).await == "suspended").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(state(off).await, "started", "autostop off");
+    assert_eq!(
+        state(kept).await,
+        "started",
+        "min_machines_running in the primary region"
+    );
+    // The stops were autostop's, made as requested stops.
+    let exit = s
+        .events("idle", &a)
+        .await
+        .into_iter()
+        .find(|e| e["type"] == "exit")
+        .unwrap();
+    assert_eq!(exit["request"]["exit_event"]["requested_stop"], true);
+}

@@ -6,10 +6,14 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use hangar_proxy::{Instance, InstanceSet, Service};
+use hangar_proxy::{AutostopMode, Instance, InstanceSet, Service};
 use hangar_store::MachineRecord;
+use hangar_types::machine_config::Autostop;
 use hangar_types::MachineState;
 use tokio::sync::watch;
+
+/// Fly's default `concurrency.soft_limit`.
+const DEFAULT_SOFT_LIMIT: u32 = 20;
 
 pub struct Instances {
     /// Machines by app, then by ID.
@@ -38,6 +42,17 @@ pub fn instance_of(m: &MachineRecord, address: Option<IpAddr>) -> Instance {
             internal_port: s.internal_port,
             autostart: s.autostart.unwrap_or(true)
                 && m.config.disable_machine_autostart != Some(true),
+            autostop: match s.autostop {
+                Some(Autostop::Stop) => AutostopMode::Stop,
+                Some(Autostop::Suspend) => AutostopMode::Suspend,
+                Some(Autostop::Off) | None => AutostopMode::Off,
+            },
+            soft_limit: s
+                .concurrency
+                .as_ref()
+                .and_then(|c| c.soft_limit)
+                .unwrap_or(DEFAULT_SOFT_LIMIT) as usize,
+            min_machines_running: s.min_machines_running.unwrap_or(0) as usize,
         })
         .collect();
     Instance {
