@@ -184,7 +184,7 @@ impl Server {
     /// Serves the API until `shutdown` is cancelled, then finishes in-flight requests.
     /// Machines are left running.
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), ServerError> {
-        let load = Arc::new(hangar_proxy::Load::default());
+        let load = self.state.supervisor.load();
         tokio::spawn(autostop(
             self.state.supervisor.clone(),
             load.clone(),

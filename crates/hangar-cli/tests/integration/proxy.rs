@@ -170,3 +170,49 @@ async fn autostop_stops_idle_machines_one_per_region_per_pass() {
         .unwrap();
     assert_eq!(exit["request"]["exit_event"]["requested_stop"], true);
 }
+
+#[tokio::test]
+async fn a_stop_lets_requests_in_flight_finish() {
+    let s = TestServer::start().await;
+    s.create_app("drain").await;
+    let port = free_port();
+    // /cgi-bin/slow answers after 3 s; the stop comes while it runs.
+    let cgi = "#!/bin/sh\\nsleep 3\\necho Content-Type: text/plain\\necho\\necho finished\\n";
+    let script = format!(
+        "mkdir -p www/cgi-bin && echo up > www/index.html && printf '{cgi}' > www/cgi-bin/slow && chmod +x www/cgi-bin/slow && exec busybox httpd -f -p 127.0.0.1:{port} -h www"
+    );
+    let m = s
+        .create_machine(
+            "drain",
+            &script,
+            json!({"services": [{"protocol": "tcp", "internal_port": port}]}),
+        )
+        .await;
+    let id = m["id"].as_str().unwrap().to_string();
+    s.wait_state("drain", &id, "started").await;
+    let host = format!("drain.localhost:{}", s.http_port);
+    eventually(10, "the machine to answer", || async {
+        (get(&s, &host, "/").await.0 == 200).then_some(())
+    })
+    .await;
+
+    let slow = get(&s, &host, "/cgi-bin/slow");
+    let stop = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let body = json!({"signal": "SIGTERM", "timeout": "8s"});
+        s.call(
+            "POST",
+            &format!("/apps/drain/machines/{id}/stop"),
+            Some(body),
+        )
+        .await
+    };
+    let ((status, body), stopped) = tokio::join!(slow, stop);
+    assert_eq!(stopped.status, 200);
+    assert_eq!(
+        (status, body.trim()),
+        (200, "finished"),
+        "the request in flight was not dropped"
+    );
+    s.wait_state("drain", &id, "stopped").await;
+}

@@ -122,6 +122,8 @@ pub(crate) struct Context {
     pub driver: Arc<dyn Driver>,
     pub region: String,
     pub instances: instances::Instances,
+    /// Requests in flight per machine, counted by the proxy; stops drain them first.
+    pub load: Arc<hangar_proxy::Load>,
 }
 
 /// The registry of machine actors. Cheap to clone.
@@ -141,6 +143,7 @@ impl Supervisor {
                 driver,
                 region,
                 instances: Default::default(),
+                load: Arc::default(),
             }),
             actors: Arc::default(),
             tracker: TaskTracker::new(),
@@ -150,6 +153,11 @@ impl Supervisor {
 
     pub fn driver(&self) -> &Arc<dyn Driver> {
         &self.ctx.driver
+    }
+
+    /// The proxy's count of requests in flight per machine.
+    pub fn load(&self) -> Arc<hangar_proxy::Load> {
+        self.ctx.load.clone()
     }
 
     /// The live set of instances, for the edge proxy.

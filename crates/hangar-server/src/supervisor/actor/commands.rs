@@ -98,6 +98,7 @@ impl MachineActor {
                     let ok = r.is_ok();
                     let _ = reply.send(r);
                     if ok {
+                        self.drain(super::DEFAULT_STOP_TIMEOUT).await;
                         let r = match self.ctx.driver.suspend(&handle).await {
                             Ok(()) => {
                                 self.transition(S::Suspended, "suspend", "flyd", None, None)

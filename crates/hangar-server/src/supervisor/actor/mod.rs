@@ -288,6 +288,11 @@ impl MachineActor {
     /// Sends `signal`, waits up to `timeout`, then kills everything; returns how the main
     /// process ended, or `None` when nothing was running.
     async fn stop_process(&mut self, signal: Signal, timeout: Duration) -> Option<ExitStatus> {
+        // The machine is no longer `started`, so the proxy sends it nothing new; let the
+        // requests it is serving finish first, within the same timeout.
+        if signal != Signal::SIGKILL {
+            self.drain(timeout).await;
+        }
         let mut p = self.running.take()?;
         let driver = self.ctx.driver.clone();
         // A frozen process cannot handle its stop signal: thaw it first.
@@ -309,6 +314,14 @@ impl MachineActor {
         // Children the main process left behind go with it.
         let _ = driver.kill_all(&p.handle).await;
         Some(status)
+    }
+
+    /// Waits until the proxy counts no request in flight to this machine, or `timeout`.
+    async fn drain(&self, timeout: Duration) {
+        let until = tokio::time::Instant::now() + timeout;
+        while self.ctx.load.of(&self.m.id) > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn kill_process(&mut self) -> Option<ExitStatus> {
