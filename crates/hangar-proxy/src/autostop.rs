@@ -86,6 +86,7 @@ mod tests {
             state: "started".into(),
             cordoned: false,
             address: None,
+            healthy: true,
             services: vec![Service {
                 internal_port: 8080,
                 autostart: true,

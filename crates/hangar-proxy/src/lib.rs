@@ -38,6 +38,8 @@ pub struct Instance {
     pub cordoned: bool,
     /// Where the machine's services listen.
     pub address: Option<IpAddr>,
+    /// Whether its service checks pass (true when it has none).
+    pub healthy: bool,
     pub services: Vec<Service>,
 }
 
@@ -150,7 +152,11 @@ fn pick(inner: &Inner, app: &str) -> Option<(Instance, SocketAddr)> {
         .get(app)?
         .iter()
         .filter(|i| {
-            i.state == "started" && !i.cordoned && i.address.is_some() && !i.services.is_empty()
+            i.state == "started"
+                && i.healthy
+                && !i.cordoned
+                && i.address.is_some()
+                && !i.services.is_empty()
         })
         .collect();
     let local: Vec<&Instance> = candidates

@@ -216,3 +216,69 @@ async fn a_stop_lets_requests_in_flight_finish() {
     );
     s.wait_state("drain", &id, "stopped").await;
 }
+
+#[tokio::test]
+async fn checks_are_reported_and_gate_routing() {
+    let s = TestServer::start().await;
+    s.create_app("chk").await;
+    let port = free_port();
+    let script = format!("mkdir -p www && echo page > www/index.html && exec busybox httpd -f -p 127.0.0.1:{port} -h www");
+    let m = s
+        .create_machine("chk", &script, json!({
+            "checks": {"alive": {"type": "tcp", "port": port, "interval": "300ms"}},
+            "services": [{"protocol": "tcp", "internal_port": port,
+                "checks": [{"type": "http", "path": "/health.txt", "interval": "300ms", "timeout": "1s"}]}]}))
+        .await;
+    let id = m["id"].as_str().unwrap().to_string();
+    s.wait_state("chk", &id, "started").await;
+    let host = format!("chk.localhost:{}", s.http_port);
+
+    // The service check fails (no /health.txt): reported, and no traffic.
+    let checks = eventually(10, "both checks reported", || async {
+        let c = s.machine("chk", &id).await["checks"].clone();
+        (c.as_array().is_some_and(|a| {
+            a.len() == 2
+                && a.iter()
+                    .any(|x| x["name"] == "alive" && x["status"] == "passing")
+        }))
+        .then_some(c)
+    })
+    .await;
+    let svc = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] != "alive")
+        .unwrap()
+        .clone();
+    assert!(
+        svc["name"].as_str().unwrap().starts_with("servicecheck-"),
+        "{svc}"
+    );
+    assert_eq!(svc["status"], "critical", "{svc}");
+    assert!(svc["output"].as_str().unwrap().contains("404"), "{svc}");
+    assert_eq!(
+        get(&s, &host, "/").await.0,
+        503,
+        "an unhealthy machine gets no traffic"
+    );
+
+    // Healthy: routed.
+    s.exec("chk", &id, &["/bin/sh", "-c", "echo ok > www/health.txt"])
+        .await;
+    let (status, body) = eventually(10, "traffic once healthy", || async {
+        let r = get(&s, &host, "/").await;
+        (r.0 == 200).then_some(r)
+    })
+    .await;
+    assert_eq!((status, body.trim()), (200, "page"));
+    let listed = s.call("GET", "/apps/chk/machines", None).await.body;
+    assert!(
+        listed[0]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["status"] == "passing"),
+        "{listed}"
+    );
+}

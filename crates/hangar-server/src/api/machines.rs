@@ -9,7 +9,9 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use hangar_store::{LeaseRecord, MachineFilter, MachineRecord};
 use hangar_types::requests::{CreateMachineRequest, OkResponse};
-use hangar_types::{ImageRef, Lease, Machine, MachineConfig, MachineEvent, MachineState};
+use hangar_types::{
+    CheckStatus, ImageRef, Lease, Machine, MachineConfig, MachineEvent, MachineState,
+};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -100,6 +102,7 @@ pub(super) async fn check_lease(
 pub(super) fn view(
     m: &MachineRecord,
     events: Vec<MachineEvent>,
+    checks: Vec<CheckStatus>,
     lease: Option<Lease>,
     nonce: Option<String>,
 ) -> Machine {
@@ -116,7 +119,7 @@ pub(super) fn view(
         created_at: m.created_at.clone(),
         updated_at: m.updated_at.clone(),
         events,
-        checks: Vec::new(),
+        checks,
         nonce,
         lease,
         host_status: "ok".into(),
@@ -153,7 +156,7 @@ struct ListedMachine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     events: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    checks: Option<[(); 0]>,
+    checks: Option<Vec<CheckStatus>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lease: Option<Lease>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -225,7 +228,7 @@ async fn list(
             } else {
                 Some(raw(&m.events_json)?)
             },
-            checks: (!summary).then_some([]),
+            checks: (!summary).then(|| state.supervisor.check_results(&m.id)),
             lease: leases.get(&m.id).map(|l| lease_view(l, &m.instance_id)),
             host_status: (!summary).then_some("ok"),
             cordoned: m.cordoned,
@@ -385,6 +388,7 @@ async fn create(
     Ok(Json(view(
         &record,
         vec![launch],
+        Vec::new(),
         None,
         lease.map(|l| l.nonce),
     )))
@@ -411,7 +415,8 @@ async fn show(
         })
         .await?;
     let lease = lease.map(|l| lease_view(&l, &m.instance_id));
-    Ok(Json(view(&m, events, lease, None)))
+    let checks = state.supervisor.check_results(&m.id);
+    Ok(Json(view(&m, events, checks, lease, None)))
 }
 
 async fn update(
@@ -451,7 +456,8 @@ async fn update(
         .call(move |db| Ok((db.machine_by_id(&mid)?, db.events(&mid, EMBEDDED_EVENTS)?)))
         .await?;
     let m = m.ok_or_else(|| ApiError::not_found("machine not found"))?;
-    Ok(Json(view(&m, events, None, None)))
+    let checks = state.supervisor.check_results(&m.id);
+    Ok(Json(view(&m, events, checks, None, None)))
 }
 
 async fn destroy(

@@ -62,6 +62,7 @@ pub fn instance_of(m: &MachineRecord, address: Option<IpAddr>) -> Instance {
         state: m.state.to_string(),
         cordoned: m.cordoned,
         address,
+        healthy: super::checks::service_check_names(&m.config).is_empty(),
         services,
     }
 }
@@ -80,8 +81,37 @@ impl Instances {
         if instance.state == MachineState::Destroyed.as_str() {
             machines.remove(&instance.machine_id);
         } else {
+            let mut instance = instance;
+            // A machine that stays started keeps the health its checks last reported.
+            if let Some(prev) = machines.get(&instance.machine_id) {
+                if prev.state == "started" && instance.state == "started" {
+                    instance.healthy = prev.healthy;
+                }
+            }
             machines.insert(instance.machine_id.clone(), instance);
         }
+        self.publish(&mut by_app, app);
+    }
+
+    /// Records what the machine's service checks say and republishes.
+    pub fn set_healthy(&self, machine_id: &str, healthy: bool) {
+        let mut by_app = self.by_app.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((app, i)) = by_app
+            .iter_mut()
+            .find_map(|(app, list)| list.get_mut(machine_id).map(|i| (app.clone(), i)))
+        else {
+            return;
+        };
+        if i.healthy == healthy {
+            return;
+        }
+        i.healthy = healthy;
+        self.publish(&mut by_app, app);
+    }
+
+    /// Rebuilds the app's list and sends the new set.
+    fn publish(&self, by_app: &mut HashMap<String, HashMap<String, Instance>>, app: String) {
+        let machines = by_app.entry(app.clone()).or_default();
         let mut list: Vec<Instance> = machines.values().cloned().collect();
         list.sort_by(|a, b| a.machine_id.cmp(&b.machine_id));
         if list.is_empty() {

@@ -9,6 +9,7 @@
 //! reports: running processes are adopted, exits that happened meanwhile are recorded.
 
 mod actor;
+pub mod checks;
 pub mod instances;
 mod launch;
 mod restart;
@@ -121,7 +122,8 @@ pub(crate) struct Context {
     pub store: Store,
     pub driver: Arc<dyn Driver>,
     pub region: String,
-    pub instances: instances::Instances,
+    pub instances: Arc<instances::Instances>,
+    pub checks: Arc<checks::CheckResults>,
     /// Requests in flight per machine, counted by the proxy; stops drain them first.
     pub load: Arc<hangar_proxy::Load>,
 }
@@ -143,6 +145,7 @@ impl Supervisor {
                 driver,
                 region,
                 instances: Default::default(),
+                checks: Default::default(),
                 load: Arc::default(),
             }),
             actors: Arc::default(),
@@ -153,6 +156,11 @@ impl Supervisor {
 
     pub fn driver(&self) -> &Arc<dyn Driver> {
         &self.ctx.driver
+    }
+
+    /// The machine's latest health check results.
+    pub fn check_results(&self, machine_id: &str) -> Vec<hangar_types::CheckStatus> {
+        self.ctx.checks.of(machine_id)
     }
 
     /// The proxy's count of requests in flight per machine.

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{instances, launch, Context, MachineCmd, OpError, RestartTracker, Snapshot};
+use super::{checks, instances, launch, Context, MachineCmd, OpError, RestartTracker, Snapshot};
 
 mod commands;
 mod reconcile;
@@ -49,6 +49,8 @@ pub(crate) struct MachineActor {
     running: Option<Proc>,
     restarts: RestartTracker,
     pending_restart: Option<tokio::time::Instant>,
+    /// Stops the health checks of the current run.
+    checks: Option<CancellationToken>,
 }
 
 enum Wake {
@@ -69,6 +71,7 @@ impl MachineActor {
             running: None,
             restarts: RestartTracker::default(),
             pending_restart: None,
+            checks: None,
         }
     }
 
@@ -168,6 +171,7 @@ impl MachineActor {
             self.m.runtime = rt;
         }
         self.publish(event.id);
+        self.sync_checks();
         Ok(())
     }
 
@@ -178,6 +182,29 @@ impl MachineActor {
             version: self.m.instance_id.clone(),
             event_id,
         });
+    }
+
+    /// Runs health checks while the machine is started, and only then.
+    fn sync_checks(&mut self) {
+        if let Some(c) = self.checks.take() {
+            c.cancel();
+        }
+        if self.m.state != MachineState::Started {
+            return;
+        }
+        let Some(address) = self.ctx.driver.address(&self.m.id) else {
+            return;
+        };
+        let cancel = CancellationToken::new();
+        checks::spawn(
+            self.ctx.checks.clone(),
+            self.ctx.instances.clone(),
+            self.m.id.clone(),
+            &self.m.config,
+            address,
+            cancel.clone(),
+        );
+        self.checks = Some(cancel);
     }
 
     /// Tells the proxy how the machine looks now.

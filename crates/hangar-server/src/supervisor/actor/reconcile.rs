@@ -74,6 +74,10 @@ impl MachineActor {
             _ => Ok(()),
         };
         self.log_err("reconcile", r);
+        // An adopted, started machine records no transition: start its checks here.
+        if self.checks.is_none() {
+            self.sync_checks();
+        }
         false
     }
 }

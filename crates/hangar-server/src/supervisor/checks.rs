@@ -1,0 +1,220 @@
+//! Health checks of started machines: top-level `checks` and service checks
+//! (`servicecheck-<n>-<port>`), `http` or `tcp`, every `interval` after `grace_period`,
+//! each bounded by `timeout`. Results are kept per machine for the API's `checks`
+//! array; the health of a machine's service checks is published to the proxy, which
+//! routes only to machines whose service checks pass.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hangar_types::machine_config::MachineCheck;
+use hangar_types::{CheckStatus, MachineConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use super::instances::Instances;
+use crate::clock;
+
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Latest check results, by machine.
+#[derive(Default)]
+pub struct CheckResults {
+    by_machine: Mutex<HashMap<String, Vec<CheckStatus>>>,
+}
+
+impl CheckResults {
+    pub fn of(&self, machine_id: &str) -> Vec<CheckStatus> {
+        let map = self.by_machine.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(machine_id).cloned().unwrap_or_default()
+    }
+
+    fn record(&self, machine_id: &str, status: CheckStatus) {
+        let mut map = self.by_machine.lock().unwrap_or_else(|p| p.into_inner());
+        let list = map.entry(machine_id.to_string()).or_default();
+        match list.iter_mut().find(|c| c.name == status.name) {
+            Some(c) => *c = status,
+            None => {
+                list.push(status);
+                list.sort_by(|a, b| a.name.cmp(&b.name));
+            }
+        }
+    }
+
+    /// Whether every service check of the machine passes.
+    fn services_pass(&self, machine_id: &str, names: &[String]) -> bool {
+        let map = self.by_machine.lock().unwrap_or_else(|p| p.into_inner());
+        let list = map.get(machine_id);
+        names.iter().all(|n| {
+            list.and_then(|l| l.iter().find(|c| &c.name == n))
+                .is_some_and(|c| c.status == "passing")
+        })
+    }
+
+    pub fn forget(&self, machine_id: &str) {
+        let mut map = self.by_machine.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(machine_id);
+    }
+}
+
+/// A check to run: its name, whether the proxy depends on it, where, and how.
+struct Planned {
+    name: String,
+    service: bool,
+    port: u16,
+    check: MachineCheck,
+}
+
+fn plan(config: &MachineConfig) -> Vec<Planned> {
+    let mut out = Vec::new();
+    for (name, check) in config.checks.iter().flatten() {
+        if let Some(port) = check.port {
+            out.push(Planned {
+                name: name.clone(),
+                service: false,
+                port,
+                check: check.clone(),
+            });
+        }
+    }
+    for (i, svc) in config.services.iter().flatten().enumerate() {
+        for (j, check) in svc.checks.iter().flatten().enumerate() {
+            out.push(Planned {
+                name: format!("servicecheck-{i:02}-{j:02}-{}", svc.internal_port),
+                service: true,
+                port: check.port.unwrap_or(svc.internal_port),
+                check: check.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// Names of the service checks a config has: the proxy waits for these to pass.
+pub fn service_check_names(config: &MachineConfig) -> Vec<String> {
+    plan(config)
+        .into_iter()
+        .filter(|p| p.service)
+        .map(|p| p.name)
+        .collect()
+}
+
+/// One run of one check: `Ok(output)` when it passes.
+async fn probe(addr: SocketAddr, check: &MachineCheck) -> Result<String, String> {
+    let timeout = check
+        .timeout
+        .map(|t| t.0)
+        .filter(|t| !t.is_zero())
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let run = async {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect to {addr}: {e}"))?;
+        if check.check_type.as_deref() != Some("http") {
+            return Ok(format!("connected to {addr}"));
+        }
+        let method = check
+            .method
+            .as_deref()
+            .unwrap_or("GET")
+            .to_ascii_uppercase();
+        let path = check
+            .path
+            .as_deref()
+            .filter(|p| p.starts_with('/'))
+            .unwrap_or("/");
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: hangar-check\r\nConnection: close\r\n\r\n");
+        stream
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut head = vec![0u8; 256];
+        let n = stream.read(&mut head).await.map_err(|e| e.to_string())?;
+        let line = String::from_utf8_lossy(&head[..n])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let code: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        if (200..400).contains(&code) {
+            Ok(line)
+        } else {
+            Err(format!("{method} {path}: {line}"))
+        }
+    };
+    tokio::time::timeout(timeout, run)
+        .await
+        .unwrap_or_else(|_| Err(format!("timed out after {}s", timeout.as_secs_f32())))
+}
+
+/// Runs the machine's checks until `cancel`, recording results and publishing the
+/// health of its service checks.
+pub fn spawn(
+    results: Arc<CheckResults>,
+    instances: Arc<Instances>,
+    machine_id: String,
+    config: &MachineConfig,
+    address: IpAddr,
+    cancel: CancellationToken,
+) {
+    let planned = plan(config);
+    if planned.is_empty() {
+        return;
+    }
+    let service_names = service_check_names(config);
+    for p in planned {
+        let (results, instances, id, names, cancel) = (
+            results.clone(),
+            instances.clone(),
+            machine_id.clone(),
+            service_names.clone(),
+            cancel.clone(),
+        );
+        tokio::spawn(async move {
+            let grace = p.check.grace_period.map(|g| g.0).unwrap_or_default();
+            let interval = p
+                .check
+                .interval
+                .map(|i| i.0)
+                .filter(|i| !i.is_zero())
+                .unwrap_or(DEFAULT_INTERVAL);
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(grace) => {}
+            }
+            loop {
+                let outcome = probe(SocketAddr::new(address, p.port), &p.check).await;
+                if cancel.is_cancelled() {
+                    return;
+                }
+                let (status, output) = match outcome {
+                    Ok(o) => ("passing", o),
+                    Err(e) => ("critical", e),
+                };
+                results.record(
+                    &id,
+                    CheckStatus {
+                        name: p.name.clone(),
+                        status: status.into(),
+                        output,
+                        updated_at: clock::rfc3339_now(),
+                    },
+                );
+                if p.service {
+                    instances.set_healthy(&id, results.services_pass(&id, &names));
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+            }
+        });
+    }
+}
