@@ -93,6 +93,7 @@ mod tests {
                 autostop: AutostopMode::Stop,
                 soft_limit: 2,
                 min_machines_running: min,
+                hard_limit: None,
             }],
         }
     }

@@ -53,6 +53,8 @@ pub struct Service {
     pub autostop: AutostopMode,
     /// Requests above which a machine has no spare capacity (Fly's default: 20).
     pub soft_limit: usize,
+    /// Requests a machine is never given more of at once.
+    pub hard_limit: Option<usize>,
     /// Machines autostop leaves running in the primary region.
     pub min_machines_running: usize,
 }
@@ -147,9 +149,29 @@ fn error(status: StatusCode, message: String) -> Response {
 /// Where to send a request for `app`: a started, uncordoned machine with a service,
 /// this region first, round robin among equals.
 fn pick(inner: &Inner, app: &str) -> Option<(Instance, SocketAddr)> {
+    match choose(inner, app) {
+        Choice::Target(i, addr) => Some((i, addr)),
+        Choice::Busy | Choice::Nothing => None,
+    }
+}
+
+/// What the balancer found for an app.
+enum Choice {
+    Target(Instance, SocketAddr),
+    /// Machines are up, but every one is at its hard limit.
+    Busy,
+    /// No machine can take traffic now.
+    Nothing,
+}
+
+/// A started, healthy, uncordoned machine under its hard limit: this region first, then
+/// those under their soft limit, round robin among equals.
+fn choose(inner: &Inner, app: &str) -> Choice {
     let set = inner.instances.borrow().clone();
-    let candidates: Vec<&Instance> = set
-        .get(app)?
+    let Some(list) = set.get(app) else {
+        return Choice::Nothing;
+    };
+    let up: Vec<&Instance> = list
         .iter()
         .filter(|i| {
             i.state == "started"
@@ -159,18 +181,101 @@ fn pick(inner: &Inner, app: &str) -> Option<(Instance, SocketAddr)> {
                 && !i.services.is_empty()
         })
         .collect();
-    let local: Vec<&Instance> = candidates
+    if up.is_empty() {
+        return Choice::Nothing;
+    }
+    let load = |i: &Instance| inner.load.of(&i.machine_id);
+    let open: Vec<&Instance> = up
+        .iter()
+        .copied()
+        .filter(|i| i.services[0].hard_limit.is_none_or(|h| load(i) < h))
+        .collect();
+    if open.is_empty() {
+        return Choice::Busy;
+    }
+    let local: Vec<&Instance> = open
         .iter()
         .copied()
         .filter(|i| i.region == inner.config.region)
         .collect();
-    let pool = if local.is_empty() { candidates } else { local };
-    if pool.is_empty() {
-        return None;
-    }
+    let pool = if local.is_empty() { open } else { local };
+    let spare: Vec<&Instance> = pool
+        .iter()
+        .copied()
+        .filter(|i| load(i) < i.services[0].soft_limit)
+        .collect();
+    let pool = if spare.is_empty() { pool } else { spare };
     let chosen = pool[inner.next.fetch_add(1, Ordering::Relaxed) % pool.len()].clone();
-    let addr = SocketAddr::new(chosen.address?, chosen.services[0].internal_port);
-    Some((chosen, addr))
+    match chosen.address {
+        Some(ip) => {
+            let addr = SocketAddr::new(ip, chosen.services[0].internal_port);
+            Choice::Target(chosen, addr)
+        }
+        None => Choice::Nothing,
+    }
+}
+
+/// How long a request waits for a machine under its hard limit before it is refused.
+const HARD_LIMIT_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits for a machine to fall under its hard limit.
+async fn wait_for_capacity(inner: &Inner, app: &str) -> Option<(Instance, SocketAddr)> {
+    let until = tokio::time::Instant::now() + HARD_LIMIT_WAIT;
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        if let Choice::Target(i, addr) = choose(inner, app) {
+            return Some((i, addr));
+        }
+    }
+    None
+}
+
+/// The machine a request names with `fly-force-instance-id`, started for it if it may
+/// be.
+async fn forced(
+    inner: &Inner,
+    app: &str,
+    machine_id: &str,
+) -> Result<(Instance, SocketAddr), Response> {
+    let find = || {
+        inner
+            .instances
+            .borrow()
+            .get(app)
+            .and_then(|l| l.iter().find(|i| i.machine_id == machine_id).cloned())
+    };
+    let Some(machine) = find() else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("machine {machine_id} of app {app} not found (fly-force-instance-id)"),
+        ));
+    };
+    if machine.state != "started" && machine.services.iter().any(|s| s.autostart) {
+        inner.starter.start(app, machine_id).await.map_err(|e| {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("could not start machine {machine_id}: {e}"),
+            )
+        })?;
+    }
+    let deadline = tokio::time::Instant::now() + START_WAIT;
+    loop {
+        if let Some(i) = find().filter(|i| i.state == "started" && i.healthy) {
+            if let (Some(ip), Some(svc)) = (i.address, i.services.first()) {
+                let addr = SocketAddr::new(ip, svc.internal_port);
+                if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                    return Ok((i, addr));
+                }
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("machine {machine_id} is not available (fly-force-instance-id)"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Starts a machine of the app that may be started for a request, and waits until it
@@ -252,13 +357,35 @@ async fn handle(
             ),
         );
     };
-    let target = match pick(&inner, &app) {
-        Some(t) => t,
-        None => match autostart(&inner, &app).await {
-            Ok(t) => t,
-            Err(resp) => return resp,
-        },
-    };
+    let forced_id = req
+        .headers()
+        .get("fly-force-instance-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let target =
+        if let Some(id) = forced_id {
+            match forced(&inner, &app, &id).await {
+                Ok(t) => t,
+                Err(resp) => return resp,
+            }
+        } else {
+            match choose(&inner, &app) {
+                Choice::Target(i, addr) => (i, addr),
+                Choice::Busy => match wait_for_capacity(&inner, &app).await {
+                    Some(t) => t,
+                    None => return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "every machine of app {app} is at its hard limit; try again shortly"
+                        ),
+                    ),
+                },
+                Choice::Nothing => match autostart(&inner, &app).await {
+                    Ok(t) => t,
+                    Err(resp) => return resp,
+                },
+            }
+        };
     let guard = inner.load.enter(&target.0.machine_id);
     let resp = forward::forward(&inner.client, req, target.1, client, &inner.config.region).await;
     // The request counts until its answer has been passed on whole.

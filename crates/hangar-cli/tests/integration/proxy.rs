@@ -282,3 +282,56 @@ async fn checks_are_reported_and_gate_routing() {
         "{listed}"
     );
 }
+
+#[tokio::test]
+async fn hard_limits_refuse_and_forced_instances_are_honoured() {
+    let s = TestServer::start().await;
+    s.create_app("lim").await;
+    let port = free_port();
+    let cgi = "#!/bin/sh\\nsleep 4\\necho Content-Type: text/plain\\necho\\necho slow\\n";
+    let script = format!(
+        "mkdir -p www/cgi-bin && echo busy > www/index.html && printf '{cgi}' > www/cgi-bin/slow && chmod +x www/cgi-bin/slow && exec busybox httpd -f -p 127.0.0.1:{port} -h www"
+    );
+    let m = s
+        .create_machine(
+            "lim",
+            &script,
+            json!({"services": [{"protocol": "tcp", "internal_port": port,
+            "concurrency": {"type": "requests", "soft_limit": 1, "hard_limit": 1}}]}),
+        )
+        .await;
+    let id = m["id"].as_str().unwrap().to_string();
+    s.wait_state("lim", &id, "started").await;
+    let host = format!("lim.localhost:{}", s.http_port);
+    eventually(10, "an answer", || async {
+        (get(&s, &host, "/").await.0 == 200).then_some(())
+    })
+    .await;
+    let slow = get(&s, &host, "/cgi-bin/slow");
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        get(&s, &host, "/").await
+    };
+    let ((first_status, _), (status, body)) = tokio::join!(slow, second);
+    assert_eq!(first_status, 200);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("hard limit"), "{body}");
+
+    // fly-force-instance-id picks the machine, and starts it when it is stopped.
+    let a = web(&s, "lim", "alpha", free_port()).await;
+    s.wait_state("lim", &a, "started").await;
+    s.call("POST", &format!("/apps/lim/machines/{a}/stop"), None)
+        .await;
+    s.wait_state("lim", &a, "stopped").await;
+    for _ in 0..3 {
+        let r = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/", s.http_port))
+            .header("host", &host)
+            .header("fly-force-instance-id", &a)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap().trim(), "alpha");
+    }
+}

@@ -53,6 +53,11 @@ pub fn instance_of(m: &MachineRecord, address: Option<IpAddr>) -> Instance {
                 .and_then(|c| c.soft_limit)
                 .unwrap_or(DEFAULT_SOFT_LIMIT) as usize,
             min_machines_running: s.min_machines_running.unwrap_or(0) as usize,
+            hard_limit: s
+                .concurrency
+                .as_ref()
+                .and_then(|c| c.hard_limit)
+                .map(|h| h as usize),
         })
         .collect();
     Instance {
