@@ -362,30 +362,31 @@ async fn handle(
         .get("fly-force-instance-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let target =
-        if let Some(id) = forced_id {
-            match forced(&inner, &app, &id).await {
-                Ok(t) => t,
-                Err(resp) => return resp,
-            }
-        } else {
-            match choose(&inner, &app) {
-                Choice::Target(i, addr) => (i, addr),
-                Choice::Busy => match wait_for_capacity(&inner, &app).await {
-                    Some(t) => t,
-                    None => return error(
+    let target = if let Some(id) = forced_id {
+        match forced(&inner, &app, &id).await {
+            Ok(t) => t,
+            Err(resp) => return resp,
+        }
+    } else {
+        match choose(&inner, &app) {
+            Choice::Target(i, addr) => (i, addr),
+            Choice::Busy => match wait_for_capacity(&inner, &app).await {
+                Some(t) => t,
+                None => {
+                    return error(
                         StatusCode::SERVICE_UNAVAILABLE,
                         format!(
                             "every machine of app {app} is at its hard limit; try again shortly"
                         ),
-                    ),
-                },
-                Choice::Nothing => match autostart(&inner, &app).await {
-                    Ok(t) => t,
-                    Err(resp) => return resp,
-                },
-            }
-        };
+                    )
+                }
+            },
+            Choice::Nothing => match autostart(&inner, &app).await {
+                Ok(t) => t,
+                Err(resp) => return resp,
+            },
+        }
+    };
     let guard = inner.load.enter(&target.0.machine_id);
     let resp = forward::forward(&inner.client, req, target.1, client, &inner.config.region).await;
     // The request counts until its answer has been passed on whole.
