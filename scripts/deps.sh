@@ -2,15 +2,18 @@
 # Installs the system packages Hangar needs (Debian/Ubuntu), when they are missing.
 # Usage: scripts/deps.sh build   — what building needs (protoc)
 #        scripts/deps.sh test    — that, plus what the tests drive for real
+#        scripts/deps.sh bench   — that, plus the peers the benchmarks compare against
 # As root it installs with apt-get; otherwise it says what to install.
 set -euo pipefail
 build=(protobuf-compiler)
 test=(ca-certificates curl procps util-linux iproute2 iptables busybox-static containerd runc
-      docker-registry apache2-utils)
+      docker-registry apache2-utils pebble)
+bench=(nginx-light wrk)
 case "${1:-build}" in
   build) want=("${build[@]}") ;;
   test) want=("${build[@]}" "${test[@]}") ;;
-  *) echo "usage: $0 build|test" >&2; exit 2 ;;
+  bench) want=("${build[@]}" "${test[@]}" "${bench[@]}") ;;
+  *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
 missing=()
 for p in "${want[@]}"; do

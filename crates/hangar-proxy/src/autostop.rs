@@ -88,6 +88,7 @@ mod tests {
             address: None,
             healthy: true,
             services: vec![Service {
+                ports: Vec::new(),
                 internal_port: 8080,
                 autostart: true,
                 autostop: AutostopMode::Stop,

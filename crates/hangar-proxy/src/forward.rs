@@ -1,82 +1,194 @@
-//! Sending a request on to a machine, with the headers Fly's proxy adds, and streaming
-//! the answer back.
+//! Sending one request on to a machine over HTTP/1.1: the headers Fly's proxy adds,
+//! hop-by-hop headers removed, a bounded wait for the answer, and — for `Upgrade`
+//! requests such as WebSockets — splicing the two upgraded connections together.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::load::LoadGuard;
 
 pub type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
 
 pub fn client() -> Client {
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    connector.set_nodelay(true);
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(4))
+        .build(connector)
 }
 
-fn set(req: &mut Request, name: &'static str, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        req.headers_mut().insert(name, v);
+/// How the client reached the proxy, for the forwarding headers.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+}
+
+/// Why a machine gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("the machine at {0} did not answer: {1}")]
+    Failed(SocketAddr, String),
+    #[error("the machine at {0} did not answer within {1:?}")]
+    Timeout(SocketAddr, Duration),
+    #[error("bad request path: {0}")]
+    BadPath(String),
+}
+
+/// Headers that describe one connection and are not passed on (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .filter(|n| !(keep_upgrade && n == "upgrade"))
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        if keep_upgrade && (name == "upgrade" || name == "connection") {
+            continue;
+        }
+        headers.remove(name);
     }
 }
 
-pub async fn forward(
-    client: &Client,
-    mut req: Request,
+fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+/// Whether the request asks to switch protocols (WebSocket and the like).
+pub fn is_upgrade(req: &Request<Body>) -> bool {
+    req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE)
+}
+
+/// Rewrites `req` for the machine at `target` and adds Fly's request headers.
+pub fn prepare(
+    req: &mut Request<Body>,
     target: SocketAddr,
-    peer: SocketAddr,
+    origin: &Origin,
     region: &str,
-) -> Response {
+    request_id: &str,
+) -> Result<(), ForwardError> {
+    let upgrade = is_upgrade(req);
+    let authority = req.uri().authority().map(|a| a.to_string());
     let path = req
         .uri()
         .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let uri: Uri = match format!("http://{target}{path}").parse() {
-        Ok(u) => u,
-        Err(e) => {
-            return (StatusCode::BAD_REQUEST, format!("bad request path: {e}\n")).into_response()
-        }
-    };
-    *req.uri_mut() = uri;
-    let port = req
-        .headers()
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.rsplit_once(':').map(|(_, p)| p.to_string()))
-        .unwrap_or_else(|| "80".into());
-    let forwarded_for = match req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(prior) => format!("{prior}, {}", peer.ip()),
-        None => peer.ip().to_string(),
-    };
-    set(&mut req, "fly-client-ip", &peer.ip().to_string());
-    set(&mut req, "x-forwarded-for", &forwarded_for);
-    set(&mut req, "x-forwarded-proto", "http");
-    set(&mut req, "x-forwarded-port", &port);
-    set(&mut req, "x-forwarded-ssl", "off");
-    set(&mut req, "fly-forwarded-port", &port);
-    set(&mut req, "fly-region", region);
-    set(
-        &mut req,
-        "fly-request-id",
-        &format!("{}-{region}", ulid::Ulid::new()),
-    );
-    set(&mut req, "via", "1.1 hangar");
-    match client.request(req).await {
-        Ok(resp) => resp.map(Body::new),
-        Err(e) => {
-            tracing::warn!(target = %target, error = %e, "machine did not answer");
-            (
-                StatusCode::BAD_GATEWAY,
-                format!("the machine at {target} did not answer\n"),
-            )
-                .into_response()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    *req.uri_mut() = format!("http://{target}{path}")
+        .parse::<Uri>()
+        .map_err(|e| ForwardError::BadPath(e.to_string()))?;
+    *req.version_mut() = Version::HTTP_11;
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers, upgrade);
+    if !headers.contains_key(header::HOST) {
+        if let Some(a) = authority {
+            set(headers, "host", &a);
         }
     }
+    let intended_port = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.rsplit_once(':').map(|(_, p)| p.to_string()))
+        .filter(|p| p.chars().all(|c| c.is_ascii_digit()))
+        .unwrap_or_else(|| if origin.tls { "443" } else { "80" }.to_string());
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {}", origin.peer.ip()),
+        None => origin.peer.ip().to_string(),
+    };
+    set(headers, "fly-client-ip", &origin.peer.ip().to_string());
+    set(headers, "x-forwarded-for", &forwarded_for);
+    set(
+        headers,
+        "x-forwarded-proto",
+        if origin.tls { "https" } else { "http" },
+    );
+    if !headers.contains_key("x-forwarded-port") {
+        set(headers, "x-forwarded-port", &intended_port);
+    }
+    set(
+        headers,
+        "x-forwarded-ssl",
+        if origin.tls { "on" } else { "off" },
+    );
+    set(
+        headers,
+        "fly-forwarded-port",
+        &origin.local.port().to_string(),
+    );
+    set(headers, "fly-region", region);
+    set(headers, "fly-request-id", request_id);
+    set(headers, "via", "1.1 hangar");
+    Ok(())
+}
+
+/// Sends `req` and waits up to `timeout` for the answer's head; the body then streams.
+pub async fn send(
+    client: &Client,
+    mut req: Request<Body>,
+    target: SocketAddr,
+    timeout: Duration,
+    guard: LoadGuard,
+) -> Result<Response<Body>, ForwardError> {
+    let client_upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    let mut resp = match tokio::time::timeout(timeout, client.request(req)).await {
+        Err(_) => return Err(ForwardError::Timeout(target, timeout)),
+        Ok(Err(e)) => {
+            let mut cause = e.to_string();
+            if let Some(src) = std::error::Error::source(&e) {
+                cause = format!("{cause}: {src}");
+            }
+            return Err(ForwardError::Failed(target, cause));
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    if resp.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let machine_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                // The connection counts against the machine for as long as it lives.
+                let _counted = guard;
+                let (Ok(client), Ok(machine)) = tokio::join!(client_upgrade, machine_upgrade)
+                else {
+                    return;
+                };
+                let mut client = TokioIo::new(client);
+                let mut machine = TokioIo::new(machine);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut machine).await;
+            });
+            return Ok(resp.map(|_| Body::empty()));
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    // The request counts until the machine's answer has been passed on whole.
+    let stream = futures_util::StreamExt::map(Body::new(body).into_data_stream(), move |chunk| {
+        let _counted = &guard;
+        chunk
+    });
+    Ok(Response::from_parts(parts, Body::from_stream(stream)))
 }

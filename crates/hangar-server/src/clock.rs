@@ -24,3 +24,8 @@ pub fn rfc3339_from_secs(secs: i64) -> String {
     let t = UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
 }
+
+/// A point in time as RFC 3339.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}

@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 mod bootstrap;
 pub mod clock;
+pub mod edge;
 pub mod ids;
 pub mod supervisor;
 
@@ -39,6 +40,14 @@ pub struct ServerConfig {
     pub app_domain: String,
     /// How often autostop looks for idle machines.
     pub autostop_interval: std::time::Duration,
+    /// Where the edge proxy takes HTTPS for apps.
+    pub https_listen: SocketAddr,
+    /// How long a machine may take to begin answering a proxied request.
+    pub proxy_response_timeout: std::time::Duration,
+    /// Pools of dedicated app addresses.
+    pub ip_pools: edge::Pools,
+    /// The ACME CA for custom hostnames, and the challenge tried first.
+    pub acme: edge::AcmeSettings,
 }
 
 /// Shared state of the API handlers.
@@ -48,15 +57,18 @@ pub struct AppState {
     pub supervisor: supervisor::Supervisor,
     pub region: Arc<str>,
     pub idempotency: Arc<api::idempotency::KeyLocks>,
+    pub edge: Arc<edge::Edge>,
 }
 
 /// A started server: where it listens, what bootstrap did, and how to stop it.
 pub struct Server {
     pub api_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    pub https_addr: SocketAddr,
     pub bootstrap: Bootstrap,
     listener: TcpListener,
     http_listener: TcpListener,
+    https_listener: TcpListener,
     proxy: hangar_proxy::ProxyConfig,
     autostop_interval: std::time::Duration,
     state: AppState,
@@ -129,6 +141,8 @@ pub enum ServerError {
     },
     #[error("serve API: {0}")]
     Serve(std::io::Error),
+    #[error("edge: {0}")]
+    Edge(#[from] edge::EdgeError),
 }
 
 impl Server {
@@ -160,21 +174,51 @@ impl Server {
                 error,
             })?;
         let http_addr = http_listener.local_addr().map_err(ServerError::Serve)?;
+        let https_listener = TcpListener::bind(config.https_listen)
+            .await
+            .map_err(|error| ServerError::Listen {
+                addr: config.https_listen,
+                error,
+            })?;
+        let https_addr = https_listener.local_addr().map_err(ServerError::Serve)?;
+        let shared_v4 = match http_addr.ip() {
+            ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+            ip => ip,
+        };
+        let edge = edge::Edge::new(
+            store.clone(),
+            edge::EdgeConfig {
+                pools: config.ip_pools.clone(),
+                shared_v4,
+                app_domain: config.app_domain.clone(),
+                data_dir: config.data_dir.clone(),
+                acme: config.acme.clone(),
+            },
+        )?;
+        if is_root() {
+            edge.route_v6_pool().await;
+        }
+        edge.take_charge().await?;
         let state = AppState {
             store,
             supervisor,
             region: config.region.as_str().into(),
             idempotency: Arc::default(),
+            edge,
         };
         Ok(Server {
             api_addr,
             http_addr,
+            https_addr,
             bootstrap,
             listener,
             http_listener,
+            https_listener,
             proxy: hangar_proxy::ProxyConfig {
                 app_domain: config.app_domain.clone(),
                 region: config.region.clone(),
+                https_port: Some(https_addr.port()),
+                response_timeout: config.proxy_response_timeout,
             },
             autostop_interval: config.autostop_interval,
             state,
@@ -192,14 +236,22 @@ impl Server {
             self.autostop_interval,
             shutdown.clone(),
         ));
-        let proxy = tokio::spawn(hangar_proxy::serve(
-            self.http_listener,
+        tokio::spawn(
+            self.state
+                .edge
+                .clone()
+                .renew_loop(std::time::Duration::from_secs(12 * 3600), shutdown.clone()),
+        );
+        let proxy = hangar_proxy::Proxy::new(
             self.proxy,
             self.state.supervisor.instances(),
+            self.state.edge.addresses(),
             Arc::new(ActorStarter(self.state.supervisor.clone())),
             load,
-            shutdown.clone(),
-        ));
+            self.state.edge.cert_table(),
+        );
+        let proxy =
+            tokio::spawn(proxy.serve(self.http_listener, self.https_listener, shutdown.clone()));
         let app = api::router(self.state.clone());
         let stop = shutdown.clone();
         let result = axum::serve(self.listener, app)
@@ -210,4 +262,16 @@ impl Server {
         self.state.supervisor.shutdown().await;
         result
     }
+}
+
+/// Whether this process runs as root (addresses outside loopback need it).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
 }

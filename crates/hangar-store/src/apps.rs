@@ -58,6 +58,21 @@ impl Db<'_> {
             .optional()?)
     }
 
+    /// Every org, oldest first.
+    pub fn orgs(&mut self) -> Result<Vec<OrgRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT slug, name, numeric_id FROM orgs ORDER BY numeric_id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(OrgRecord {
+                slug: r.get(0)?,
+                name: r.get(1)?,
+                numeric_id: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Creates the org if it does not exist yet; returns whether it was created.
     pub fn ensure_org(&mut self, org: &OrgRecord, created_at: &str) -> Result<bool> {
         let n = self.conn.execute(

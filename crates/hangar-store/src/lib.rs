@@ -1,5 +1,6 @@
 //! Durable state of the platform: orgs, tokens, apps, machines with their versions and
-//! events, leases and idempotency keys, in SQLite (WAL mode) with versioned migrations.
+//! events, leases and idempotency keys, app addresses and certificates, in SQLite (WAL
+//! mode) with versioned migrations.
 //!
 //! The store knows rows, not rules: it does not decide which transitions are legal or
 //! what an API answers; the server's services and the machine supervisor do. Every call
@@ -7,6 +8,7 @@
 //! the database.
 
 mod apps;
+mod edge;
 mod error;
 mod keys;
 mod machines;
@@ -18,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 
 pub use apps::{AppRecord, OrgRecord, TokenRecord};
+pub use edge::{CertRecord, IpRecord};
 pub use error::StoreError;
 pub use keys::{IdempotentResponse, LeaseRecord};
 pub use machines::{

@@ -82,6 +82,35 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (scope, key)
     );
     "#,
+    // 2: the edge: app IP assignments and certificates.
+    r#"
+    CREATE TABLE ip_assignments (
+        app_name TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+        ip TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        region TEXT NOT NULL,
+        shared INTEGER NOT NULL,
+        network TEXT,
+        service_name TEXT,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (app_name, ip)
+    );
+    CREATE UNIQUE INDEX ip_assignments_dedicated ON ip_assignments(ip) WHERE shared = 0;
+    CREATE TABLE certificates (
+        hostname TEXT PRIMARY KEY,
+        app_name TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+        authority TEXT NOT NULL,
+        status TEXT NOT NULL,
+        chain_pem TEXT,
+        key_pem TEXT,
+        issuer TEXT,
+        expires_at TEXT,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX certificates_app ON certificates(app_name);
+    "#,
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<()> {

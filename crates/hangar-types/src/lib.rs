@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod duration;
+pub mod edge;
 pub mod error;
 pub mod lease;
 pub mod logs;

@@ -11,7 +11,7 @@ use hangar_runtime::containerd::{self, ContainerdDriver, RegistryOptions};
 use hangar_runtime::process::ProcessDriver;
 use hangar_runtime::Driver;
 use hangar_server::CancellationToken;
-use hangar_server::{Server, ServerConfig};
+use hangar_server::{edge, Server, ServerConfig};
 use tracing::info;
 
 use crate::config::{self, CliConfig};
@@ -49,6 +49,43 @@ pub struct ServerArgs {
     /// How often autostop looks for idle machines (a Go duration)
     #[arg(long, env = "HANGAR_AUTOSTOP_INTERVAL", default_value = "5m")]
     pub autostop_interval: String,
+    /// Where the edge proxy takes HTTPS for apps
+    #[arg(long, env = "HANGAR_HTTPS_LISTEN", default_value = "127.0.0.1:8443")]
+    pub https_listen: SocketAddr,
+    /// How long a machine may take to begin answering a proxied request (a Go duration)
+    #[arg(long, env = "HANGAR_PROXY_RESPONSE_TIMEOUT", default_value = "60s")]
+    pub proxy_response_timeout: String,
+    /// Dedicated IPv4 addresses for apps come from here
+    #[arg(long, env = "HANGAR_IP_POOL_V4", default_value = "127.0.1.0/24")]
+    pub ip_pool_v4: String,
+    /// IPv6 addresses for apps come from here (made local to this host when run as root)
+    #[arg(
+        long,
+        env = "HANGAR_IP_POOL_V6",
+        default_value = "fd68:616e:6761:72::/64"
+    )]
+    pub ip_pool_v6: String,
+    /// The ACME directory that issues certificates for custom hostnames
+    #[arg(
+        long,
+        env = "HANGAR_ACME_DIRECTORY",
+        default_value = "https://acme-v02.api.letsencrypt.org/directory"
+    )]
+    pub acme_directory: String,
+    /// A PEM root certificate to trust for the ACME directory (a test CA)
+    #[arg(long, env = "HANGAR_ACME_CA_ROOT")]
+    pub acme_ca_root: Option<PathBuf>,
+    /// The contact email of the ACME account
+    #[arg(long, env = "HANGAR_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+    /// The ACME challenge tried first; HTTP-01 is the fallback
+    #[arg(
+        long,
+        env = "HANGAR_ACME_CHALLENGE",
+        value_enum,
+        default_value = "tls-alpn-01"
+    )]
+    pub acme_challenge: AcmeChallenge,
     /// Use the containerd listening here instead of starting a private one
     #[arg(long, env = "HANGAR_CONTAINERD_SOCKET")]
     pub containerd_socket: Option<PathBuf>,
@@ -59,6 +96,14 @@ pub struct ServerArgs {
         value_delimiter = ','
     )]
     pub insecure_registries: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AcmeChallenge {
+    #[value(name = "tls-alpn-01")]
+    TlsAlpn01,
+    #[value(name = "http-01")]
+    Http01,
 }
 
 fn init_tracing() {
@@ -169,6 +214,25 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             .0
             .max(std::time::Duration::from_millis(100)),
         app_domain: args.app_domain.trim_matches('.').to_ascii_lowercase(),
+        https_listen: args.https_listen,
+        proxy_response_timeout: hangar_types::GoDuration::parse(&args.proxy_response_timeout)
+            .map_err(|e| anyhow::anyhow!("invalid --proxy-response-timeout: {e}"))?
+            .0
+            .max(std::time::Duration::from_millis(100)),
+        ip_pools: edge::Pools::parse(&args.ip_pool_v4, &args.ip_pool_v6)
+            .map_err(|e| anyhow::anyhow!(e))?,
+        acme: edge::AcmeSettings {
+            config: edge::AcmeConfig {
+                directory: args.acme_directory.clone(),
+                root: args.acme_ca_root.clone(),
+                contact: args.acme_email.clone(),
+                state_dir: data_dir.join("certs").join("acme"),
+            },
+            method: match args.acme_challenge {
+                AcmeChallenge::TlsAlpn01 => edge::AcmeMethod::TlsAlpn01,
+                AcmeChallenge::Http01 => edge::AcmeMethod::Http01,
+            },
+        },
     };
     let server = Server::start(cfg, driver)
         .await
@@ -194,9 +258,10 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     }
     println!("Hangar API listening on {api_url}");
     println!(
-        "Apps are served at http://<app>.{}:{}",
-        args.app_domain.trim_matches('.'),
-        server.http_addr.port()
+        "Apps are served at http://<app>.{domain}:{} and https://<app>.{domain}:{} (trust `hangar certs ca` for HTTPS)",
+        server.http_addr.port(),
+        server.https_addr.port(),
+        domain = args.app_domain.trim_matches('.'),
     );
 
     let shutdown = CancellationToken::new();

@@ -15,6 +15,7 @@ pub struct TestServer {
     pub port: u16,
     /// The edge proxy's HTTP port.
     pub http_port: u16,
+    pub https_port: u16,
     pub token: String,
     child: Option<Child>,
     http: reqwest::Client,
@@ -60,6 +61,7 @@ impl TestServer {
             dir,
             port: free_port(),
             http_port: free_port(),
+            https_port: free_port(),
             token: String::new(),
             child: None,
             http: reqwest::Client::new(),
@@ -102,6 +104,8 @@ impl TestServer {
                 "ord",
                 "--http-listen",
                 &format!("127.0.0.1:{}", self.http_port),
+                "--https-listen",
+                &format!("127.0.0.1:{}", self.https_port),
             ])
             .args(&self.server_args)
             .envs(self.server_env.iter().map(|(k, v)| (k, v)))

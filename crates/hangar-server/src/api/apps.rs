@@ -151,16 +151,29 @@ async fn create(
         machine_count: 0,
     };
     let r = record.clone();
+    let slug = record.org_slug.clone();
+    let org_id = state
+        .store
+        .call(move |db| db.org(&slug))
+        .await?
+        .map_or(1, |o| o.numeric_id);
     match state.store.call(move |db| db.insert_app(&r)).await {
         Ok(()) => {}
         Err(e) if e.is_unique_violation() => {
+            // A retry of a create that stopped half-way finishes the provisioning.
+            let n = name.clone();
+            let existing = state.store.call(move |db| db.app(&n)).await?;
+            if existing.is_some_and(|a| a.org_slug == caller.token.org_slug) {
+                state.edge.provision(&name, org_id).await?;
+            }
             return Err(
                 ApiError::unprocessable("Validation failed: Name has already been taken")
                     .with_code("name_taken"),
-            )
+            );
         }
         Err(e) => return Err(e.into()),
     }
+    state.edge.provision(&name, org_id).await?;
     tracing::info!(app = %name, "app created");
     let body = CreateAppResponse {
         id: record.id.clone(),
@@ -204,6 +217,7 @@ async fn destroy(
     }
     let name = app.name.clone();
     state.store.call(move |db| db.delete_app(&name)).await?;
+    state.edge.forget_app(&app.name).await?;
     tracing::info!(app = %app.name, "app deleted");
     Ok(StatusCode::ACCEPTED)
 }

@@ -6,7 +6,9 @@
 
 mod actions;
 mod apps;
+mod certificates;
 pub mod idempotency;
+mod ips;
 mod leases;
 mod logs;
 mod machines;
@@ -39,6 +41,8 @@ pub fn router(state: AppState) -> Router {
         .merge(metadata::routes())
         .merge(logs::routes())
         .merge(tokens::routes())
+        .merge(ips::routes())
+        .merge(certificates::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_token,

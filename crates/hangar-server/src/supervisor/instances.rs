@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use hangar_proxy::{AutostopMode, Instance, InstanceSet, Service};
+use hangar_proxy::{AutostopMode, Handler, Instance, InstanceSet, Port, Service};
 use hangar_store::MachineRecord;
-use hangar_types::machine_config::Autostop;
+use hangar_types::machine_config::{Autostop, MachinePort};
 use hangar_types::MachineState;
 use tokio::sync::watch;
 
@@ -40,6 +40,7 @@ pub fn instance_of(m: &MachineRecord, address: Option<IpAddr>) -> Instance {
         .filter(|s| s.internal_port != 0 && (s.protocol.is_empty() || s.protocol == "tcp"))
         .map(|s| Service {
             internal_port: s.internal_port,
+            ports: s.ports.iter().flatten().filter_map(port_of).collect(),
             autostart: s.autostart.unwrap_or(true)
                 && m.config.disable_machine_autostart != Some(true),
             autostop: match s.autostop {
@@ -70,6 +71,34 @@ pub fn instance_of(m: &MachineRecord, address: Option<IpAddr>) -> Instance {
         healthy: super::checks::service_check_names(&m.config).is_empty(),
         services,
     }
+}
+
+/// A service port as the proxy uses it; `None` when it names no port.
+fn port_of(p: &MachinePort) -> Option<Port> {
+    let (start, end) = match (p.port, p.start_port, p.end_port) {
+        (Some(n), _, _) => (n, n),
+        (None, Some(a), Some(b)) if a <= b => (a, b),
+        (None, Some(a), None) => (a, a),
+        _ => return None,
+    };
+    let option =
+        |v: &Option<serde_json::Value>, key: &str| v.as_ref().and_then(|o| o.get(key).cloned());
+    Some(Port {
+        start,
+        end,
+        handlers: p
+            .handlers
+            .iter()
+            .flatten()
+            .map(|h| Handler::parse(&h.to_ascii_lowercase()))
+            .collect(),
+        force_https: p.force_https.unwrap_or(false),
+        proxy_proto_v2: option(&p.proxy_proto_options, "version")
+            .is_some_and(|v| v.as_str() == Some("v2")),
+        alpn: option(&p.tls_options, "alpn")
+            .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
+            .unwrap_or_default(),
+    })
 }
 
 impl Instances {

@@ -1,0 +1,144 @@
+//! The edge as the control plane keeps it: which addresses each app holds, the
+//! certificates of its hostnames, and their issuance and renewal. Rows live in the
+//! store; what the proxy needs (the address map, the hostname table with certificates
+//! and challenge answers) is published to it from here. Serving traffic is the proxy's
+//! job, not this module's.
+
+mod certs;
+mod ips;
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use hangar_certs::ca::DevCa;
+use hangar_proxy::{AppAddresses, CertTable};
+use hangar_store::Store;
+use tokio::sync::watch;
+
+pub use certs::{CertView, ACME as ACME_AUTHORITY};
+pub use hangar_certs::acme::{AcmeConfig, Method as AcmeMethod};
+pub use ips::{IpKind, Pools};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Exhausted(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Store(#[from] hangar_store::StoreError),
+    #[error("{0}")]
+    Cert(#[from] hangar_certs::CertError),
+}
+
+/// How certificates for custom hostnames are obtained.
+#[derive(Debug, Clone)]
+pub struct AcmeSettings {
+    pub config: AcmeConfig,
+    /// The challenge tried first; HTTP-01 is the fallback when TLS-ALPN-01 fails.
+    pub method: AcmeMethod,
+}
+
+pub struct Edge {
+    store: Store,
+    certs: Arc<CertTable>,
+    addresses: watch::Sender<Arc<AppAddresses>>,
+    pools: Pools,
+    /// The edge listener's address, which every app shares.
+    shared_v4: IpAddr,
+    app_domain: String,
+    dev_ca: DevCa,
+    acme: AcmeSettings,
+    /// Hostnames with an issuance under way.
+    issuing: Mutex<std::collections::HashSet<String>>,
+}
+
+pub struct EdgeConfig {
+    pub pools: Pools,
+    pub shared_v4: IpAddr,
+    pub app_domain: String,
+    pub data_dir: std::path::PathBuf,
+    pub acme: AcmeSettings,
+}
+
+impl Edge {
+    pub fn new(store: Store, config: EdgeConfig) -> Result<Arc<Edge>, EdgeError> {
+        let dev_ca = DevCa::load_or_create(&config.data_dir.join("certs"))?;
+        Ok(Arc::new(Edge {
+            store,
+            certs: Arc::default(),
+            addresses: watch::channel(Arc::default()).0,
+            pools: config.pools,
+            shared_v4: config.shared_v4,
+            app_domain: config.app_domain,
+            dev_ca,
+            acme: config.acme,
+            issuing: Mutex::default(),
+        }))
+    }
+
+    pub fn cert_table(&self) -> Arc<CertTable> {
+        self.certs.clone()
+    }
+
+    pub fn addresses(&self) -> watch::Receiver<Arc<AppAddresses>> {
+        self.addresses.subscribe()
+    }
+
+    pub fn dev_ca_pem(&self) -> &str {
+        self.dev_ca.cert_pem()
+    }
+
+    /// The hostname every app gets: `<app>.<app-domain>`.
+    pub fn app_hostname(&self, app: &str) -> String {
+        format!("{app}.{}", self.app_domain)
+    }
+
+    /// Gives `app` what every app has, exactly once however often it runs: the shared
+    /// IPv4, one IPv6, and the certificate for `<app>.<app-domain>`.
+    pub async fn provision(&self, app: &str, org_id: i64) -> Result<(), EdgeError> {
+        let a = app.to_string();
+        let held = self.store.call(move |db| db.ips_of_app(&a)).await?;
+        if !held.iter().any(|r| r.kind == IpKind::SharedV4.as_str()) {
+            self.allocate(app, org_id, IpKind::SharedV4, None, None, None)
+                .await?;
+        }
+        if !held.iter().any(|r| r.kind == IpKind::V6.as_str()) {
+            self.allocate(app, org_id, IpKind::V6, None, None, None)
+                .await?;
+        }
+        self.ensure_app_certificate(app).await
+    }
+
+    /// On start: publish every address and certificate, provision apps a crash left
+    /// half-done, and resume issuances that were under way.
+    pub async fn take_charge(self: &Arc<Self>) -> Result<(), EdgeError> {
+        let apps = self
+            .store
+            .call(|db| {
+                let mut out = Vec::new();
+                for org in db.orgs()? {
+                    for app in db.apps_in_org(&org.slug)? {
+                        out.push((app.name, org.numeric_id));
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        for (app, org_id) in apps {
+            if let Err(e) = self.provision(&app, org_id).await {
+                tracing::warn!(%app, error = %e, "could not provision the app's addresses and certificate");
+            }
+        }
+        self.publish_addresses().await?;
+        self.load_certificates().await
+    }
+
+    /// Forgets what the proxy knew of a deleted app (its rows went with it).
+    pub async fn forget_app(&self, app: &str) -> Result<(), EdgeError> {
+        self.certs.remove_app(app);
+        self.publish_addresses().await
+    }
+}

@@ -1,0 +1,227 @@
+//! Rows of the edge: the IP addresses assigned to apps and the certificates of their
+//! hostnames. Choosing a free address and issuing certificates are the server's job;
+//! the unique index on dedicated addresses keeps two apps from holding one.
+
+use rusqlite::{params, OptionalExtension, Row};
+
+use crate::{Db, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpRecord {
+    pub app_name: String,
+    pub ip: String,
+    /// `v4`, `shared_v4`, `v6` or `private_v6`.
+    pub kind: String,
+    pub region: String,
+    pub shared: bool,
+    pub network: Option<String>,
+    pub service_name: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertRecord {
+    pub hostname: String,
+    pub app_name: String,
+    /// `acme` or `dev_ca`.
+    pub authority: String,
+    /// `pending_validation`, `active` or `failed`.
+    pub status: String,
+    pub chain_pem: Option<String>,
+    pub key_pem: Option<String>,
+    pub issuer: Option<String>,
+    pub expires_at: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+const IP_COLUMNS: &str = "app_name, ip, kind, region, shared, network, service_name, created_at";
+
+fn ip_from_row(r: &Row<'_>) -> rusqlite::Result<IpRecord> {
+    Ok(IpRecord {
+        app_name: r.get(0)?,
+        ip: r.get(1)?,
+        kind: r.get(2)?,
+        region: r.get(3)?,
+        shared: r.get(4)?,
+        network: r.get(5)?,
+        service_name: r.get(6)?,
+        created_at: r.get(7)?,
+    })
+}
+
+const CERT_COLUMNS: &str = "hostname, app_name, authority, status, chain_pem, key_pem, issuer, \
+    expires_at, last_error, created_at, updated_at";
+
+fn cert_from_row(r: &Row<'_>) -> rusqlite::Result<CertRecord> {
+    Ok(CertRecord {
+        hostname: r.get(0)?,
+        app_name: r.get(1)?,
+        authority: r.get(2)?,
+        status: r.get(3)?,
+        chain_pem: r.get(4)?,
+        key_pem: r.get(5)?,
+        issuer: r.get(6)?,
+        expires_at: r.get(7)?,
+        last_error: r.get(8)?,
+        created_at: r.get(9)?,
+        updated_at: r.get(10)?,
+    })
+}
+
+impl Db<'_> {
+    /// Every address assigned, to every app.
+    pub fn all_ips(&mut self) -> Result<Vec<IpRecord>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {IP_COLUMNS} FROM ip_assignments ORDER BY app_name, created_at, ip"
+        ))?;
+        let rows = stmt.query_map([], ip_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn ips_of_app(&mut self, app: &str) -> Result<Vec<IpRecord>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {IP_COLUMNS} FROM ip_assignments WHERE app_name = ?1 ORDER BY created_at, ip"
+        ))?;
+        let rows = stmt.query_map([app], ip_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Assigns the first address `candidates` yields that no app holds, in one
+    /// transaction; `None` when every candidate is taken.
+    pub fn assign_ip(
+        &mut self,
+        template: &IpRecord,
+        candidates: &mut dyn Iterator<Item = String>,
+    ) -> Result<Option<IpRecord>> {
+        let tx = self.conn.transaction()?;
+        let mut chosen = None;
+        {
+            let mut taken = tx.prepare_cached("SELECT 1 FROM ip_assignments WHERE ip = ?1")?;
+            for ip in candidates {
+                if taken.query_row([&ip], |_| Ok(())).optional()?.is_none() {
+                    chosen = Some(ip);
+                    break;
+                }
+            }
+        }
+        let Some(ip) = chosen else {
+            return Ok(None);
+        };
+        let record = IpRecord {
+            ip,
+            ..template.clone()
+        };
+        insert_ip(&tx, &record)?;
+        tx.commit()?;
+        Ok(Some(record))
+    }
+
+    /// Records an address shared with other apps (the edge listener's).
+    pub fn assign_shared_ip(&mut self, record: &IpRecord) -> Result<()> {
+        insert_ip(self.conn, record)
+    }
+
+    pub fn release_ip(&mut self, app: &str, ip: &str) -> Result<bool> {
+        let n = self.conn.execute(
+            "DELETE FROM ip_assignments WHERE app_name = ?1 AND ip = ?2",
+            [app, ip],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn certificate(&mut self, hostname: &str) -> Result<Option<CertRecord>> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {CERT_COLUMNS} FROM certificates WHERE hostname = ?1"
+            ))?
+            .query_row([hostname], cert_from_row)
+            .optional()?)
+    }
+
+    pub fn certificates_of_app(&mut self, app: &str) -> Result<Vec<CertRecord>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {CERT_COLUMNS} FROM certificates WHERE app_name = ?1 ORDER BY hostname"
+        ))?;
+        let rows = stmt.query_map([app], cert_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn all_certificates(&mut self) -> Result<Vec<CertRecord>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {CERT_COLUMNS} FROM certificates ORDER BY hostname"
+        ))?;
+        let rows = stmt.query_map([], cert_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Adds the hostname if no app holds it yet; `false` when it is already there.
+    pub fn insert_certificate(&mut self, c: &CertRecord) -> Result<bool> {
+        let n = self.conn.execute(
+            &format!(
+                "INSERT OR IGNORE INTO certificates ({CERT_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            ),
+            params![
+                c.hostname,
+                c.app_name,
+                c.authority,
+                c.status,
+                c.chain_pem,
+                c.key_pem,
+                c.issuer,
+                c.expires_at,
+                c.last_error,
+                c.created_at,
+                c.updated_at
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Writes the outcome of an issuance attempt.
+    pub fn update_certificate(&mut self, c: &CertRecord) -> Result<()> {
+        self.conn.execute(
+            "UPDATE certificates SET status = ?2, chain_pem = ?3, key_pem = ?4, issuer = ?5, \
+             expires_at = ?6, last_error = ?7, updated_at = ?8 WHERE hostname = ?1",
+            params![
+                c.hostname,
+                c.status,
+                c.chain_pem,
+                c.key_pem,
+                c.issuer,
+                c.expires_at,
+                c.last_error,
+                c.updated_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_certificate(&mut self, app: &str, hostname: &str) -> Result<bool> {
+        let n = self.conn.execute(
+            "DELETE FROM certificates WHERE app_name = ?1 AND hostname = ?2",
+            [app, hostname],
+        )?;
+        Ok(n == 1)
+    }
+}
+
+fn insert_ip(conn: &rusqlite::Connection, r: &IpRecord) -> Result<()> {
+    conn.execute(
+        &format!("INSERT OR IGNORE INTO ip_assignments ({IP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+        params![
+            r.app_name,
+            r.ip,
+            r.kind,
+            r.region,
+            r.shared,
+            r.network,
+            r.service_name,
+            r.created_at
+        ],
+    )?;
+    Ok(())
+}
