@@ -2,6 +2,8 @@
 //! benchmark use it. It owns HTTP, authentication headers and error decoding; it has no
 //! opinion on output formats.
 
+mod edge;
+
 use hangar_types::requests::{
     CreateMachineRequest, ExecRequest, ExecResponse, StopRequest, WaitResponse,
 };
@@ -86,7 +88,7 @@ impl Client {
         serde_json::from_str(text).map_err(|e| ClientError::Decode(format!("{e}: {text}")))
     }
 
-    async fn call_raw(
+    pub(crate) async fn call_raw(
         &self,
         method: Method,
         path: &str,
@@ -119,7 +121,7 @@ impl Client {
         Err(api_error(status, &text))
     }
 
-    const NONE: Option<&'static Value> = None;
+    pub(crate) const NONE: Option<&'static Value> = None;
 
     pub async fn list_apps(&self, org: &str) -> Result<ListAppsResponse> {
         self.call(

@@ -36,6 +36,9 @@ pub struct Origin {
 pub enum ForwardError {
     #[error("the machine at {0} did not answer: {1}")]
     Failed(SocketAddr, String),
+    /// Nothing was sent: the machine refused or did not take the connection.
+    #[error("could not connect to the machine at {0}: {1}")]
+    Connect(SocketAddr, String),
     #[error("the machine at {0} did not answer within {1:?}")]
     Timeout(SocketAddr, Duration),
     #[error("bad request path: {0}")]
@@ -162,7 +165,11 @@ pub async fn send(
             if let Some(src) = std::error::Error::source(&e) {
                 cause = format!("{cause}: {src}");
             }
-            return Err(ForwardError::Failed(target, cause));
+            return Err(if e.is_connect() {
+                ForwardError::Connect(target, cause)
+            } else {
+                ForwardError::Failed(target, cause)
+            });
         }
         Ok(Ok(resp)) => resp,
     };

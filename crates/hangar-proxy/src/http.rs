@@ -16,6 +16,9 @@ use crate::replay::{self, MAX_REPLAYS};
 use crate::route::{self, RouteError, Want};
 use crate::Inner;
 
+/// How often a kept request is sent elsewhere when a machine refuses the connection.
+const CONNECT_RETRIES: usize = 5;
+
 /// Bodies up to this size are kept so the request can be replayed (Fly: 1 MB).
 pub const REPLAY_BODY_LIMIT: u64 = 1024 * 1024;
 
@@ -51,7 +54,7 @@ fn forward_error(e: &ForwardError) -> Response<Body> {
     let status = match e {
         ForwardError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
         ForwardError::BadPath(_) => StatusCode::BAD_REQUEST,
-        ForwardError::Failed(..) => StatusCode::BAD_GATEWAY,
+        ForwardError::Failed(..) | ForwardError::Connect(..) => StatusCode::BAD_GATEWAY,
     };
     text(status, e.to_string())
 }
@@ -256,7 +259,9 @@ async fn replaying(
     request_id: &str,
 ) -> Response<Body> {
     let mut replay_src: Option<String> = None;
-    for _ in 0..=MAX_REPLAYS {
+    let mut connect_failures = 0;
+    let mut replays = 0;
+    while replays <= MAX_REPLAYS {
         let target = match route::route(inner, &want).await {
             Ok(t) => t,
             Err(e) => return route_error(&e),
@@ -287,8 +292,17 @@ async fn replaying(
         .await
         {
             Ok(r) => r,
+            // Nothing reached the machine (it is stopping, or not listening yet): the
+            // kept request goes to another machine, as Fly's proxy retries.
+            Err(ForwardError::Connect(addr, cause)) if connect_failures < CONNECT_RETRIES => {
+                tracing::debug!(%addr, %cause, "retrying on another machine");
+                connect_failures += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
             Err(e) => return forward_error(&e),
         };
+        replays += 1;
         let Some(value) = resp.headers().get("fly-replay").cloned() else {
             return resp;
         };

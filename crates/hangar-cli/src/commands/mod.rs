@@ -2,6 +2,8 @@
 
 mod apps;
 mod auth;
+mod certs;
+mod ips;
 mod logs;
 mod machine;
 mod server;
@@ -39,6 +41,12 @@ pub enum Command {
     /// Who the current token is
     #[command(subcommand)]
     Auth(auth::AuthCmd),
+    /// Manage an app's IP addresses
+    #[command(subcommand)]
+    Ips(ips::IpsCmd),
+    /// Manage an app's hostnames and certificates
+    #[command(subcommand)]
+    Certs(certs::CertsCmd),
     /// Internal: supervise one machine process (started by the process driver)
     #[command(hide = true)]
     Shim(ShimArgs),
@@ -59,6 +67,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Machine(c) => machine::run(c).await,
         Command::Logs(a) => logs::run(a).await.map(|_| ExitCode::SUCCESS),
         Command::Auth(c) => auth::run(c).await.map(|_| ExitCode::SUCCESS),
+        Command::Ips(c) => ips::run(c).await.map(|_| ExitCode::SUCCESS),
+        Command::Certs(c) => certs::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Shim(_) | Command::LogDriver(_) => unreachable_shim(),
     }
 }

@@ -36,6 +36,36 @@ impl Res {
     }
 }
 
+/// Address pools of their own for each test server, so servers running side by side
+/// never hand out the same app address: a /30 of 127.0.0.0/8 and a /64, both derived
+/// from the server's (unique) HTTP port.
+pub fn pools(http_port: u16) -> [String; 4] {
+    let p = u32::from(http_port);
+    let v4 = format!(
+        "127.{}.{}.{}/30",
+        200 + (p >> 14),
+        (p >> 6) & 0xff,
+        (p & 0x3f) * 4
+    );
+    [
+        "--ip-pool-v4".into(),
+        v4,
+        "--ip-pool-v6".into(),
+        format!("fd68:616e:6761:{p:x}::/64"),
+    ]
+}
+
+/// The first dedicated IPv4 address a test server hands out.
+pub fn first_v4(http_port: u16) -> String {
+    let p = u32::from(http_port);
+    format!(
+        "127.{}.{}.{}",
+        200 + (p >> 14),
+        (p >> 6) & 0xff,
+        (p & 0x3f) * 4 + 1
+    )
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -107,6 +137,7 @@ impl TestServer {
                 "--https-listen",
                 &format!("127.0.0.1:{}", self.https_port),
             ])
+            .args(pools(self.http_port))
             .args(&self.server_args)
             .envs(self.server_env.iter().map(|(k, v)| (k, v)))
             .env("HANGAR_CONFIG", self.dir.path().join("cli.toml"))

@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod containerd;
 mod containerd_net;
+mod edge_tls;
 mod harness;
 mod leases;
 mod lifecycle;

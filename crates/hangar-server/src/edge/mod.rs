@@ -112,24 +112,23 @@ impl Edge {
         self.ensure_app_certificate(app).await
     }
 
-    /// On start: publish every address and certificate, provision apps a crash left
-    /// half-done, and resume issuances that were under way.
+    /// On start: publish every address and certificate, renew the apps' own
+    /// certificates where due, and resume issuances that were under way. (An app whose
+    /// create stopped half-way is finished by retrying the create, which provisions.)
     pub async fn take_charge(self: &Arc<Self>) -> Result<(), EdgeError> {
         let apps = self
             .store
             .call(|db| {
                 let mut out = Vec::new();
                 for org in db.orgs()? {
-                    for app in db.apps_in_org(&org.slug)? {
-                        out.push((app.name, org.numeric_id));
-                    }
+                    out.extend(db.apps_in_org(&org.slug)?.into_iter().map(|a| a.name));
                 }
                 Ok(out)
             })
             .await?;
-        for (app, org_id) in apps {
-            if let Err(e) = self.provision(&app, org_id).await {
-                tracing::warn!(%app, error = %e, "could not provision the app's addresses and certificate");
+        for app in apps {
+            if let Err(e) = self.ensure_app_certificate(&app).await {
+                tracing::warn!(%app, error = %e, "could not renew the app's certificate");
             }
         }
         self.publish_addresses().await?;
