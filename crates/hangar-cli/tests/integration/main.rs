@@ -10,6 +10,7 @@ mod cli;
 mod containerd;
 mod containerd_net;
 mod edge_tls;
+mod edge_traffic;
 mod harness;
 mod leases;
 mod lifecycle;
