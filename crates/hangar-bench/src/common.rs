@@ -73,6 +73,8 @@ pub struct BenchServer {
     pub url: String,
     pub token: String,
     pub client: Client,
+    /// Where the edge proxy takes HTTP.
+    pub http_port: u16,
     child: Child,
 }
 
@@ -84,6 +86,9 @@ impl BenchServer {
             .local_addr()?
             .port();
         let url = format!("http://127.0.0.1:{port}");
+        let http_port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let child = Command::new(&hangar)
             .args(["server", "--driver", driver, "--data-dir"])
             .arg(dir.path().join("data"))
@@ -91,6 +96,8 @@ impl BenchServer {
                 "--api-listen",
                 &format!("127.0.0.1:{port}"),
                 "--http-listen",
+                &format!("127.0.0.1:{http_port}"),
+                "--https-listen",
                 "127.0.0.1:0",
             ])
             .env("HANGAR_CONFIG", dir.path().join("cli.toml"))
@@ -113,6 +120,7 @@ impl BenchServer {
             url,
             token,
             client,
+            http_port,
             child,
         })
     }

@@ -3,18 +3,23 @@
 //!
 //! `hangar-bench [process]` benchmarks the process driver; `hangar-bench containerd`
 //! the containerd driver (root, containerd, runc, docker-registry, busybox-static and
-//! skopeo needed). `--hangar PATH` names the `hangar` binary (default: next to this one).
+//! skopeo needed); `hangar-bench proxy` the edge proxy (nginx and wrk needed, containerd
+//! used when available). `--hangar PATH` names the `hangar` binary (default: next to this one).
 //! Run from a release build: `cargo run --release -p hangar-bench -- containerd`.
 
 mod common;
 mod containerd;
 mod process;
+mod proxy;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match std::env::args().nth(1).as_deref() {
         None | Some("process") | Some("--hangar") => process::main().await,
         Some("containerd") => containerd::main().await,
-        Some(other) => anyhow::bail!("unknown benchmark {other:?}: use process or containerd"),
+        Some("proxy") => proxy::main().await,
+        Some(other) => {
+            anyhow::bail!("unknown benchmark {other:?}: use process, containerd or proxy")
+        }
     }
 }

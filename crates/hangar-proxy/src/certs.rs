@@ -44,6 +44,21 @@ pub fn certified_key(chain_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>
         .map_err(|e| format!("certificate and key do not go together: {e}"))
 }
 
+/// Like [`certified_key`] but without checking the certificate against the key: for
+/// TLS-ALPN-01 answers, whose critical acmeIdentifier extension the check rejects.
+pub fn challenge_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("certificate is not valid PEM: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("private key is not valid PEM: {e}"))?;
+    let signer = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("unusable private key: {e}"))?;
+    Ok(Arc::new(CertifiedKey::new(chain, signer)))
+}
+
 pub(crate) fn provider() -> CryptoProvider {
     rustls::crypto::aws_lc_rs::default_provider()
 }

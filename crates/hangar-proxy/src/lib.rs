@@ -21,7 +21,7 @@ mod proxy_proto;
 mod replay;
 mod route;
 
-pub use certs::{certified_key, CertTable};
+pub use certs::{certified_key, challenge_key, CertTable};
 pub use instance::{AutostopMode, Entry, Handler, Instance, InstanceSet, Port, Service};
 pub use load::Load;
 pub use ports::AppAddresses;

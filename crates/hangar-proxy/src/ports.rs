@@ -65,7 +65,7 @@ pub async fn run(
             if open.contains_key(&addr) || failed.contains(&addr) {
                 continue;
             }
-            match TcpListener::bind(addr).await {
+            match bind(addr) {
                 Ok(listener) => {
                     tracing::info!(%addr, %app, "listening on an app address");
                     let token = shutdown.child_token();
@@ -84,6 +84,24 @@ pub async fn run(
             r = instances.changed() => if r.is_err() { return },
         }
     }
+}
+
+/// Binds with `IP_FREEBIND`, so an address routed to this host (a local route for the
+/// whole IPv6 pool) can be bound without being assigned to an interface.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+        socket.set_freebind_v6(true)?;
+    } else {
+        socket.set_freebind_v4(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// The port entry (handlers, options) the app's machines declare for `port`.

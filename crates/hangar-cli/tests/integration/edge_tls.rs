@@ -295,6 +295,21 @@ async fn services_listen_on_the_apps_own_address() {
     .await;
     assert_eq!(got, "ping\n");
 
+    // As root, the app's IPv6 address (from a pool routed to this host) listens too.
+    if nix::unistd::geteuid().is_root() {
+        let out = s.cli(&["ips", "list", "-a", "tcp", "--json"]);
+        let ips: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+        let v6 = ips
+            .iter()
+            .find(|i| i["type"] == "v6")
+            .expect("a v6 address");
+        let v6_addr = format!("[{}]:{raw}", v6["ip"].as_str().unwrap());
+        let got = tokio::task::spawn_blocking(move || exchange(&v6_addr, b"six\n", 4))
+            .await
+            .unwrap();
+        assert_eq!(got, "six\n");
+    }
+
     let pp_addr = format!("{addr}:{pp}");
     let got = tokio::task::spawn_blocking(move || exchange(&pp_addr, b"ping\n", 40))
         .await
@@ -312,7 +327,7 @@ async fn services_listen_on_the_apps_own_address() {
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "printf 'over tls\\n' | timeout 20 openssl s_client -quiet -connect {addr}:{tls} \
+            "(printf 'over tls\\n'; sleep 1) | timeout 20 openssl s_client -quiet -no_ign_eof -connect {addr}:{tls} \
              -servername tcp.localhost -verify_return_error -CAfile {} 2>/dev/null",
             ca.display()
         ))

@@ -5,6 +5,7 @@
 // Tests may unwrap: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod acme;
 mod bad_input;
 mod cli;
 mod containerd;

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use hangar_certs::acme::{self, Challenges, Method};
 use hangar_certs::Issued;
-use hangar_proxy::{certified_key, CertTable};
+use hangar_proxy::{certified_key, challenge_key, CertTable};
 use hangar_store::CertRecord;
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +31,7 @@ struct ProxyChallenges(Arc<CertTable>);
 
 impl Challenges for ProxyChallenges {
     fn put_tls_alpn(&self, hostname: &str, cert_pem: &str, key_pem: &str) {
-        match certified_key(cert_pem, key_pem) {
+        match challenge_key(cert_pem, key_pem) {
             Ok(key) => self.0.put_alpn_challenge(hostname, key),
             Err(e) => tracing::warn!(%hostname, error = %e, "cannot serve the TLS-ALPN-01 answer"),
         }
