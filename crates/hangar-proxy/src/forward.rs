@@ -14,7 +14,18 @@ use crate::load::LoadGuard;
 
 pub type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
 
-pub fn client() -> Client {
+thread_local! {
+    /// One client (and so one pool of machine connections) per proxy thread: a request
+    /// and the connection it travels on stay on the thread that accepted the client.
+    static CLIENT: Client = client();
+}
+
+/// This thread's client.
+pub fn local_client() -> Client {
+    CLIENT.with(Client::clone)
+}
+
+fn client() -> Client {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
     connector.set_nodelay(true);
@@ -23,12 +34,26 @@ pub fn client() -> Client {
         .build(connector)
 }
 
-/// How the client reached the proxy, for the forwarding headers.
+/// How the client reached the proxy, for the forwarding headers (rendered once per
+/// connection, not per request).
 #[derive(Debug, Clone)]
 pub struct Origin {
     pub peer: SocketAddr,
-    pub local: SocketAddr,
     pub tls: bool,
+    peer_ip: HeaderValue,
+    local_port: HeaderValue,
+}
+
+impl Origin {
+    pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool) -> Origin {
+        let render = |s: String| HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(""));
+        Origin {
+            peer_ip: render(peer.ip().to_string()),
+            local_port: render(local.port().to_string()),
+            peer,
+            tls,
+        }
+    }
 }
 
 /// Why a machine gave no answer.
@@ -78,7 +103,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
-        headers.insert(name, v);
+        headers.insert(HeaderName::from_static(name), v);
     }
 }
 
@@ -97,12 +122,11 @@ pub fn prepare(
 ) -> Result<(), ForwardError> {
     let upgrade = is_upgrade(req);
     let authority = req.uri().authority().map(|a| a.to_string());
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    *req.uri_mut() = format!("http://{target}{path}")
+    let uri = {
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        format!("http://{target}{path}")
+    };
+    *req.uri_mut() = uri
         .parse::<Uri>()
         .map_err(|e| ForwardError::BadPath(e.to_string()))?;
     *req.version_mut() = Version::HTTP_11;
@@ -113,51 +137,56 @@ pub fn prepare(
             set(headers, "host", &a);
         }
     }
-    let intended_port = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.rsplit_once(':').map(|(_, p)| p.to_string()))
-        .filter(|p| p.chars().all(|c| c.is_ascii_digit()))
-        .unwrap_or_else(|| if origin.tls { "443" } else { "80" }.to_string());
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {}", origin.peer.ip()),
-        None => origin.peer.ip().to_string(),
-    };
-    set(headers, "fly-client-ip", &origin.peer.ip().to_string());
-    set(headers, "x-forwarded-for", &forwarded_for);
-    set(
-        headers,
-        "x-forwarded-proto",
-        if origin.tls { "https" } else { "http" },
-    );
     if !headers.contains_key("x-forwarded-port") {
-        set(headers, "x-forwarded-port", &intended_port);
+        let intended = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.rsplit_once(':').map(|(_, p)| p))
+            .filter(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+            .and_then(|p| HeaderValue::from_str(p).ok())
+            .unwrap_or(HeaderValue::from_static(if origin.tls {
+                "443"
+            } else {
+                "80"
+            }));
+        headers.insert(HeaderName::from_static("x-forwarded-port"), intended);
     }
-    set(
-        headers,
-        "x-forwarded-ssl",
-        if origin.tls { "on" } else { "off" },
-    );
-    set(
-        headers,
-        "fly-forwarded-port",
-        &origin.local.port().to_string(),
-    );
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", origin.peer.ip()))
+            .unwrap_or_else(|_| origin.peer_ip.clone()),
+        None => origin.peer_ip.clone(),
+    };
+    let fixed = |v: &'static str| HeaderValue::from_static(v);
+    for (name, value) in [
+        ("fly-client-ip", origin.peer_ip.clone()),
+        ("x-forwarded-for", forwarded_for),
+        (
+            "x-forwarded-proto",
+            fixed(if origin.tls { "https" } else { "http" }),
+        ),
+        (
+            "x-forwarded-ssl",
+            fixed(if origin.tls { "on" } else { "off" }),
+        ),
+        ("fly-forwarded-port", origin.local_port.clone()),
+        ("via", fixed("1.1 hangar")),
+    ] {
+        headers.insert(HeaderName::from_static(name), value);
+    }
     set(headers, "fly-region", region);
     set(headers, "fly-request-id", request_id);
-    set(headers, "via", "1.1 hangar");
     Ok(())
 }
 
 /// Sends `req` and waits up to `timeout` for the answer's head; the body then streams.
 pub async fn send(
-    client: &Client,
     mut req: Request<Body>,
     target: SocketAddr,
     timeout: Duration,
     guard: LoadGuard,
 ) -> Result<Response<Body>, ForwardError> {
     let client_upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    let client = local_client();
     let mut resp = match tokio::time::timeout(timeout, client.request(req)).await {
         Err(_) => return Err(ForwardError::Timeout(target, timeout)),
         Ok(Err(e)) => {
@@ -192,10 +221,38 @@ pub async fn send(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    // The request counts until the machine's answer has been passed on whole.
-    let stream = futures_util::StreamExt::map(Body::new(body).into_data_stream(), move |chunk| {
-        let _counted = &guard;
-        chunk
-    });
-    Ok(Response::from_parts(parts, Body::from_stream(stream)))
+    Ok(Response::from_parts(
+        parts,
+        Body::new(Counted {
+            body,
+            _guard: guard,
+        }),
+    ))
+}
+
+/// A machine's answer that counts against the machine until it has been passed on whole
+/// (or the client went away).
+struct Counted {
+    body: hyper::body::Incoming,
+    _guard: LoadGuard,
+}
+
+impl http_body::Body for Counted {
+    type Data = axum::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }

@@ -226,7 +226,7 @@ async fn once(
         return forward_error(&e);
     }
     let guard = inner.load.enter(&target.instance.machine_id);
-    match forward::send(&inner.client, req, target.addr, inner.config.response_timeout, guard)
+    match forward::send(req, target.addr, inner.config.response_timeout, guard)
         .await
     {
         Ok(resp) if resp.headers().contains_key("fly-replay") => text(
@@ -282,14 +282,7 @@ async fn replaying(
             return forward_error(&e);
         }
         let guard = inner.load.enter(&target.instance.machine_id);
-        let resp = match forward::send(
-            &inner.client,
-            req,
-            target.addr,
-            inner.config.response_timeout,
-            guard,
-        )
-        .await
+        let resp = match forward::send(req, target.addr, inner.config.response_timeout, guard).await
         {
             Ok(r) => r,
             // Nothing reached the machine (it is stopping, or not listening yet): the

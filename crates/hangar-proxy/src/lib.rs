@@ -57,7 +57,6 @@ pub(crate) struct Inner {
     config: ProxyConfig,
     instances: watch::Receiver<Arc<InstanceSet>>,
     starter: Arc<dyn Starter>,
-    client: forward::Client,
     load: Arc<Load>,
     certs: Arc<CertTable>,
     next: AtomicUsize,
@@ -85,7 +84,6 @@ impl Proxy {
                 config,
                 instances,
                 starter,
-                client: forward::client(),
                 load,
                 certs,
                 next: AtomicUsize::new(0),
@@ -95,27 +93,24 @@ impl Proxy {
         }
     }
 
-    /// Serves the edge listeners and the app-address listeners until `shutdown`.
-    pub async fn serve(self, http: TcpListener, https: TcpListener, shutdown: CancellationToken) {
+    /// Serves the edge listeners (on one thread per core, as nginx's workers do) and the
+    /// app-address listeners until `shutdown`.
+    pub async fn serve(
+        self,
+        http: TcpListener,
+        https: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         let tls = listen::tls_config(&self.inner, None, listen::HTTP_ALPN);
-        let plain = tokio::spawn(listen::serve_http(
-            self.inner.clone(),
-            http,
-            None,
-            None,
-            Entry::Edge,
-            shutdown.clone(),
-        ));
-        let secure = tokio::spawn(listen::serve_http(
-            self.inner.clone(),
-            https,
-            Some(tls),
-            None,
-            Entry::Edge,
-            shutdown.clone(),
-        ));
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let plain = listen::workers(&self.inner, http, None, workers, shutdown.clone())?;
+        let secure = listen::workers(&self.inner, https, Some(tls), workers, shutdown.clone())?;
         let ports = tokio::spawn(ports::run(self.inner.clone(), self.addresses, shutdown));
-        let _ = tokio::join!(plain, secure, ports);
+        for done in plain.into_iter().chain(secure) {
+            let _ = done.await;
+        }
+        let _ = ports.await;
+        Ok(())
     }
 }
 

@@ -154,20 +154,17 @@ async fn connection(
         listen::tls_config(&inner, Some(fallback), &alpn)
     });
     let conn = Conn {
-        origin: Origin {
-            peer,
-            local,
-            tls: tls.is_some(),
-        },
+        origin: Origin::new(peer, local, tls.is_some()),
         app: Some(app.clone()),
         entry,
     };
     if port.has(&Handler::Http) {
         match tls {
-            None => listen::serve_conn(inner, stream, conn, shutdown).await,
+            None => listen::serve_conn(inner, stream, conn, false, shutdown).await,
             Some(config) => {
                 if let Some(s) = listen::handshake(stream, config, peer).await {
-                    listen::serve_conn(inner, s, conn, shutdown).await;
+                    let h2 = listen::is_h2(&s);
+                    listen::serve_conn(inner, s, conn, h2, shutdown).await;
                 }
             }
         }

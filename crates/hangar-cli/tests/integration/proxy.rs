@@ -284,6 +284,84 @@ async fn checks_are_reported_and_gate_routing() {
 }
 
 #[tokio::test]
+async fn http_checks_send_headers_and_speak_tls() {
+    let s = TestServer::start().await;
+    s.create_app("hdr").await;
+    // A CGI that is healthy only when the check sends X-Check: yes.
+    let port = free_port();
+    let script = format!(
+        "mkdir -p www/cgi-bin && printf '#!/bin/sh\\nif [ \"$HTTP_X_CHECK\" = yes ]; then echo Status: 200 OK; else echo Status: 500 No; fi\\necho Content-Type: text/plain\\necho\\necho checked\\n' > www/cgi-bin/health && chmod +x www/cgi-bin/health && exec busybox httpd -f -p 127.0.0.1:{port} -h www"
+    );
+    let check = |headers: serde_json::Value| {
+        json!({"checks": {"hdr": {"type": "http", "port": port, "path": "/cgi-bin/health",
+            "interval": "300ms", "headers": headers}}})
+    };
+    let with = s
+        .create_machine(
+            "hdr",
+            &script,
+            check(json!([{"name": "X-Check", "values": ["yes"]}])),
+        )
+        .await;
+    let id = with["id"].as_str().unwrap().to_string();
+    let status_of = |id: String| {
+        let s = &s;
+        async move {
+            let c = s.machine("hdr", &id).await["checks"].clone();
+            c[0]["status"].as_str().map(str::to_string)
+        }
+    };
+    eventually(10, "the check with the header to pass", || async {
+        (status_of(id.clone()).await.as_deref() == Some("passing")).then_some(())
+    })
+    .await;
+    let port2 = free_port();
+    let script2 = script.replace(&port.to_string(), &port2.to_string());
+    let mut without = check(json!({"X-Check": "no"}));
+    without["checks"]["hdr"]["port"] = json!(port2);
+    let m = s.create_machine("hdr", &script2, without).await;
+    let id2 = m["id"].as_str().unwrap().to_string();
+    eventually(10, "the check without it to fail", || async {
+        (status_of(id2.clone()).await.as_deref() == Some("critical")).then_some(())
+    })
+    .await;
+
+    // HTTPS checks: a self-signed machine passes only with tls_skip_verify.
+    let tls_port = free_port();
+    let tls_script = format!(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=m \
+         -keyout k.pem -out c.pem -days 1 2>/dev/null && \
+         exec openssl s_server -quiet -accept {tls_port} -www -cert c.pem -key k.pem"
+    );
+    let https = |skip: bool| {
+        json!({"checks": {"tls": {"type": "http", "protocol": "https", "port": tls_port,
+            "tls_skip_verify": skip, "tls_server_name": "m", "interval": "300ms", "timeout": "2s"}}})
+    };
+    let m = s.create_machine("hdr", &tls_script, https(true)).await;
+    let id3 = m["id"].as_str().unwrap().to_string();
+    eventually(15, "the HTTPS check to pass", || async {
+        (status_of(id3.clone()).await.as_deref() == Some("passing")).then_some(())
+    })
+    .await;
+    let mut config = s.machine("hdr", &id3).await["config"].clone();
+    config["checks"] = https(false)["checks"].clone();
+    let r = s
+        .call(
+            "POST",
+            &format!("/apps/hdr/machines/{id3}"),
+            Some(json!({"config": config})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let c = eventually(15, "the verifying HTTPS check to fail", || async {
+        let c = s.machine("hdr", &id3).await["checks"][0].clone();
+        (c["status"] == "critical").then_some(c)
+    })
+    .await;
+    assert!(c["output"].as_str().unwrap().contains("GET /"), "{c}");
+}
+
+#[tokio::test]
 async fn hard_limits_refuse_and_forced_instances_are_honoured() {
     let s = TestServer::start().await;
     s.create_app("lim").await;

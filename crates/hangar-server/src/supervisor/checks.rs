@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use hangar_types::machine_config::MachineCheck;
 use hangar_types::{CheckStatus, MachineConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::instances::Instances;
@@ -102,6 +101,102 @@ pub fn service_check_names(config: &MachineConfig) -> Vec<String> {
         .collect()
 }
 
+/// The headers an HTTP check sends: the Machines API's `[{"name", "values"}]`, or a
+/// map of name to a value or values (fly.toml's shape).
+fn check_headers(check: &MachineCheck) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    match &check.headers {
+        Some(serde_json::Value::Array(list)) => {
+            for h in list {
+                let Some(name) = h.get("name").and_then(|n| n.as_str()) else {
+                    continue;
+                };
+                for v in h
+                    .get("values")
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(v) = v.as_str() {
+                        out.push((name.to_string(), v.to_string()));
+                    }
+                }
+            }
+        }
+        Some(serde_json::Value::Object(map)) => {
+            for (name, v) in map {
+                match v {
+                    serde_json::Value::String(s) => out.push((name.clone(), s.clone())),
+                    serde_json::Value::Array(vs) => out.extend(
+                        vs.iter()
+                            .filter_map(|v| v.as_str())
+                            .map(|v| (name.clone(), v.to_string())),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// One HTTP(S) request of an `http` check; redirects are not followed, as on Fly.
+async fn http_probe(
+    addr: SocketAddr,
+    check: &MachineCheck,
+    timeout: Duration,
+) -> Result<String, String> {
+    let method = check
+        .method
+        .as_deref()
+        .unwrap_or("GET")
+        .to_ascii_uppercase();
+    let path = check
+        .path
+        .as_deref()
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or("/");
+    let tls = check.protocol.as_deref() == Some("https");
+    let host = check
+        .tls_server_name
+        .clone()
+        .filter(|n| tls && !n.is_empty())
+        .unwrap_or_else(|| "machine.internal".to_string());
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(check.tls_skip_verify.unwrap_or(false))
+        .resolve(&host, addr)
+        .timeout(timeout)
+        .user_agent("hangar-check")
+        .build()
+        .map_err(|e| format!("cannot build the check's client: {e}"))?;
+    let scheme = if tls { "https" } else { "http" };
+    let url = format!("{scheme}://{host}:{}{path}", addr.port());
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|_| format!("invalid check method {method:?}"))?;
+    let mut req = client.request(method.clone(), &url);
+    for (name, value) in check_headers(check) {
+        req = req.header(name, value);
+    }
+    let resp = req.send().await.map_err(|e| {
+        let mut cause = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            cause = format!("{cause}: {s}");
+            src = s.source();
+        }
+        format!("{method} {path}: {cause}")
+    })?;
+    let status = resp.status();
+    let line = format!("{method} {path}: {status}");
+    if status.is_success() || status.is_redirection() {
+        Ok(line)
+    } else {
+        Err(line)
+    }
+}
+
 /// One run of one check: `Ok(output)` when it passes.
 async fn probe(addr: SocketAddr, check: &MachineCheck) -> Result<String, String> {
     let timeout = check
@@ -109,49 +204,15 @@ async fn probe(addr: SocketAddr, check: &MachineCheck) -> Result<String, String>
         .map(|t| t.0)
         .filter(|t| !t.is_zero())
         .unwrap_or(DEFAULT_TIMEOUT);
-    let run = async {
-        let mut stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect to {addr}: {e}"))?;
-        if check.check_type.as_deref() != Some("http") {
-            return Ok(format!("connected to {addr}"));
-        }
-        let method = check
-            .method
-            .as_deref()
-            .unwrap_or("GET")
-            .to_ascii_uppercase();
-        let path = check
-            .path
-            .as_deref()
-            .filter(|p| p.starts_with('/'))
-            .unwrap_or("/");
-        let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: hangar-check\r\nConnection: close\r\n\r\n");
-        stream
-            .write_all(req.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut head = vec![0u8; 256];
-        let n = stream.read(&mut head).await.map_err(|e| e.to_string())?;
-        let line = String::from_utf8_lossy(&head[..n])
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let code: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        if (200..400).contains(&code) {
-            Ok(line)
-        } else {
-            Err(format!("{method} {path}: {line}"))
-        }
-    };
-    tokio::time::timeout(timeout, run)
-        .await
-        .unwrap_or_else(|_| Err(format!("timed out after {}s", timeout.as_secs_f32())))
+    if check.check_type.as_deref() == Some("http") {
+        return http_probe(addr, check, timeout).await;
+    }
+    let connect = tokio::net::TcpStream::connect(addr);
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(_)) => Ok(format!("connected to {addr}")),
+        Ok(Err(e)) => Err(format!("connect to {addr}: {e}")),
+        Err(_) => Err(format!("timed out after {}s", timeout.as_secs_f32())),
+    }
 }
 
 /// Runs the machine's checks until `cancel`, recording results and publishing the
