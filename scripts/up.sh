@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Brings Hangar up with its embedded defaults and shows it working: builds the
-# binary, starts `hangar server` in the background (API on 127.0.0.1:4280, state under
-# ~/.local/share/hangar), creates an app, runs a machine in it and lists it.
+# binary, starts `hangar server` in the background (API on 127.0.0.1:4280, proxy on
+# 127.0.0.1:8080 and :8443, state under ~/.local/share/hangar), creates an app, runs a
+# machine in it, lists it, and fetches a page from a web machine through the proxy over
+# HTTP and over HTTPS verified with the development CA.
 # Stop the server with: kill "$(cat ~/.local/share/hangar/server.pid)"
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,5 +24,27 @@ export HANGAR_API_TOKEN=${HANGAR_API_TOKEN:-$(cat "$data/admin-token")}
 "$hangar" apps show demo >/dev/null 2>&1 || "$hangar" apps create demo
 "$hangar" machine run busybox -a demo --name "clock-$RANDOM" -- /bin/sh -c 'while true; do date; sleep 5; done'
 "$hangar" machine list -a demo
+echo
+
+# A web machine behind the proxy, stopped when idle and started by the next request.
+www=$data/demo-www
+mkdir -p "$www" && echo "Hello from a Hangar machine" >"$www/index.html"
+if command -v busybox >/dev/null 2>&1; then
+  serve=(busybox httpd -f -p 127.0.0.1:9080 -h "$www")
+elif command -v python3 >/dev/null 2>&1; then
+  serve=(python3 -m http.server 9080 --bind 127.0.0.1 --directory "$www")
+fi
+if [ -n "${serve[*]:-}" ] && ! "$hangar" machine list -a demo --json | grep -q '"web-'; then
+  "$hangar" machine run busybox -a demo --name "web-$RANDOM" -p 80:9080/tcp:http \
+    -p 443:9080/tcp:tls:http --autostop stop -- "${serve[@]}"
+fi
+if [ -n "${serve[*]:-}" ]; then
+  echo "GET http://demo.localhost:8080/"
+  curl -fsS --retry 5 --retry-connrefused --resolve demo.localhost:8080:127.0.0.1 http://demo.localhost:8080/
+  "$hangar" certs ca >"$data/dev-ca.pem"
+  echo "GET https://demo.localhost:8443/ (verified with the development CA, $data/dev-ca.pem)"
+  curl -fsS --cacert "$data/dev-ca.pem" --resolve demo.localhost:8443:127.0.0.1 https://demo.localhost:8443/
+  "$hangar" ips list -a demo
+fi
 echo
 echo "Try: $hangar machine list -a demo   (or point any Fly Machines API client at http://127.0.0.1:4280)"

@@ -167,6 +167,25 @@ async fn respond(
         .get("fly-force-instance-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let mut req = req;
+    if let Some(preferred) = req
+        .headers()
+        .get("fly-prefer-instance-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+    {
+        let available = inner
+            .instances
+            .borrow()
+            .get(&app)
+            .is_some_and(|l| l.iter().any(|i| i.machine_id == preferred && i.can_serve()));
+        if available && want.instance.is_none() {
+            want.instance = Some(preferred);
+        } else if let Ok(v) = HeaderValue::from_str(&preferred) {
+            req.headers_mut()
+                .insert("fly-preferred-instance-unavailable", v);
+        }
+    }
     if let Some(regions) = req
         .headers()
         .get("fly-force-region")

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use hangar_client::Client;
-use hangar_types::machine_config::{MachineInit, MachineRestart};
+use hangar_types::machine_config::{Autostop, MachineInit, MachineRestart};
 use hangar_types::requests::{CreateMachineRequest, StopRequest};
 use hangar_types::{GoDuration, Machine, MachineConfig, Signal};
 use serde_json::json;
@@ -41,6 +41,16 @@ pub enum MachineCmd {
         /// Don't wait for the machine to start
         #[arg(short = 'd', long)]
         detach: bool,
+        /// Publish a port through the proxy: [edge:]internal[/tcp[:handler...]], e.g.
+        /// 80:8080/tcp:http; repeatable
+        #[arg(short = 'p', long = "port")]
+        ports: Vec<String>,
+        /// What the proxy does to the machine when idle: off, stop or suspend
+        #[arg(long, value_parser = ["off", "stop", "suspend"])]
+        autostop: Option<String>,
+        /// Whether the proxy starts the machine for a request
+        #[arg(long)]
+        autostart: Option<bool>,
     },
     /// List an app's machines
     #[command(alias = "ls")]
@@ -255,9 +265,18 @@ pub async fn run(cmd: MachineCmd) -> Result<ExitCode> {
             entrypoint,
             restart,
             detach,
+            ports,
+            autostop,
+            autostart,
         } => {
             let app = app.name()?;
             let env = env_pairs(&env)?;
+            let autostop = autostop.map(|a| match a.as_str() {
+                "stop" => Autostop::Stop,
+                "suspend" => Autostop::Suspend,
+                _ => Autostop::Off,
+            });
+            let services = super::ports::services(&ports, autostop, autostart)?;
             let config = MachineConfig {
                 image,
                 env: (!env.is_empty()).then_some(env),
@@ -273,6 +292,7 @@ pub async fn run(cmd: MachineCmd) -> Result<ExitCode> {
                     policy: Some(p),
                     max_retries: None,
                 }),
+                services: (!services.is_empty()).then_some(services),
                 ..Default::default()
             };
             let req = CreateMachineRequest {

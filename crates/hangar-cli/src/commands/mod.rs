@@ -6,6 +6,7 @@ mod certs;
 mod ips;
 mod logs;
 mod machine;
+mod ports;
 mod server;
 
 use std::io::IsTerminal;

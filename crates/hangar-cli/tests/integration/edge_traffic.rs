@@ -119,6 +119,17 @@ async fn fly_replay_goes_to_another_region_machine_and_app() {
         assert_eq!(status, 200);
         assert!(body.starts_with("ord-b "), "{body}");
     }
+    // fly-prefer-instance-id: that machine while it can serve.
+    for _ in 0..3 {
+        let r = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/", s.http_port))
+            .header("host", "rp.localhost")
+            .header("fly-prefer-instance-id", &b)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.text().await.unwrap().trim(), "ord-b");
+    }
     // To another app.
     let (_, body) = get(&s, "rp.localhost", "/cgi-bin/replay?app=target").await;
     assert!(body.starts_with("target-t "), "{body}");
