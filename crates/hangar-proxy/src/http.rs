@@ -235,19 +235,7 @@ async fn once(
         Ok(t) => t,
         Err(e) => return route_error(&e),
     };
-    if let Err(e) = forward::prepare(
-        &mut req,
-        target.addr,
-        &conn.origin,
-        &inner.config.region,
-        request_id,
-    ) {
-        return forward_error(&e);
-    }
-    let guard = inner.load.enter(&target.instance.machine_id);
-    match forward::send(req, target.addr, inner.config.response_timeout, guard)
-        .await
-    {
+    match send_to(inner, conn, &mut req, &target, request_id).await {
         Ok(resp) if resp.headers().contains_key("fly-replay") => text(
             StatusCode::BAD_GATEWAY,
             format!(
@@ -257,6 +245,26 @@ async fn once(
         Ok(resp) => resp,
         Err(e) => forward_error(&e),
     }
+}
+
+/// Prepares `req` for the target machine and sends it, counted against the machine.
+async fn send_to(
+    inner: &Inner,
+    conn: &Conn,
+    req: &mut Request<Body>,
+    target: &route::Target,
+    request_id: &str,
+) -> Result<Response<Body>, ForwardError> {
+    forward::prepare(
+        req,
+        target.addr,
+        &conn.origin,
+        &inner.config.region,
+        request_id,
+    )?;
+    let guard = inner.load.enter(&target.instance.machine_id);
+    let req = std::mem::replace(req, Request::new(Body::empty()));
+    forward::send(req, target.addr, inner.config.response_timeout, guard).await
 }
 
 fn copy_of(template: &Request<()>, body: Bytes) -> Request<Body> {
@@ -291,18 +299,7 @@ async fn replaying(
                 req.headers_mut().insert("fly-replay-src", v);
             }
         }
-        if let Err(e) = forward::prepare(
-            &mut req,
-            target.addr,
-            &conn.origin,
-            &inner.config.region,
-            request_id,
-        ) {
-            return forward_error(&e);
-        }
-        let guard = inner.load.enter(&target.instance.machine_id);
-        let resp = match forward::send(req, target.addr, inner.config.response_timeout, guard).await
-        {
+        let resp = match send_to(inner, conn, &mut req, &target, request_id).await {
             Ok(r) => r,
             // Nothing reached the machine (it is stopping, or not listening yet): the
             // kept request goes to another machine, as Fly's proxy retries.

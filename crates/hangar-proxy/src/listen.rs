@@ -255,7 +255,8 @@ pub async fn serve_conn<S>(
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEAD_BYTES);
+            .max_buf_size(MAX_HEAD_BYTES)
+            .max_header_size(MAX_HEAD_BYTES);
         drive!(
             builder
                 .serve_connection(TokioIo::new(io), svc)

@@ -104,6 +104,14 @@ fn print_detail(d: &CertificateDetail) {
     }
 }
 
+fn detail(d: CertificateDetail, json: bool) -> Result<()> {
+    if json {
+        return output::json(&d);
+    }
+    print_detail(&d);
+    Ok(())
+}
+
 pub async fn run(cmd: CertsCmd) -> Result<()> {
     let client = config::client()?;
     match cmd {
@@ -111,35 +119,20 @@ pub async fn run(cmd: CertsCmd) -> Result<()> {
             hostname,
             app,
             json,
-        } => {
-            let d = client.add_certificate(&app.name()?, &hostname).await?;
-            if json {
-                return output::json(&d);
-            }
-            print_detail(&d);
-        }
+        } => detail(client.add_certificate(&app.name()?, &hostname).await?, json)?,
         CertsCmd::Show {
             hostname,
             app,
             json,
-        } => {
-            let d = client.certificate(&app.name()?, &hostname).await?;
-            if json {
-                return output::json(&d);
-            }
-            print_detail(&d);
-        }
+        } => detail(client.certificate(&app.name()?, &hostname).await?, json)?,
         CertsCmd::Check {
             hostname,
             app,
             json,
-        } => {
-            let d = client.check_certificate(&app.name()?, &hostname).await?;
-            if json {
-                return output::json(&d);
-            }
-            print_detail(&d);
-        }
+        } => detail(
+            client.check_certificate(&app.name()?, &hostname).await?,
+            json,
+        )?,
         CertsCmd::List { app, json } => {
             let list = client.list_certificates(&app.name()?).await?;
             if json {

@@ -162,6 +162,19 @@ fn https(s: &TestServer, host: &str, root: &Path) -> (i32, String) {
     )
 }
 
+/// A scratch dir, Pebble's plan and the server arguments pointing at it; `None` (the
+/// test skips) only outside CI when Pebble is not installed.
+fn setup() -> Option<(tempfile::TempDir, PebblePlan, Vec<String>)> {
+    if !have_pebble() && std::env::var_os("CI").is_none() {
+        eprintln!("skipped: pebble is not installed (apt-get install pebble)");
+        return None;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let plan = plan(scratch.path());
+    let args = acme_args(&plan);
+    Some((scratch, plan, args))
+}
+
 fn acme_args(plan: &PebblePlan) -> Vec<String> {
     vec![
         "--driver".into(),
@@ -175,13 +188,9 @@ fn acme_args(plan: &PebblePlan) -> Vec<String> {
 
 #[tokio::test]
 async fn pebble_issues_through_tls_alpn_and_the_certificate_is_served() {
-    if !have_pebble() && std::env::var_os("CI").is_none() {
-        eprintln!("skipped: pebble is not installed (apt-get install pebble)");
+    let Some((_scratch, plan, args)) = setup() else {
         return;
-    }
-    let scratch = tempfile::tempdir().unwrap();
-    let plan = plan(scratch.path());
-    let args = acme_args(&plan);
+    };
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut s = TestServer::start_with(&args).await;
     let pebble = plan.start(s.http_port, s.https_port).await;
@@ -252,13 +261,9 @@ async fn pebble_issues_through_tls_alpn_and_the_certificate_is_served() {
 
 #[tokio::test]
 async fn pebble_issues_through_http01_when_tls_alpn_fails() {
-    if !have_pebble() && std::env::var_os("CI").is_none() {
-        eprintln!("skipped: pebble is not installed (apt-get install pebble)");
+    let Some((_scratch, plan, args)) = setup() else {
         return;
-    }
-    let scratch = tempfile::tempdir().unwrap();
-    let plan = plan(scratch.path());
-    let args = acme_args(&plan);
+    };
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let s = TestServer::start_with(&args).await;
     // Nothing listens where Pebble tries TLS-ALPN-01.

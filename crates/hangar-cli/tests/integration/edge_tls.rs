@@ -327,7 +327,7 @@ async fn services_listen_on_the_apps_own_address() {
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "(printf 'over tls\\n'; sleep 1) | timeout 20 openssl s_client -quiet -no_ign_eof -connect {addr}:{tls} \
+            "(printf 'over tls\\n'; sleep 3) | timeout 20 openssl s_client -quiet -no_ign_eof -connect {addr}:{tls} \
              -servername tcp.localhost -verify_return_error -CAfile {} 2>/dev/null",
             ca.display()
         ))

@@ -171,13 +171,7 @@ async fn show(
     Extension(caller): Extension<Caller>,
     Path((app, hostname)): Path<(String, String)>,
 ) -> Result<Json<CertificateDetail>, ApiError> {
-    let app = load_app(&state, &caller, &app).await?;
-    let view = state
-        .edge
-        .certificate(&app.name, &hostname)
-        .await?
-        .ok_or_else(|| not_found(&app.name, &hostname))?;
-    Ok(Json(detail(&state, &app.name, view).await?))
+    one(&state, &caller, &app, &hostname, false).await
 }
 
 async fn check(
@@ -185,13 +179,25 @@ async fn check(
     Extension(caller): Extension<Caller>,
     Path((app, hostname)): Path<(String, String)>,
 ) -> Result<Json<CertificateDetail>, ApiError> {
-    let app = load_app(&state, &caller, &app).await?;
-    let view = state
-        .edge
-        .check(&app.name, &hostname)
-        .await?
-        .ok_or_else(|| not_found(&app.name, &hostname))?;
-    Ok(Json(detail(&state, &app.name, view).await?))
+    one(&state, &caller, &app, &hostname, true).await
+}
+
+/// One hostname's certificate, validated again first when `check` is set.
+async fn one(
+    state: &AppState,
+    caller: &Caller,
+    app: &str,
+    hostname: &str,
+    check: bool,
+) -> Result<Json<CertificateDetail>, ApiError> {
+    let app = load_app(state, caller, app).await?;
+    let view = if check {
+        state.edge.check(&app.name, hostname).await?
+    } else {
+        state.edge.certificate(&app.name, hostname).await?
+    };
+    let view = view.ok_or_else(|| not_found(&app.name, hostname))?;
+    Ok(Json(detail(state, &app.name, view).await?))
 }
 
 async fn remove(

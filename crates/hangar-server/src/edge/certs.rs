@@ -60,6 +60,24 @@ fn needs_issue(record: &CertRecord) -> bool {
         || expires(record).is_none_or(|t| hangar_certs::due_for_renewal(t, SystemTime::now()))
 }
 
+/// A hostname's row before its first certificate.
+fn pending(hostname: &str, app: &str, authority: &str) -> CertRecord {
+    let now = clock::rfc3339_now();
+    CertRecord {
+        hostname: hostname.to_string(),
+        app_name: app.to_string(),
+        authority: authority.to_string(),
+        status: "pending_validation".into(),
+        chain_pem: None,
+        key_pem: None,
+        issuer: None,
+        expires_at: None,
+        last_error: None,
+        created_at: now.clone(),
+        updated_at: now,
+    }
+}
+
 /// Waits before retry `attempt` of a failed validation: 1 min, 5 min, 15 min, then hourly.
 fn backoff(attempt: u32) -> Duration {
     match attempt {
@@ -132,20 +150,7 @@ impl Edge {
                 return Ok(());
             }
         }
-        let now = clock::rfc3339_now();
-        let row = CertRecord {
-            hostname: hostname.clone(),
-            app_name: app.to_string(),
-            authority: DEV_CA.into(),
-            status: "pending_validation".into(),
-            chain_pem: None,
-            key_pem: None,
-            issuer: None,
-            expires_at: None,
-            last_error: None,
-            created_at: now.clone(),
-            updated_at: now,
-        };
+        let row = pending(&hostname, app, DEV_CA);
         self.store
             .call(move |db| db.insert_certificate(&row))
             .await?;
@@ -179,20 +184,7 @@ impl Edge {
                 "{hostname} is a wildcard: wildcard certificates need DNS-01 validation, which this platform does not perform; add each hostname instead"
             )));
         }
-        let now = clock::rfc3339_now();
-        let row = CertRecord {
-            hostname: hostname.clone(),
-            app_name: app.to_string(),
-            authority: ACME.into(),
-            status: "pending_validation".into(),
-            chain_pem: None,
-            key_pem: None,
-            issuer: None,
-            expires_at: None,
-            last_error: None,
-            created_at: now.clone(),
-            updated_at: now,
-        };
+        let row = pending(&hostname, app, ACME);
         let r = row.clone();
         let h = hostname.clone();
         let existing = self
