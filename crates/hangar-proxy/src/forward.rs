@@ -6,33 +6,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::http::uri::PathAndQuery;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 use crate::load::LoadGuard;
-
-pub type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
-
-thread_local! {
-    /// One client (and so one pool of machine connections) per proxy thread: a request
-    /// and the connection it travels on stay on the thread that accepted the client.
-    static CLIENT: Client = client();
-}
-
-/// This thread's client.
-pub fn local_client() -> Client {
-    CLIENT.with(Client::clone)
-}
-
-fn client() -> Client {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    connector.set_nodelay(true);
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(4))
-        .build(connector)
-}
+use crate::pool;
 
 /// How the client reached the proxy, for the forwarding headers (rendered once per
 /// connection, not per request).
@@ -66,8 +45,6 @@ pub enum ForwardError {
     Connect(SocketAddr, String),
     #[error("the machine at {0} did not answer within {1:?}")]
     Timeout(SocketAddr, Duration),
-    #[error("bad request path: {0}")]
-    BadPath(String),
 }
 
 /// Headers that describe one connection and are not passed on (RFC 9110 §7.6.1).
@@ -112,23 +89,17 @@ pub fn is_upgrade(req: &Request<Body>) -> bool {
     req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE)
 }
 
-/// Rewrites `req` for the machine at `target` and adds Fly's request headers.
-pub fn prepare(
-    req: &mut Request<Body>,
-    target: SocketAddr,
-    origin: &Origin,
-    region: &str,
-    request_id: &str,
-) -> Result<(), ForwardError> {
+/// Rewrites `req` for a machine and adds Fly's request headers.
+pub fn prepare(req: &mut Request<Body>, origin: &Origin, region: &str, request_id: &str) {
     let upgrade = is_upgrade(req);
     let authority = req.uri().authority().map(|a| a.to_string());
-    let uri = {
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        format!("http://{target}{path}")
-    };
-    *req.uri_mut() = uri
-        .parse::<Uri>()
-        .map_err(|e| ForwardError::BadPath(e.to_string()))?;
+    // Origin form (`/path?query`), as a machine expects on its own connection.
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *req.uri_mut() = Uri::from(path);
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers, upgrade);
@@ -175,7 +146,6 @@ pub fn prepare(
     }
     set(headers, "fly-region", region);
     set(headers, "fly-request-id", request_id);
-    Ok(())
 }
 
 /// Sends `req` and waits up to `timeout` for the answer's head; the body then streams.
@@ -186,19 +156,25 @@ pub async fn send(
     guard: LoadGuard,
 ) -> Result<Response<Body>, ForwardError> {
     let client_upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
-    let client = local_client();
-    let mut resp = match tokio::time::timeout(timeout, client.request(req)).await {
+    let checkout = pool::checkout(target)
+        .await
+        .map_err(|e| ForwardError::Connect(target, e))?;
+    let mut sender = checkout.sender;
+    let mut resp = match tokio::time::timeout(timeout, sender.send_request(req)).await {
         Err(_) => return Err(ForwardError::Timeout(target, timeout)),
         Ok(Err(e)) => {
             let mut cause = e.to_string();
             if let Some(src) = std::error::Error::source(&e) {
                 cause = format!("{cause}: {src}");
             }
-            return Err(if e.is_connect() {
-                ForwardError::Connect(target, cause)
-            } else {
-                ForwardError::Failed(target, cause)
-            });
+            // A reused connection the machine had closed: the request never left.
+            return Err(
+                if e.is_canceled() || (checkout.reused && e.is_incomplete_message()) {
+                    ForwardError::Connect(target, cause)
+                } else {
+                    ForwardError::Failed(target, cause)
+                },
+            );
         }
         Ok(Ok(resp)) => resp,
     };
@@ -226,15 +202,28 @@ pub async fn send(
         Body::new(Counted {
             body,
             _guard: guard,
+            connection: Some((target, sender)),
         }),
     ))
 }
 
 /// A machine's answer that counts against the machine until it has been passed on whole
-/// (or the client went away).
+/// (or the client went away); then its connection goes back to the pool, if the answer
+/// was read to the end.
 struct Counted {
     body: hyper::body::Incoming,
     _guard: LoadGuard,
+    connection: Option<(SocketAddr, hyper::client::conn::http1::SendRequest<Body>)>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some((addr, sender)) = self.connection.take() {
+            if http_body::Body::is_end_stream(&self.body) {
+                pool::checkin(addr, sender);
+            }
+        }
+    }
 }
 
 impl http_body::Body for Counted {

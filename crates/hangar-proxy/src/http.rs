@@ -53,7 +53,6 @@ fn route_error(e: &RouteError) -> Response<Body> {
 fn forward_error(e: &ForwardError) -> Response<Body> {
     let status = match e {
         ForwardError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
-        ForwardError::BadPath(_) => StatusCode::BAD_REQUEST,
         ForwardError::Failed(..) | ForwardError::Connect(..) => StatusCode::BAD_GATEWAY,
     };
     text(status, e.to_string())
@@ -255,13 +254,7 @@ async fn send_to(
     target: &route::Target,
     request_id: &str,
 ) -> Result<Response<Body>, ForwardError> {
-    forward::prepare(
-        req,
-        target.addr,
-        &conn.origin,
-        &inner.config.region,
-        request_id,
-    )?;
+    forward::prepare(req, &conn.origin, &inner.config.region, request_id);
     let guard = inner.load.enter(&target.instance.machine_id);
     let req = std::mem::replace(req, Request::new(Body::empty()));
     forward::send(req, target.addr, inner.config.response_timeout, guard).await

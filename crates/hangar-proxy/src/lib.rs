@@ -16,6 +16,7 @@ mod http;
 mod instance;
 mod listen;
 mod load;
+mod pool;
 mod ports;
 mod proxy_proto;
 mod replay;

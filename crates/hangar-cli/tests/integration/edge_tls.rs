@@ -227,7 +227,8 @@ async fn websockets_pass_through() {
     .unwrap();
 }
 
-fn exchange(addr: &str, send: &[u8], want: usize) -> String {
+/// Sends `send` and reads until the answer ends with `until` (or 20 s pass).
+fn exchange(addr: &str, send: &[u8], until: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -235,7 +236,7 @@ fn exchange(addr: &str, send: &[u8], want: usize) -> String {
     stream.write_all(send).unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 512];
-    while got.len() < want {
+    while !got.ends_with(until.as_bytes()) {
         match stream.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => got.extend_from_slice(&buf[..n]),
@@ -285,7 +286,7 @@ async fn services_listen_on_the_apps_own_address() {
             tokio::task::spawn_blocking(move || {
                 TcpStream::connect(&a)
                     .ok()
-                    .map(|_| exchange(&a, b"ping\n", 5))
+                    .map(|_| exchange(&a, b"ping\n", "ping\n"))
             })
             .await
             .unwrap()
@@ -304,14 +305,14 @@ async fn services_listen_on_the_apps_own_address() {
             .find(|i| i["type"] == "v6")
             .expect("a v6 address");
         let v6_addr = format!("[{}]:{raw}", v6["ip"].as_str().unwrap());
-        let got = tokio::task::spawn_blocking(move || exchange(&v6_addr, b"six\n", 4))
+        let got = tokio::task::spawn_blocking(move || exchange(&v6_addr, b"six\n", "six\n"))
             .await
             .unwrap();
         assert_eq!(got, "six\n");
     }
 
     let pp_addr = format!("{addr}:{pp}");
-    let got = tokio::task::spawn_blocking(move || exchange(&pp_addr, b"ping\n", 40))
+    let got = tokio::task::spawn_blocking(move || exchange(&pp_addr, b"ping\n", "ping\n"))
         .await
         .unwrap();
     let (header, rest) = got.split_once("\r\n").expect("a PROXY line");
