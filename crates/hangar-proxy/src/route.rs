@@ -201,15 +201,24 @@ async fn wait_until_accepting(
     let deadline = tokio::time::Instant::now() + START_WAIT;
     let mut rx = inner.instances.clone();
     loop {
-        if let Choice::Target(t) = choose(inner, want) {
-            if tokio::net::TcpStream::connect(t.addr).await.is_ok() {
-                return Ok(t);
+        let started = match choose(inner, want) {
+            Choice::Target(t) => {
+                if tokio::net::TcpStream::connect(t.addr).await.is_ok() {
+                    return Ok(t);
+                }
+                true
             }
-        }
+            _ => false,
+        };
         if tokio::time::Instant::now() > deadline {
             return Err(RouteError::StartTimeout(machine_id.to_string()));
         }
-        let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
+        if started {
+            // Started, but its process is not listening yet: it will be in a moment.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        } else {
+            let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
+        }
     }
 }
 
