@@ -420,6 +420,96 @@ async fn a_burst_at_stopped_machines_starts_exactly_one() {
     assert_eq!(started, 1, "exactly one machine started for the burst");
 }
 
+/// Serves its name at `/` and, after 3 s, at `/cgi-bin/slow`.
+fn slow_site(name: &str, port: u16) -> String {
+    format!(
+        "mkdir -p www/cgi-bin && echo {name} > www/index.html && \
+         printf '#!/bin/sh\\nsleep 3\\necho Content-Type: text/plain\\necho\\necho {name}\\n' > www/cgi-bin/slow && \
+         chmod +x www/cgi-bin/slow && exec busybox httpd -f -p 127.0.0.1:{port} -h www"
+    )
+}
+
+#[tokio::test]
+async fn soft_limits_regions_and_suspended_machines() {
+    let s = TestServer::start().await;
+    // Soft limit 1: while one machine serves a slow request, the other takes the rest.
+    s.create_app("soft").await;
+    let limits = json!({"service": {"concurrency": {"type": "requests", "soft_limit": 1}}});
+    for name in ["one", "two"] {
+        let p = free_port();
+        let mut extra = limits.clone();
+        extra["port"] = json!(p);
+        machine_in(&s, "soft", "ord", &slow_site(name, p), extra).await;
+    }
+    let slow = get(&s, "soft.localhost", "/cgi-bin/slow");
+    let quick = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            seen.push(get(&s, "soft.localhost", "/").await.1.trim().to_string());
+        }
+        seen
+    };
+    let ((_, busy), seen) = tokio::join!(slow, quick);
+    let busy = busy.trim().to_string();
+    assert!(
+        seen.iter().all(|n| *n != busy),
+        "{busy} was over its soft limit, yet served {seen:?}"
+    );
+
+    // Local first; another region only when the local machine is at its hard limit.
+    s.create_app("near").await;
+    let hard = json!({"concurrency": {"type": "requests", "soft_limit": 1, "hard_limit": 1}});
+    let p = free_port();
+    machine_in(
+        &s,
+        "near",
+        "ord",
+        &slow_site("local", p),
+        json!({"port": p, "service": hard}),
+    )
+    .await;
+    let p = free_port();
+    machine_in(
+        &s,
+        "near",
+        "sjc",
+        &slow_site("far", p),
+        json!({"port": p, "service": hard}),
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(get(&s, "near.localhost", "/").await.1.trim(), "local");
+    }
+    let slow = get(&s, "near.localhost", "/cgi-bin/slow");
+    let spill = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        get(&s, "near.localhost", "/").await
+    };
+    let ((_, first), (_, second)) = tokio::join!(slow, spill);
+    assert_eq!((first.trim(), second.trim()), ("local", "far"));
+
+    // A suspended machine is resumed for a request.
+    s.create_app("nap").await;
+    let p = free_port();
+    let id = machine_in(
+        &s,
+        "nap",
+        "ord",
+        &slow_site("napper", p),
+        json!({"port": p}),
+    )
+    .await;
+    s.call("POST", &format!("/apps/nap/machines/{id}/suspend"), None)
+        .await;
+    s.wait_state("nap", &id, "suspended").await;
+    assert_eq!(
+        get(&s, "nap.localhost", "/").await,
+        (200, "napper\n".to_string())
+    );
+    assert_eq!(s.machine("nap", &id).await["state"], "started");
+}
+
 async fn futures_join(handles: Vec<tokio::task::JoinHandle<u16>>) -> Vec<u16> {
     let mut out = Vec::new();
     for h in handles {
