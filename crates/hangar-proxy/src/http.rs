@@ -1,23 +1,21 @@
 //! One HTTP request through the proxy: ACME HTTP-01 answers, the app from the address or
-//! the `Host` header, `force_https`, routing headers, the machine chosen by `route`, the
-//! request sent on by `forward`, and `fly-replay` carried out (up to ten replays, for
-//! bodies the proxy could keep). Errors become short text answers with Fly's statuses.
+//! the `Host` header, `force_https`, routing headers, the machine chosen by `route`, and
+//! the request sent on by `forward` — once when its body cannot be kept, else through
+//! `replay`, which also retries refused connections. Errors become short text answers
+//! with Fly's statuses.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::forward::{self, ForwardError, Origin};
 use crate::instance::{Entry, Handler};
-use crate::replay::{self, MAX_REPLAYS};
+use crate::replay;
 use crate::route::{self, RouteError, Want};
 use crate::Inner;
-
-/// How often a kept request is sent elsewhere when a machine refuses the connection.
-const CONNECT_RETRIES: usize = 5;
 
 /// Bodies up to this size are kept so the request can be replayed (Fly: 1 MB).
 pub const REPLAY_BODY_LIMIT: u64 = 1024 * 1024;
@@ -41,7 +39,7 @@ pub fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     resp
 }
 
-fn route_error(e: &RouteError) -> Response<Body> {
+pub fn route_error(e: &RouteError) -> Response<Body> {
     let status = match e {
         RouteError::NoApp(_) | RouteError::NoMachine { .. } => StatusCode::NOT_FOUND,
         RouteError::StartTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -50,7 +48,7 @@ fn route_error(e: &RouteError) -> Response<Body> {
     text(status, e.to_string())
 }
 
-fn forward_error(e: &ForwardError) -> Response<Body> {
+pub fn forward_error(e: &ForwardError) -> Response<Body> {
     let status = match e {
         ForwardError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
         ForwardError::Failed(..) | ForwardError::Connect(..) => StatusCode::BAD_GATEWAY,
@@ -89,9 +87,16 @@ fn forces_https(inner: &Inner, app: &str, entry: Entry) -> bool {
     })
 }
 
-fn https_redirect(inner: &Inner, host: &str, req: &Request<Body>) -> Response<Body> {
+/// A 301 to the HTTPS URL: the edge's HTTPS port for the edge listeners, 443 on an
+/// app's own address.
+fn https_redirect(inner: &Inner, conn: &Conn, host: &str, req: &Request<Body>) -> Response<Body> {
     let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    let port = match inner.config.https_port {
+    let edge_port = if conn.app.is_some() {
+        None
+    } else {
+        inner.config.https_port
+    };
+    let port = match edge_port {
         Some(443) | None => String::new(),
         Some(p) => format!(":{p}"),
     };
@@ -158,7 +163,7 @@ async fn respond(
         },
     };
     if !conn.origin.tls && forces_https(inner, &app, conn.entry) {
-        return https_redirect(inner, &host, &req);
+        return https_redirect(inner, conn, &host, &req);
     }
     let mut want = Want::app(&app, conn.entry);
     want.instance = req
@@ -219,7 +224,7 @@ async fn respond(
         }
     };
     let template = Request::from_parts(parts, ());
-    replaying(inner, conn, &template, body, want, request_id).await
+    replay::replaying(inner, conn, template, body, want, request_id).await
 }
 
 /// Sends a request whose body cannot be kept: no replay is possible.
@@ -247,7 +252,7 @@ async fn once(
 }
 
 /// Prepares `req` for the target machine and sends it, counted against the machine.
-async fn send_to(
+pub async fn send_to(
     inner: &Inner,
     conn: &Conn,
     req: &mut Request<Body>,
@@ -258,111 +263,4 @@ async fn send_to(
     let guard = inner.load.enter(&target.instance.machine_id);
     let req = std::mem::replace(req, Request::new(Body::empty()));
     forward::send(req, target.addr, inner.config.response_timeout, guard).await
-}
-
-fn copy_of(template: &Request<()>, body: Bytes) -> Request<Body> {
-    let mut req = Request::new(Body::from(body));
-    *req.method_mut() = template.method().clone();
-    *req.uri_mut() = template.uri().clone();
-    *req.version_mut() = template.version();
-    *req.headers_mut() = template.headers().clone();
-    req
-}
-
-/// Sends a kept request, and again wherever each `fly-replay` answer says.
-async fn replaying(
-    inner: &Inner,
-    conn: &Conn,
-    template: &Request<()>,
-    body: Bytes,
-    mut want: Want,
-    request_id: &str,
-) -> Response<Body> {
-    let mut replay_src: Option<String> = None;
-    let mut connect_failures = 0;
-    let mut replays = 0;
-    while replays <= MAX_REPLAYS {
-        let target = match route::route(inner, &want).await {
-            Ok(t) => t,
-            Err(e) => return route_error(&e),
-        };
-        let mut req = copy_of(template, body.clone());
-        if let Some(src) = &replay_src {
-            if let Ok(v) = HeaderValue::from_str(src) {
-                req.headers_mut().insert("fly-replay-src", v);
-            }
-        }
-        let resp = match send_to(inner, conn, &mut req, &target, request_id).await {
-            Ok(r) => r,
-            // Nothing reached the machine (it is stopping, or not listening yet): the
-            // kept request goes to another machine, as Fly's proxy retries.
-            Err(ForwardError::Connect(addr, cause)) if connect_failures < CONNECT_RETRIES => {
-                tracing::debug!(%addr, %cause, "retrying on another machine");
-                connect_failures += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-            Err(e) => return forward_error(&e),
-        };
-        replays += 1;
-        let Some(value) = resp.headers().get("fly-replay").cloned() else {
-            return resp;
-        };
-        let instructions = match value
-            .to_str()
-            .map_err(|e| e.to_string())
-            .and_then(replay::parse)
-        {
-            Ok(r) => r,
-            Err(e) => {
-                return text(
-                    StatusCode::BAD_GATEWAY,
-                    format!(
-                        "machine {} answered with an invalid fly-replay: {e}",
-                        target.instance.machine_id
-                    ),
-                )
-            }
-        };
-        let app = instructions.app.clone().unwrap_or_else(|| want.app.clone());
-        if !inner.instances.borrow().contains_key(&app) {
-            return text(
-                StatusCode::BAD_GATEWAY,
-                format!("fly-replay names app {app:?}, which has no machines"),
-            );
-        }
-        let micros = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros());
-        let mut src = format!(
-            "instance={};region={};t={micros}",
-            target.instance.machine_id, target.instance.region
-        );
-        if let Some(state) = &instructions.state {
-            src.push_str(&format!(";state={state}"));
-        }
-        replay_src = Some(src);
-        want = Want {
-            app,
-            entry: want.entry,
-            regions: instructions.regions.clone(),
-            instance: instructions.instance.clone(),
-            exclude: instructions
-                .elsewhere
-                .then(|| target.instance.machine_id.clone()),
-        };
-        if let Some(preferred) = &instructions.prefer_instance {
-            let available = inner.instances.borrow().get(&want.app).is_some_and(|l| {
-                l.iter()
-                    .any(|i| i.machine_id == *preferred && i.can_serve())
-            });
-            if available {
-                want.instance = Some(preferred.clone());
-            }
-        }
-    }
-    text(
-        StatusCode::BAD_GATEWAY,
-        format!("the request was replayed more than {MAX_REPLAYS} times; giving up"),
-    )
 }

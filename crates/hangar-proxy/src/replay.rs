@@ -1,8 +1,49 @@
-//! The `fly-replay` response header: `;`-separated `key=value` pairs (values with
-//! commas quoted) that tell the proxy to deliver the original request again — to
-//! another region, machine or app. Parsing only; `http` carries the replays out.
+//! `fly-replay`: a machine answers with a `fly-replay` header (`;`-separated
+//! `key=value` pairs, values with commas quoted) or a body of type
+//! `application/vnd.fly.replay+json`, and the proxy delivers the original request again
+//! — to another region, machine or app, optionally with its path and headers
+//! transformed, bounded by a timeout, with a fallback to the replaying machine. This
+//! module parses the instructions and carries them out for kept requests.
 
-/// A parsed `fly-replay` header.
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+
+use crate::forward::ForwardError;
+use crate::http::{forward_error, route_error, send_to, text, Conn};
+use crate::route::{self, RouteError, Target, Want};
+use crate::Inner;
+
+/// Fly's limit on replays of one request.
+pub const MAX_REPLAYS: usize = 10;
+/// How often a kept request is sent elsewhere when a machine refuses the connection.
+const CONNECT_RETRIES: usize = 5;
+/// The content type of a replay given as a body.
+const REPLAY_JSON: &str = "application/vnd.fly.replay+json";
+/// The largest replay body read.
+const REPLAY_JSON_LIMIT: usize = 64 * 1024;
+
+/// Where a failed replay goes instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// Back to the machine that replayed; an error if it is gone.
+    ForceSelf,
+    /// That machine, else any machine of its app.
+    PreferSelf,
+}
+
+/// Changes made to the request before it is replayed (JSON form only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transform {
+    pub path: Option<String>,
+    pub delete_headers: Vec<String>,
+    pub set_headers: Vec<(String, String)>,
+}
+
+/// Parsed replay instructions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Replay {
     pub regions: Vec<String>,
@@ -11,10 +52,10 @@ pub struct Replay {
     pub app: Option<String>,
     pub state: Option<String>,
     pub elsewhere: bool,
+    pub timeout: Option<Duration>,
+    pub fallback: Option<Fallback>,
+    pub transform: Transform,
 }
-
-/// Fly's limit on replays of one request.
-pub const MAX_REPLAYS: usize = 10;
 
 /// Splits on `;` outside double quotes.
 fn fields(header: &str) -> Vec<String> {
@@ -32,7 +73,49 @@ fn fields(header: &str) -> Vec<String> {
     out
 }
 
-/// Parses a `fly-replay` value; the error says which part is wrong.
+fn regions(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn duration(value: &str) -> Result<Duration, String> {
+    let v = value.trim();
+    let parsed = if let Some(ms) = v.strip_suffix("ms") {
+        ms.parse::<u64>().map(Duration::from_millis)
+    } else if let Some(s) = v.strip_suffix('s') {
+        s.parse::<u64>().map(Duration::from_secs)
+    } else {
+        v.parse::<u64>().map(Duration::from_secs)
+    };
+    parsed.map_err(|_| format!("timeout {v:?} is not a duration like 10s or 800ms"))
+}
+
+fn fallback(value: &str) -> Result<Fallback, String> {
+    match value.trim() {
+        "force_self" => Ok(Fallback::ForceSelf),
+        "prefer_self" => Ok(Fallback::PreferSelf),
+        other => Err(format!(
+            "fallback {other:?} is neither force_self nor prefer_self"
+        )),
+    }
+}
+
+fn check(r: Replay) -> Result<Replay, String> {
+    if r.regions.is_empty()
+        && r.instance.is_none()
+        && r.prefer_instance.is_none()
+        && r.app.is_none()
+        && !r.elsewhere
+    {
+        return Err("names no region, instance, app or elsewhere".into());
+    }
+    Ok(r)
+}
+
+/// Parses a `fly-replay` header; the error says which part is wrong.
 pub fn parse(header: &str) -> Result<Replay, String> {
     let mut r = Replay::default();
     for field in fields(header) {
@@ -45,33 +128,310 @@ pub fn parse(header: &str) -> Result<Replay, String> {
             .ok_or_else(|| format!("{field:?} is not key=value"))?;
         let value = value.trim().to_string();
         match key.trim().to_ascii_lowercase().as_str() {
-            "region" => {
-                r.regions = value
-                    .split(',')
-                    .map(|s| s.trim().to_ascii_lowercase())
-                    .filter(|s| !s.is_empty())
-                    .collect();
-            }
+            "region" => r.regions = regions(&value),
             "instance" => r.instance = Some(value),
             "prefer_instance" => r.prefer_instance = Some(value),
             "app" => r.app = Some(value),
             "state" => r.state = Some(value),
             "elsewhere" => r.elsewhere = value.eq_ignore_ascii_case("true"),
-            // Bounds and fallbacks are accepted; every replay here is bounded by the
-            // proxy's own start wait.
-            "timeout" | "fallback" => {}
+            "timeout" => r.timeout = Some(duration(&value)?),
+            "fallback" => r.fallback = Some(fallback(&value)?),
             other => return Err(format!("unknown field {other:?}")),
         }
     }
-    if r.regions.is_empty()
-        && r.instance.is_none()
-        && r.prefer_instance.is_none()
-        && r.app.is_none()
-        && !r.elsewhere
-    {
-        return Err("names no region, instance, app or elsewhere".into());
+    check(r)
+}
+
+#[derive(Deserialize)]
+struct JsonHeader {
+    name: String,
+    value: String,
+}
+
+#[derive(Deserialize, Default)]
+struct JsonTransform {
+    path: Option<String>,
+    #[serde(default)]
+    delete_headers: Vec<String>,
+    #[serde(default)]
+    set_headers: Vec<JsonHeader>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonReplay {
+    region: Option<String>,
+    instance: Option<String>,
+    prefer_instance: Option<String>,
+    app: Option<String>,
+    state: Option<String>,
+    #[serde(default)]
+    elsewhere: bool,
+    timeout: Option<String>,
+    fallback: Option<String>,
+    transform: Option<JsonTransform>,
+    // Replay-cache settings are accepted; nothing is cached.
+    #[serde(default)]
+    #[allow(dead_code)]
+    cache: Option<serde_json::Value>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    allow_bypass: Option<bool>,
+}
+
+/// Parses the JSON form of a replay.
+pub fn parse_json(body: &[u8]) -> Result<Replay, String> {
+    let j: JsonReplay =
+        serde_json::from_slice(body).map_err(|e| format!("invalid replay JSON: {e}"))?;
+    let transform = j.transform.unwrap_or_default();
+    check(Replay {
+        regions: j.region.as_deref().map(regions).unwrap_or_default(),
+        instance: j.instance,
+        prefer_instance: j.prefer_instance,
+        app: j.app,
+        state: j.state,
+        elsewhere: j.elsewhere,
+        timeout: j.timeout.as_deref().map(duration).transpose()?,
+        fallback: j.fallback.as_deref().map(fallback).transpose()?,
+        transform: Transform {
+            path: transform.path,
+            delete_headers: transform.delete_headers,
+            set_headers: transform
+                .set_headers
+                .into_iter()
+                .map(|h| (h.name, h.value))
+                .collect(),
+        },
+    })
+}
+
+/// The replay a machine's answer asks for, if any.
+async fn instructions(resp: Response<Body>) -> Option<Result<Replay, String>> {
+    if let Some(value) = resp.headers().get("fly-replay") {
+        return Some(value.to_str().map_err(|e| e.to_string()).and_then(parse));
     }
-    Ok(r)
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(REPLAY_JSON));
+    if !is_json {
+        return None;
+    }
+    let limited = http_body_util::Limited::new(resp.into_body(), REPLAY_JSON_LIMIT);
+    Some(match limited.collect().await {
+        Ok(body) => parse_json(&body.to_bytes()),
+        Err(e) => Err(format!("cannot read the replay body: {e}")),
+    })
+}
+
+/// Whether an answer carries replay instructions (header or JSON body).
+fn asks_replay(resp: &Response<Body>) -> bool {
+    resp.headers().contains_key("fly-replay")
+        || resp
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(REPLAY_JSON))
+}
+
+fn copy_of(template: &Request<()>, body: Bytes) -> Request<Body> {
+    let mut req = Request::new(Body::from(body));
+    *req.method_mut() = template.method().clone();
+    *req.uri_mut() = template.uri().clone();
+    *req.version_mut() = template.version();
+    *req.headers_mut() = template.headers().clone();
+    req
+}
+
+fn apply(template: &mut Request<()>, t: &Transform) -> Result<(), String> {
+    if let Some(path) = &t.path {
+        *template.uri_mut() = path
+            .parse::<Uri>()
+            .map_err(|e| format!("transform path {path:?}: {e}"))?;
+    }
+    for name in &t.delete_headers {
+        template.headers_mut().remove(name.as_str());
+    }
+    for (name, value) in &t.set_headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("transform header name {name:?} is invalid"))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("transform header value for {name} is invalid"))?;
+        template.headers_mut().insert(name, value);
+    }
+    Ok(())
+}
+
+fn micros_now() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros())
+}
+
+/// The bounds of a replay under way: how long it may take to route, and what it
+/// falls back to when it cannot be.
+struct Pending {
+    fallback: Option<Fallback>,
+    replayer: Target,
+    timeout: Option<Duration>,
+    since: Instant,
+}
+
+/// Routes `want`, within the replay's timeout; on failure, to its fallback.
+async fn route_replay(
+    inner: &Inner,
+    want: &Want,
+    pending: &Option<Pending>,
+) -> Result<(Target, Option<String>), RouteError> {
+    let routed = match pending.as_ref().and_then(|p| p.timeout) {
+        Some(t) => match tokio::time::timeout(t, route::route(inner, want)).await {
+            Ok(r) => r.map_err(|e| (e, "no_candidate")),
+            Err(_) => Err((RouteError::NoCandidate(want.app.clone()), "timeout")),
+        },
+        None => route::route(inner, want)
+            .await
+            .map_err(|e| (e, "no_candidate")),
+    };
+    let (error, reason) = match routed {
+        Ok(t) => return Ok((t, None)),
+        Err(failure) => failure,
+    };
+    let Some((p, fallback)) = pending.as_ref().and_then(|p| p.fallback.map(|f| (p, f))) else {
+        return Err(error);
+    };
+    let me = &p.replayer.instance;
+    let mut back = Want::app(&me.app, want.entry);
+    back.instance = Some(me.machine_id.clone());
+    let target = match (route::route(inner, &back).await, fallback) {
+        (Ok(t), _) => t,
+        (Err(e), Fallback::ForceSelf) => return Err(e),
+        (Err(_), Fallback::PreferSelf) => {
+            route::route(inner, &Want::app(&me.app, want.entry)).await?
+        }
+    };
+    let failed = format!(
+        "instance={};app={};region={};replay_source={};reason={reason};elapsed_ms={}",
+        want.instance.as_deref().unwrap_or(""),
+        want.app,
+        want.regions.join(","),
+        me.machine_id,
+        p.since.elapsed().as_millis()
+    );
+    Ok((target, Some(failed)))
+}
+
+/// Sends a kept request, and again wherever each replay instruction says.
+pub async fn replaying(
+    inner: &Inner,
+    conn: &Conn,
+    mut template: Request<()>,
+    body: Bytes,
+    mut want: Want,
+    request_id: &str,
+) -> Response<Body> {
+    let mut replay_src: Option<String> = None;
+    let mut pending: Option<Pending> = None;
+    let mut connect_failures = 0;
+    let mut replays = 0;
+    while replays <= MAX_REPLAYS {
+        let (target, failed) = match route_replay(inner, &want, &pending).await {
+            Ok(t) => t,
+            Err(e) => return route_error(&e),
+        };
+        let mut req = copy_of(&template, body.clone());
+        let extra = [
+            ("fly-replay-src", &replay_src),
+            ("fly-replay-failed", &failed),
+        ];
+        for (name, value) in extra {
+            if let Some(v) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+                req.headers_mut().insert(name, v);
+            }
+        }
+        let resp = match send_to(inner, conn, &mut req, &target, request_id).await {
+            Ok(r) => r,
+            // Nothing reached the machine (it is stopping, or not listening yet): the
+            // kept request goes to another machine, as Fly's proxy retries.
+            Err(ForwardError::Connect(addr, cause)) if connect_failures < CONNECT_RETRIES => {
+                tracing::debug!(%addr, %cause, "retrying on another machine");
+                connect_failures += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(e) => return forward_error(&e),
+        };
+        replays += 1;
+        // A fallback delivery may not replay again.
+        if failed.is_some() || !asks_replay(&resp) {
+            return resp;
+        }
+        let machine = target.instance.machine_id.clone();
+        let instructions = match instructions(resp).await {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("machine {machine} answered with an invalid fly-replay: {e}"),
+                )
+            }
+            None => {
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("machine {machine} answered with an unreadable fly-replay"),
+                )
+            }
+        };
+        let app = instructions.app.clone().unwrap_or_else(|| want.app.clone());
+        if !inner.instances.borrow().contains_key(&app) {
+            return text(
+                StatusCode::BAD_GATEWAY,
+                format!("fly-replay names app {app:?}, which has no machines"),
+            );
+        }
+        if let Err(e) = apply(&mut template, &instructions.transform) {
+            return text(
+                StatusCode::BAD_GATEWAY,
+                format!("machine {machine} answered with an invalid fly-replay: {e}"),
+            );
+        }
+        let mut src = format!(
+            "instance={machine};region={};t={}",
+            target.instance.region,
+            micros_now()
+        );
+        if let Some(state) = &instructions.state {
+            src.push_str(&format!(";state={state}"));
+        }
+        replay_src = Some(src);
+        pending =
+            (instructions.fallback.is_some() || instructions.timeout.is_some()).then(|| Pending {
+                fallback: instructions.fallback,
+                replayer: target.clone(),
+                timeout: instructions.timeout,
+                since: Instant::now(),
+            });
+        want = Want {
+            app,
+            entry: want.entry,
+            regions: instructions.regions.clone(),
+            instance: instructions.instance.clone(),
+            exclude: instructions.elsewhere.then(|| machine.clone()),
+        };
+        if let Some(preferred) = &instructions.prefer_instance {
+            let available = inner.instances.borrow().get(&want.app).is_some_and(|l| {
+                l.iter()
+                    .any(|i| i.machine_id == *preferred && i.can_serve())
+            });
+            if available {
+                want.instance = Some(preferred.clone());
+            }
+        }
+    }
+    text(
+        StatusCode::BAD_GATEWAY,
+        format!("the request was replayed more than {MAX_REPLAYS} times; giving up"),
+    )
 }
 
 #[cfg(test)]
@@ -91,9 +451,32 @@ mod tests {
         assert_eq!(r.instance.as_deref(), Some("00bb33ff"));
         assert_eq!(r.state.as_deref(), Some("abc"));
         assert!(parse("elsewhere=true").expect("valid").elsewhere);
-        assert!(parse("app=my-worker;timeout=10s;fallback=force_self").is_ok());
+        let r = parse("app=my-worker;timeout=10s;fallback=force_self").expect("valid");
+        assert_eq!(r.timeout, Some(Duration::from_secs(10)));
+        assert_eq!(r.fallback, Some(Fallback::ForceSelf));
+        assert_eq!(
+            parse("region=ord;timeout=800ms").expect("valid").timeout,
+            Some(Duration::from_millis(800))
+        );
         assert!(parse("nonsense").is_err());
         assert!(parse("colour=blue").is_err());
         assert!(parse("state=only").is_err());
+        assert!(parse("region=ord;fallback=maybe").is_err());
+    }
+
+    #[test]
+    fn parses_the_json_form() {
+        let r = parse_json(
+            br#"{"region": "sjc,any", "state": "s", "transform": {"path": "/x?y=1",
+                "delete_headers": ["cookie"], "set_headers": [{"name": "x-a", "value": "b"}]}}"#,
+        )
+        .expect("valid");
+        assert_eq!(r.regions, vec!["sjc", "any"]);
+        assert_eq!(r.transform.path.as_deref(), Some("/x?y=1"));
+        assert_eq!(r.transform.delete_headers, vec!["cookie"]);
+        assert_eq!(r.transform.set_headers, vec![("x-a".into(), "b".into())]);
+        assert!(parse_json(b"{}").is_err());
+        assert!(parse_json(br#"{"region": "ord", "colour": 1}"#).is_err());
+        assert!(parse_json(b"not json").is_err());
     }
 }

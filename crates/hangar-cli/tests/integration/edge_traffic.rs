@@ -16,14 +16,36 @@ use crate::harness::{eventually, free_port, TestServer};
 /// A CGI that replays as its query string says, unless the request is itself a replay:
 /// then it answers with its name and the `fly-replay-src` it was given.
 fn replay_script(name: &str, port: u16) -> String {
+    let json = r#"{"region": "sjc", "transform": {"path": "/cgi-bin/show?moved=1",
+        "delete_headers": ["cookie"], "set_headers": [{"name": "X-Added", "value": "yes"}]}}"#;
+    let json_cgi = format!(
+        "#!/bin/sh\necho Content-Type: application/vnd.fly.replay+json\necho\necho '{}'\n",
+        json.replace('\n', " ")
+    );
+    let show_cgi = format!(
+        "#!/bin/sh\necho Content-Type: text/plain\necho\necho \"{name} $QUERY_STRING [$HTTP_X_ADDED] [$HTTP_COOKIE]\"\n"
+    );
     format!(
-        "mkdir -p www/cgi-bin && \
-         printf '#!/bin/sh\\necho Content-Type: text/plain\\nif [ -n \"$HTTP_FLY_REPLAY_SRC\" ]; then echo; echo \"{name} $HTTP_FLY_REPLAY_SRC\"; else echo \"fly-replay: $(echo \"$QUERY_STRING\" | sed \"s/\\&/;/g\")\"; echo; echo replaying; fi\\n' > www/cgi-bin/replay && \
+        "mkdir -p www/cgi-bin && {} && {} && \
+         printf '#!/bin/sh\\necho Content-Type: text/plain\\nif [ -n \"$HTTP_FLY_REPLAY_FAILED\" ]; then echo; echo \"{name} failed $HTTP_FLY_REPLAY_FAILED\"; elif [ -n \"$HTTP_FLY_REPLAY_SRC\" ]; then echo; echo \"{name} $HTTP_FLY_REPLAY_SRC\"; else echo \"fly-replay: $(echo \"$QUERY_STRING\" | sed \"s/\\&/;/g\")\"; echo; echo replaying; fi\\n' > www/cgi-bin/replay && \
          printf '#!/bin/sh\\necho Content-Type: text/plain\\necho \"fly-replay: elsewhere=true\"\\necho\\n' > www/cgi-bin/loop && \
          printf '#!/bin/sh\\necho Content-Type: text/plain\\necho \"fly-replay: nonsense\"\\necho\\n' > www/cgi-bin/bad && \
          chmod +x www/cgi-bin/* && echo {name} > www/index.html && \
-         exec busybox httpd -f -p 127.0.0.1:{port} -h www"
+         exec busybox httpd -f -p 127.0.0.1:{port} -h www",
+        printf_file(&json_cgi, "www/cgi-bin/json"),
+        printf_file(&show_cgi, "www/cgi-bin/show"),
     )
+}
+
+/// A shell command writing `content` to `path` with printf, quotes and newlines escaped.
+fn printf_file(content: &str, path: &str) -> String {
+    let escaped = content
+        .replace('\\', "\\\\")
+        .replace('%', "%%")
+        .replace('\'', "\\047")
+        .replace('"', "\\042")
+        .replace('\n', "\\n");
+    format!("printf '{escaped}' > {path}")
 }
 
 async fn machine_in(s: &TestServer, app: &str, region: &str, script: &str, extra: Value) -> String {
@@ -150,6 +172,32 @@ async fn fly_replay_goes_to_another_region_machine_and_app() {
         "sjc"
     };
     assert_ne!(src_instance, answered_by, "{body}");
+
+    // The JSON form, with its path and headers transformed.
+    let r = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/cgi-bin/json", s.http_port))
+        .header("host", "rp.localhost")
+        .header("cookie", "session=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap().trim(), "sjc-c moved=1 [yes] []");
+    // A replay nobody can take falls back to the machine that asked for it.
+    let (status, body) = get(
+        &s,
+        "rp.localhost",
+        "/cgi-bin/replay?region=nowhere&fallback=force_self",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(" failed ")
+            && body.contains("region=nowhere")
+            && body.contains("reason=no_candidate"),
+        "{body}"
+    );
+    let (status, _) = get(&s, "rp.localhost", "/cgi-bin/replay?region=nowhere").await;
+    assert_eq!(status, 503, "without a fallback it fails");
 
     // Replays are bounded, and a malformed instruction is the machine's error.
     let (status, body) = get(&s, "rp.localhost", "/cgi-bin/loop").await;
