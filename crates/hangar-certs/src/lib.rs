@@ -62,6 +62,53 @@ pub fn inspect(chain_pem: &str) -> Result<(String, SystemTime), CertError> {
     Ok((issuer, not_after))
 }
 
+/// Checks an imported certificate: valid PEM, not expired, and naming `hostname` (in its
+/// subject alternative names or common name, wildcards matching one label).
+pub fn check_covers(chain_pem: &str, hostname: &str) -> Result<(String, SystemTime), CertError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(chain_pem.as_bytes())
+        .map_err(|e| CertError::Invalid(format!("fullchain is not valid PEM: {e}")))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| CertError::Invalid(format!("fullchain is not a valid certificate: {e}")))?;
+    let mut names: Vec<String> = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                names.push(d.to_ascii_lowercase());
+            }
+        }
+    }
+    names.extend(
+        cert.subject()
+            .iter_common_name()
+            .filter_map(|cn| cn.as_str().ok())
+            .map(str::to_ascii_lowercase),
+    );
+    let host = hostname.to_ascii_lowercase();
+    let covered = names.iter().any(|n| {
+        *n == host
+            || n.strip_prefix("*.")
+                .is_some_and(|base| host.split_once('.').is_some_and(|(_, rest)| rest == base))
+    });
+    if !covered {
+        return Err(CertError::Invalid(format!(
+            "the certificate does not name {hostname} (it names {})",
+            if names.is_empty() {
+                "nothing".into()
+            } else {
+                names.join(", ")
+            }
+        )));
+    }
+    let (issuer, not_after) = inspect(chain_pem)?;
+    if not_after <= SystemTime::now() {
+        return Err(CertError::Invalid(
+            "the certificate has expired; import a current one".into(),
+        ));
+    }
+    Ok((issuer, not_after))
+}
+
 /// Whether a certificate expiring at `not_after` is due for renewal: Let's Encrypt's
 /// advice, in the last third of a 90-day life (30 days before expiry).
 pub fn due_for_renewal(not_after: SystemTime, now: SystemTime) -> bool {
@@ -117,6 +164,18 @@ mod tests {
         assert!(validate_hostname("Bad.example.com").is_err());
         assert!(validate_hostname("-a.example.com").is_err());
         assert!(validate_hostname("a.*.com").is_err());
+    }
+
+    #[test]
+    fn imported_certificates_must_name_the_host() {
+        let dir = std::env::temp_dir().join(format!("hangar-certs-{}", std::process::id()));
+        let ca = ca::DevCa::load_or_create(&dir).expect("ca");
+        let issued = ca.issue("shop.example.com").expect("issue");
+        assert!(check_covers(&issued.chain_pem, "shop.example.com").is_ok());
+        let err = check_covers(&issued.chain_pem, "other.example.com").expect_err("not named");
+        assert!(err.to_string().contains("does not name"), "{err}");
+        assert!(check_covers("junk", "shop.example.com").is_err());
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! `/apps/{app}/certificates`, and the development CA's root.
 
 use hangar_types::edge::{
-    AddCertificateRequest, AllocateIpRequest, CertificateDetail, CertificateList, IpAssignment,
-    IpAssignments,
+    AddCertificateRequest, AllocateIpRequest, CertificateDetail, CertificateList,
+    ImportCertificateRequest, IpAssignment, IpAssignments,
 };
 use reqwest::Method;
 
@@ -64,6 +64,20 @@ impl Client {
             Method::POST,
             &format!("/apps/{app}/certificates/acme"),
             Some(&body),
+            &[],
+        )
+        .await
+    }
+
+    pub async fn import_certificate(
+        &self,
+        app: &str,
+        req: &ImportCertificateRequest,
+    ) -> Result<CertificateDetail> {
+        self.call(
+            Method::POST,
+            &format!("/apps/{app}/certificates/custom"),
+            Some(req),
             &[],
         )
         .await

@@ -200,6 +200,25 @@ impl Db<'_> {
         Ok(())
     }
 
+    /// Writes every field of an existing hostname's row (an imported certificate).
+    pub fn replace_certificate(&mut self, c: &CertRecord) -> Result<()> {
+        self.conn.execute(
+            "UPDATE certificates SET authority = ?2, status = ?3, chain_pem = ?4, key_pem = ?5, \
+             issuer = ?6, expires_at = ?7, last_error = NULL, updated_at = ?8 WHERE hostname = ?1",
+            params![
+                c.hostname,
+                c.authority,
+                c.status,
+                c.chain_pem,
+                c.key_pem,
+                c.issuer,
+                c.expires_at,
+                c.updated_at
+            ],
+        )?;
+        Ok(())
+    }
+
     pub fn delete_certificate(&mut self, app: &str, hostname: &str) -> Result<bool> {
         let n = self.conn.execute(
             "DELETE FROM certificates WHERE app_name = ?1 AND hostname = ?2",

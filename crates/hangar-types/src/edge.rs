@@ -54,6 +54,25 @@ pub struct AddCertificateRequest {
     pub hostname: String,
 }
 
+/// `POST /apps/{app}/certificates/custom`: a certificate the user brings.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImportCertificateRequest {
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub fullchain: String,
+    #[serde(default)]
+    pub private_key: String,
+}
+
+impl std::fmt::Debug for ImportCertificateRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportCertificateRequest")
+            .field("hostname", &self.hostname)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CertificateSummary {
     pub hostname: String,

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use hangar_types::edge::CertificateDetail;
+use hangar_types::edge::{CertificateDetail, ImportCertificateRequest};
 
 use super::{confirm, AppArg};
 use crate::{config, output};
@@ -16,6 +16,20 @@ pub enum CertsCmd {
         hostname: String,
         #[command(flatten)]
         app: AppArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Use your own certificate for a hostname (PEM files)
+    Import {
+        hostname: String,
+        #[command(flatten)]
+        app: AppArg,
+        /// The certificate chain, leaf first
+        #[arg(long)]
+        fullchain: std::path::PathBuf,
+        /// The certificate's private key
+        #[arg(long)]
+        private_key: std::path::PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -60,6 +74,15 @@ fn status_label(status: &str) -> &'static str {
     match status {
         "active" => "Issued",
         _ => "Awaiting certificates",
+    }
+}
+
+/// flyctl's list status: `Verified` for an active imported certificate.
+fn list_label(status: &str, custom: bool) -> &'static str {
+    if custom && status == "active" {
+        "Verified"
+    } else {
+        status_label(status)
     }
 }
 
@@ -120,6 +143,24 @@ pub async fn run(cmd: CertsCmd) -> Result<()> {
             app,
             json,
         } => detail(client.add_certificate(&app.name()?, &hostname).await?, json)?,
+        CertsCmd::Import {
+            hostname,
+            app,
+            fullchain,
+            private_key,
+            json,
+        } => {
+            let read = |p: &std::path::Path| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+            };
+            let req = ImportCertificateRequest {
+                hostname,
+                fullchain: read(&fullchain)?,
+                private_key: read(&private_key)?,
+            };
+            detail(client.import_certificate(&app.name()?, &req).await?, json)?
+        }
         CertsCmd::Show {
             hostname,
             app,
@@ -145,7 +186,7 @@ pub async fn run(cmd: CertsCmd) -> Result<()> {
                     vec![
                         c.hostname.clone(),
                         c.created_at.clone(),
-                        status_label(&c.status).to_string(),
+                        list_label(&c.status, c.has_custom_certificate).to_string(),
                     ]
                 })
                 .collect();

@@ -127,6 +127,54 @@ async fn https_by_sni_http2_and_force_https() {
         ]);
         assert_eq!((code, out), (0, format!("{body}\n1.1")));
     }
+    // A certificate the user brings is served for its hostname.
+    let own = hangar_certs::ca::DevCa::load_or_create(&s.dir.path().join("own-ca")).unwrap();
+    let issued = own.issue("import.example.test").unwrap();
+    let (chain, key, root) = (
+        s.dir.path().join("chain.pem"),
+        s.dir.path().join("key.pem"),
+        s.dir.path().join("own-root.pem"),
+    );
+    std::fs::write(&chain, &issued.chain_pem).unwrap();
+    std::fs::write(&key, &issued.key_pem).unwrap();
+    std::fs::write(&root, own.cert_pem()).unwrap();
+    let import = |host: &str| {
+        s.cli(&[
+            "certs",
+            "import",
+            host,
+            "-a",
+            "secure",
+            "--fullchain",
+            chain.to_str().unwrap(),
+            "--private-key",
+            key.to_str().unwrap(),
+        ])
+    };
+    let wrong = import("other.example.test");
+    assert!(!wrong.status.success());
+    assert!(
+        crate::harness::stderr(&wrong).contains("does not name other.example.test"),
+        "{wrong:?}"
+    );
+    let out = import("import.example.test");
+    assert!(out.status.success(), "{out:?}");
+    let host = format!("import.example.test:{}", s.https_port);
+    let (code, body) = curl(&[
+        "--cacert",
+        root.to_str().unwrap(),
+        "--resolve",
+        &format!("{host}:127.0.0.1"),
+        &format!("https://{host}/"),
+    ]);
+    assert_eq!((code, body.trim()), (0, "secure-site"));
+    let list = stdout(&s.cli(&["certs", "list", "-a", "secure"]));
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("import.example.test") && l.contains("Verified")),
+        "{list}"
+    );
+
     // A name nobody holds a certificate for gets no handshake.
     let host = format!("nosuch.localhost:{}", s.https_port);
     let (code, _) = curl(&[

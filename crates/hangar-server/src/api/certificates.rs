@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use hangar_types::edge::{
     AddCertificateRequest, Certificate, CertificateDetail, CertificateList, CertificateSummary,
-    DnsRequirements, IssuedCertificate, Validation, ValidationError,
+    DnsRequirements, ImportCertificateRequest, IssuedCertificate, Validation, ValidationError,
 };
 
 use super::apps::load_app;
@@ -21,6 +21,7 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/apps/{app}/certificates", get(list))
         .route("/apps/{app}/certificates/acme", post(add))
+        .route("/apps/{app}/certificates/custom", post(import))
         .route(
             "/apps/{app}/certificates/{hostname}",
             get(show).delete(remove),
@@ -30,11 +31,15 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 fn authority_name(authority: &str) -> &'static str {
-    if authority == crate::edge::ACME_AUTHORITY {
-        "acme"
-    } else {
-        "hangar_dev_ca"
+    match authority {
+        a if a == crate::edge::ACME_AUTHORITY => "acme",
+        a if a == crate::edge::CUSTOM_AUTHORITY => "custom",
+        _ => "hangar_dev_ca",
     }
+}
+
+fn is_custom(r: &hangar_store::CertRecord) -> bool {
+    r.authority == crate::edge::CUSTOM_AUTHORITY
 }
 
 fn summary(v: &CertView) -> CertificateSummary {
@@ -50,8 +55,8 @@ fn summary(v: &CertView) -> CertificateSummary {
         ownership_txt_configured: false,
         configured: active,
         acme_requested: r.authority == crate::edge::ACME_AUTHORITY,
-        has_custom_certificate: false,
-        has_fly_certificate: active,
+        has_custom_certificate: active && is_custom(r),
+        has_fly_certificate: active && !is_custom(r),
         created_at: r.created_at.clone(),
         updated_at: r.updated_at.clone(),
     }
@@ -64,7 +69,7 @@ async fn detail(state: &AppState, app: &str, v: CertView) -> Result<CertificateD
     let active = r.status == "active";
     let certificates = match (&r.expires_at, active) {
         (Some(expires), true) => vec![Certificate {
-            source: "fly".into(),
+            source: if is_custom(&r) { "custom" } else { "fly" }.into(),
             status: "active".into(),
             created_at: r.updated_at.clone(),
             expires_at: Some(expires.clone()),
@@ -154,6 +159,33 @@ async fn add(
         ));
     }
     let view = state.edge.add_hostname(&app.name, &body.hostname).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(detail(&state, &app.name, view).await?),
+    ))
+}
+
+async fn import(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(app): Path<String>,
+    JsonBody(body): JsonBody<ImportCertificateRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let app = load_app(&state, &caller, &app).await?;
+    if body.hostname.trim().is_empty() || body.fullchain.is_empty() || body.private_key.is_empty() {
+        return Err(ApiError::unprocessable(
+            "hostname, fullchain and private_key are required (PEM for the last two)",
+        ));
+    }
+    let view = state
+        .edge
+        .import(
+            &app.name,
+            &body.hostname,
+            &body.fullchain,
+            &body.private_key,
+        )
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(detail(&state, &app.name, view).await?),

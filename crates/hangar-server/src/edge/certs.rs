@@ -17,6 +17,7 @@ use crate::clock;
 
 pub const DEV_CA: &str = "dev_ca";
 pub const ACME: &str = "acme";
+pub const CUSTOM: &str = "custom";
 
 /// A certificate as the API shows it.
 #[derive(Debug, Clone)]
@@ -207,6 +208,51 @@ impl Edge {
         Ok(self.view(record))
     }
 
+    /// Adds (or replaces) a hostname's certificate with one the user brings: it must be
+    /// current, name the hostname, and match its key. It is served as is and never
+    /// renewed here.
+    pub async fn import(
+        &self,
+        app: &str,
+        hostname: &str,
+        chain_pem: &str,
+        key_pem: &str,
+    ) -> Result<CertView, EdgeError> {
+        let hostname = hostname.trim().trim_end_matches('.').to_ascii_lowercase();
+        hangar_certs::validate_hostname(&hostname)?;
+        let (issuer, not_after) = hangar_certs::check_covers(chain_pem, &hostname)?;
+        certified_key(chain_pem, key_pem).map_err(EdgeError::Invalid)?;
+        let mut row = pending(&hostname, app, CUSTOM);
+        let (r, h) = (row.clone(), hostname.clone());
+        let existing = self
+            .store
+            .call(move |db| {
+                db.insert_certificate(&r)?;
+                db.certificate(&h)
+            })
+            .await?;
+        if let Some(e) = existing {
+            if e.app_name != app {
+                return Err(EdgeError::Conflict(format!(
+                    "{hostname} is already a hostname of another app; remove it there first"
+                )));
+            }
+            row.created_at = e.created_at;
+        }
+        row.authority = CUSTOM.into();
+        row.status = "active".into();
+        row.chain_pem = Some(chain_pem.to_string());
+        row.key_pem = Some(key_pem.to_string());
+        row.issuer = Some(issuer);
+        row.expires_at = Some(clock::rfc3339(not_after));
+        let r = row.clone();
+        self.store
+            .call(move |db| db.replace_certificate(&r))
+            .await?;
+        self.publish(&row);
+        Ok(self.view(row))
+    }
+
     fn view(&self, record: CertRecord) -> CertView {
         let issuing = self
             .issuing
@@ -359,6 +405,10 @@ impl Edge {
                 }
             };
             for r in all.into_iter().filter(needs_issue) {
+                if r.authority == CUSTOM {
+                    tracing::warn!(hostname = %r.hostname, expires_at = ?r.expires_at, "an imported certificate is near its expiry; import a new one");
+                    continue;
+                }
                 tracing::info!(hostname = %r.hostname, "renewing certificate");
                 if r.authority == DEV_CA {
                     if let Err(e) = self.ensure_app_certificate(&r.app_name).await {

@@ -15,7 +15,7 @@ use hangar_proxy::{AppAddresses, CertTable};
 use hangar_store::Store;
 use tokio::sync::watch;
 
-pub use certs::{CertView, ACME as ACME_AUTHORITY};
+pub use certs::{CertView, ACME as ACME_AUTHORITY, CUSTOM as CUSTOM_AUTHORITY};
 pub use hangar_certs::acme::{AcmeConfig, Method as AcmeMethod};
 pub use ips::{IpKind, Pools};
 
