@@ -70,14 +70,7 @@ async fn machine_in(s: &TestServer, app: &str, region: &str, script: &str, extra
 }
 
 async fn get(s: &TestServer, host: &str, path: &str) -> (u16, String) {
-    let r = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{}{path}", s.http_port))
-        .header("host", host)
-        .timeout(Duration::from_secs(40))
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap_or_default())
+    s.proxy_get(host, path, &[]).await
 }
 
 #[tokio::test]

@@ -326,6 +326,25 @@ impl TestServer {
         r.body.as_array().cloned().unwrap_or_default()
     }
 
+    /// A GET through the edge proxy with `host` and extra headers: status and body.
+    pub async fn proxy_get(
+        &self,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        let mut req = self
+            .http
+            .get(format!("http://127.0.0.1:{}{path}", self.http_port))
+            .header("host", host)
+            .timeout(Duration::from_secs(60));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.expect("request through the proxy");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
     /// Runs the CLI against this server.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(HANGAR)

@@ -28,15 +28,8 @@ async fn web(s: &TestServer, app: &str, name: &str, port: u16) -> String {
 }
 
 async fn get(s: &TestServer, host: &str, path: &str) -> (u16, String) {
-    let r = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{}{path}", s.http_port))
-        .header("host", host)
-        .header("x-forwarded-for", "203.0.113.9")
-        .timeout(Duration::from_secs(40))
-        .send()
+    s.proxy_get(host, path, &[("x-forwarded-for", "203.0.113.9")])
         .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap_or_default())
 }
 
 #[tokio::test]

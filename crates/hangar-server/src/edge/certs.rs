@@ -185,27 +185,33 @@ impl Edge {
                 "{hostname} is a wildcard: wildcard certificates need DNS-01 validation, which this platform does not perform; add each hostname instead"
             )));
         }
-        let row = pending(&hostname, app, ACME);
-        let r = row.clone();
-        let h = hostname.clone();
-        let existing = self
-            .store
-            .call(move |db| {
-                db.insert_certificate(&r)?;
-                db.certificate(&h)
-            })
-            .await?;
-        let record = existing.unwrap_or(row);
-        if record.app_name != app {
-            return Err(EdgeError::Conflict(format!(
-                "{hostname} is already a hostname of another app; remove it there first"
-            )));
-        }
+        let record = self.claim(pending(&hostname, app, ACME)).await?;
         self.publish(&record);
         if needs_issue(&record) {
             self.spawn_issue(hostname.clone());
         }
         Ok(self.view(record))
+    }
+
+    /// Records the hostname for its app unless it is already there, and returns the
+    /// stored row; a hostname of another app is a conflict.
+    async fn claim(&self, row: CertRecord) -> Result<CertRecord, EdgeError> {
+        let (r, h) = (row.clone(), row.hostname.clone());
+        let stored = self
+            .store
+            .call(move |db| {
+                db.insert_certificate(&r)?;
+                db.certificate(&h)
+            })
+            .await?
+            .unwrap_or_else(|| row.clone());
+        if stored.app_name != row.app_name {
+            return Err(EdgeError::Conflict(format!(
+                "{} is already a hostname of another app; remove it there first",
+                row.hostname
+            )));
+        }
+        Ok(stored)
     }
 
     /// Adds (or replaces) a hostname's certificate with one the user brings: it must be
@@ -222,29 +228,15 @@ impl Edge {
         hangar_certs::validate_hostname(&hostname)?;
         let (issuer, not_after) = hangar_certs::check_covers(chain_pem, &hostname)?;
         certified_key(chain_pem, key_pem).map_err(EdgeError::Invalid)?;
-        let mut row = pending(&hostname, app, CUSTOM);
-        let (r, h) = (row.clone(), hostname.clone());
-        let existing = self
-            .store
-            .call(move |db| {
-                db.insert_certificate(&r)?;
-                db.certificate(&h)
-            })
-            .await?;
-        if let Some(e) = existing {
-            if e.app_name != app {
-                return Err(EdgeError::Conflict(format!(
-                    "{hostname} is already a hostname of another app; remove it there first"
-                )));
-            }
-            row.created_at = e.created_at;
-        }
+        let mut row = self.claim(pending(&hostname, app, CUSTOM)).await?;
         row.authority = CUSTOM.into();
         row.status = "active".into();
         row.chain_pem = Some(chain_pem.to_string());
         row.key_pem = Some(key_pem.to_string());
         row.issuer = Some(issuer);
         row.expires_at = Some(clock::rfc3339(not_after));
+        row.last_error = None;
+        row.updated_at = clock::rfc3339_now();
         let r = row.clone();
         self.store
             .call(move |db| db.replace_certificate(&r))
