@@ -43,6 +43,9 @@ pub enum ForwardError {
     /// Nothing was sent: the machine refused or did not take the connection.
     #[error("could not connect to the machine at {0}: {1}")]
     Connect(SocketAddr, String),
+    /// Nothing reached the machine: a pooled connection it had closed.
+    #[error("the connection to the machine at {0} had closed: {1}")]
+    Stale(SocketAddr, String),
     #[error("the machine at {0} did not answer within {1:?}")]
     Timeout(SocketAddr, Duration),
 }
@@ -151,14 +154,12 @@ pub fn prepare(req: &mut Request<Body>, origin: &Origin, region: &str, request_i
 /// Sends `req` and waits up to `timeout` for the answer's head; the body then streams.
 pub async fn send(
     mut req: Request<Body>,
+    checkout: pool::Checkout,
     target: SocketAddr,
     timeout: Duration,
     guard: LoadGuard,
 ) -> Result<Response<Body>, ForwardError> {
     let client_upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
-    let checkout = pool::checkout(target)
-        .await
-        .map_err(|e| ForwardError::Connect(target, e))?;
     let mut sender = checkout.sender;
     let mut resp = match tokio::time::timeout(timeout, sender.send_request(req)).await {
         Err(_) => return Err(ForwardError::Timeout(target, timeout)),
@@ -170,7 +171,7 @@ pub async fn send(
             // A reused connection the machine had closed: the request never left.
             return Err(
                 if e.is_canceled() || (checkout.reused && e.is_incomplete_message()) {
-                    ForwardError::Connect(target, cause)
+                    ForwardError::Stale(target, cause)
                 } else {
                     ForwardError::Failed(target, cause)
                 },

@@ -13,9 +13,9 @@ use http_body_util::BodyExt;
 
 use crate::forward::{self, ForwardError, Origin};
 use crate::instance::{Entry, Handler};
-use crate::replay;
 use crate::route::{self, RouteError, Want};
 use crate::Inner;
+use crate::{pool, replay};
 
 /// Bodies up to this size are kept so the request can be replayed (Fly: 1 MB).
 pub const REPLAY_BODY_LIMIT: u64 = 1024 * 1024;
@@ -51,7 +51,9 @@ pub fn route_error(e: &RouteError) -> Response<Body> {
 pub fn forward_error(e: &ForwardError) -> Response<Body> {
     let status = match e {
         ForwardError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
-        ForwardError::Failed(..) | ForwardError::Connect(..) => StatusCode::BAD_GATEWAY,
+        ForwardError::Failed(..) | ForwardError::Connect(..) | ForwardError::Stale(..) => {
+            StatusCode::BAD_GATEWAY
+        }
     };
     text(status, e.to_string())
 }
@@ -235,11 +237,23 @@ async fn once(
     want: &Want,
     request_id: &str,
 ) -> Response<Body> {
-    let target = match route::route(inner, want).await {
-        Ok(t) => t,
-        Err(e) => return route_error(&e),
+    let mut refused = 0;
+    let result = loop {
+        let target = match route::route(inner, want).await {
+            Ok(t) => t,
+            Err(e) => return route_error(&e),
+        };
+        match send_to(inner, conn, &mut req, &target, request_id).await {
+            // Nothing was taken from the request yet: try again (the machine may be
+            // starting, or going away).
+            Err(ForwardError::Connect(..)) if refused < replay::CONNECT_RETRIES => {
+                refused += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => break other,
+        }
     };
-    match send_to(inner, conn, &mut req, &target, request_id).await {
+    match result {
         Ok(resp) if resp.headers().contains_key("fly-replay") => text(
             StatusCode::BAD_GATEWAY,
             format!(
@@ -251,7 +265,8 @@ async fn once(
     }
 }
 
-/// Prepares `req` for the target machine and sends it, counted against the machine.
+/// Connects to the target machine (a `Connect` error leaves `req` untouched), then
+/// prepares `req` and sends it, counted against the machine.
 pub async fn send_to(
     inner: &Inner,
     conn: &Conn,
@@ -259,8 +274,18 @@ pub async fn send_to(
     target: &route::Target,
     request_id: &str,
 ) -> Result<Response<Body>, ForwardError> {
+    let checkout = pool::checkout(target.addr)
+        .await
+        .map_err(|e| ForwardError::Connect(target.addr, e))?;
     forward::prepare(req, &conn.origin, &inner.config.region, request_id);
     let guard = inner.load.enter(&target.instance.machine_id);
     let req = std::mem::replace(req, Request::new(Body::empty()));
-    forward::send(req, target.addr, inner.config.response_timeout, guard).await
+    forward::send(
+        req,
+        checkout,
+        target.addr,
+        inner.config.response_timeout,
+        guard,
+    )
+    .await
 }

@@ -19,8 +19,9 @@ use crate::Inner;
 
 /// Fly's limit on replays of one request.
 pub const MAX_REPLAYS: usize = 10;
-/// How often a kept request is sent elsewhere when a machine refuses the connection.
-const CONNECT_RETRIES: usize = 5;
+/// How often (every 50 ms, so for up to 2 s) a request is sent again when its machine
+/// refuses the connection.
+pub const CONNECT_RETRIES: usize = 40;
 /// The content type of a replay given as a body.
 const REPLAY_JSON: &str = "application/vnd.fly.replay+json";
 /// The largest replay body read.
@@ -353,7 +354,9 @@ pub async fn replaying(
             Ok(r) => r,
             // Nothing reached the machine (it is stopping, or not listening yet): the
             // kept request goes to another machine, as Fly's proxy retries.
-            Err(ForwardError::Connect(addr, cause)) if connect_failures < CONNECT_RETRIES => {
+            Err(ForwardError::Connect(addr, cause) | ForwardError::Stale(addr, cause))
+                if connect_failures < CONNECT_RETRIES =>
+            {
                 tracing::debug!(%addr, %cause, "retrying on another machine");
                 connect_failures += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -259,6 +259,9 @@ impl Server {
             .await
             .map_err(ServerError::Serve);
         let _ = proxy.await;
+        if is_root() {
+            self.state.edge.unroute_v6_pool().await;
+        }
         self.state.supervisor.shutdown().await;
         result
     }

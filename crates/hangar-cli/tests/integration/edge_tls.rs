@@ -231,7 +231,11 @@ async fn websockets_pass_through() {
     let m = s
         .create_machine(
             "chat",
-            &format!("exec busybox nc -ll -p {port} -e {}", script_path.display()),
+            // It listens a moment after it has started: the upgrade must wait for it.
+            &format!(
+                "sleep 0.5; exec busybox nc -ll -p {port} -e {}",
+                script_path.display()
+            ),
             json!({"services": [{"protocol": "tcp", "internal_port": port,
                 "ports": [{"port": 80, "handlers": ["http"]}]}]}),
         )

@@ -370,6 +370,12 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill9();
         self.kill_machines();
+        // The server routes its IPv6 pool to lo as root; a killed server leaves it.
+        let v6 = &pools(self.http_port)[3];
+        let _ = Command::new("ip")
+            .args(["-6", "route", "del", "local", v6, "dev", "lo"])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

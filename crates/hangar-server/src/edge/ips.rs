@@ -189,8 +189,17 @@ impl Edge {
         Ok(())
     }
 
+    /// Takes the IPv6 pool's local route away again, on shutdown.
+    pub async fn unroute_v6_pool(&self) {
+        let prefix = self.pools.v6.to_string();
+        let _ = tokio::process::Command::new("ip")
+            .args(["-6", "route", "del", "local", &prefix, "dev", "lo"])
+            .output()
+            .await;
+    }
+
     /// Makes every address in the IPv6 pool local to this host (as root), so listeners
-    /// can bind them; 127.0.0.0/8 needs nothing.
+    /// can bind them; 127.0.0.0/8 needs nothing. [`Edge::unroute_v6_pool`] undoes it.
     pub async fn route_v6_pool(&self) {
         let prefix = self.pools.v6.to_string();
         let out = tokio::process::Command::new("ip")
