@@ -274,11 +274,13 @@ pub async fn send_to(
     target: &route::Target,
     request_id: &str,
 ) -> Result<Response<Body>, ForwardError> {
+    // Counted from before the connection is made, so a stop that drains the machine
+    // waits for this request too.
+    let guard = inner.load.enter(&target.instance.machine_id);
     let checkout = pool::checkout(target.addr)
         .await
         .map_err(|e| ForwardError::Connect(target.addr, e))?;
     forward::prepare(req, &conn.origin, &inner.config.region, request_id);
-    let guard = inner.load.enter(&target.instance.machine_id);
     let req = std::mem::replace(req, Request::new(Body::empty()));
     forward::send(
         req,

@@ -264,6 +264,15 @@ fn apply(template: &mut Request<()>, t: &Transform) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether the machine can still take requests.
+fn serving(inner: &Inner, target: &Target) -> bool {
+    let i = &target.instance;
+    inner.instances.borrow().get(&i.app).is_some_and(|l| {
+        l.iter()
+            .any(|m| m.machine_id == i.machine_id && m.can_serve())
+    })
+}
+
 fn micros_now() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -360,6 +369,17 @@ pub async fn replaying(
                 tracing::debug!(%addr, %cause, "retrying on another machine");
                 connect_failures += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            // The machine went away mid-request (stopped between being chosen and
+            // counted): an idempotent kept request is safe to send elsewhere.
+            Err(ForwardError::Failed(addr, cause))
+                if connect_failures < CONNECT_RETRIES
+                    && template.method().is_idempotent()
+                    && !serving(inner, &target) =>
+            {
+                tracing::debug!(%addr, %cause, "machine went away; retrying elsewhere");
+                connect_failures += 1;
                 continue;
             }
             Err(e) => return forward_error(&e),
