@@ -213,17 +213,21 @@ async fn lifecycle_stop_suspend_restart_policy() {
     assert!(resumed > 5, "memory kept: {resumed}");
     // The same main process is still there (a child of the loop may be listed first
     // for an instant while the main one forks).
-    let ps = s
-        .call("GET", &format!("/apps/life/machines/{counter}/ps"), None)
-        .await
-        .body;
-    assert!(
-        ps.as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["pid"].as_i64() == Some(pid)),
-        "resumed, not rebooted: {ps}"
-    );
+    eventually(
+        5,
+        "the same main process, resumed, not rebooted",
+        || async {
+            let ps = s
+                .call("GET", &format!("/apps/life/machines/{counter}/ps"), None)
+                .await
+                .body;
+            ps.as_array()?
+                .iter()
+                .any(|p| p["pid"].as_i64() == Some(pid))
+                .then_some(())
+        },
+    )
+    .await;
 
     // Restart on crash, per policy.
     let crash = run(
