@@ -61,9 +61,9 @@ impl TestRegistry {
     fn launch(credentials: Option<(String, String)>) -> TestRegistry {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
+            .expect("bind a free loopback port")
             .local_addr()
-            .unwrap()
+            .expect("read the bound port")
             .port();
         let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
@@ -77,13 +77,13 @@ impl TestRegistry {
                 .output()
                 .expect("htpasswd (apache2-utils) installed");
             let file = dir.path().join("htpasswd");
-            std::fs::write(&file, out.stdout).unwrap();
+            std::fs::write(&file, out.stdout).expect("write the registry's htpasswd file");
             text.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: hangar-test\n    path: {}\n",
                 file.display()
             ));
         }
-        std::fs::write(&config, text).unwrap();
+        std::fs::write(&config, text).expect("write the registry config");
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -122,8 +122,8 @@ impl TestRegistry {
     pub async fn push_image(&self, repo: &str, tag: &str, padding: usize) -> String {
         let layer_tar = busybox_layer(padding);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&layer_tar).unwrap();
-        let layer = gz.finish().unwrap();
+        gz.write_all(&layer_tar).expect("gzip the image layer");
+        let layer = gz.finish().expect("finish the gzipped layer");
         let config = serde_json::to_vec(&json!({
             "architecture": "amd64", "os": "linux",
             "config": {
@@ -133,7 +133,7 @@ impl TestRegistry {
             },
             "rootfs": {"type": "layers", "diff_ids": [digest(&layer_tar)]}
         }))
-        .unwrap();
+        .expect("encode the image config");
         for blob in [&layer, &config] {
             let res = self
                 .request(
@@ -142,8 +142,11 @@ impl TestRegistry {
                 )
                 .send()
                 .await
-                .unwrap();
-            let loc = res.headers()["location"].to_str().unwrap().to_string();
+                .expect("start a blob upload (is the registry up?)");
+            let loc = res.headers()["location"]
+                .to_str()
+                .expect("upload location is text")
+                .to_string();
             let loc = if loc.starts_with("http") {
                 loc
             } else {
@@ -159,7 +162,7 @@ impl TestRegistry {
                 .body(blob.clone())
                 .send()
                 .await
-                .unwrap();
+                .expect("upload a blob");
             assert!(put.status().is_success(), "push blob: {}", put.status());
         }
         let manifest = serde_json::to_vec(&json!({
@@ -168,7 +171,7 @@ impl TestRegistry {
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(&config), "size": config.len()},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest(&layer), "size": layer.len()}]
         }))
-        .unwrap();
+        .expect("encode the image manifest");
         self.put_manifest(
             repo,
             tag,
@@ -178,9 +181,10 @@ impl TestRegistry {
         .await;
         // A multi-arch index beside it: this host's platform and one it is not (a
         // manifest that differs only by an annotation, so the registry knows it).
-        let mut other: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+        let mut other: serde_json::Value =
+            serde_json::from_slice(&manifest).expect("read back the manifest");
         other["annotations"] = json!({"platform": "s390x"});
-        let other = serde_json::to_vec(&other).unwrap();
+        let other = serde_json::to_vec(&other).expect("encode the other-platform manifest");
         self.put_manifest(
             repo,
             &format!("{tag}-s390x"),
@@ -198,7 +202,7 @@ impl TestRegistry {
                  "size": manifest.len(), "platform": {"architecture": "amd64", "os": "linux"}}
             ]
         }))
-        .unwrap();
+        .expect("encode the image index");
         self.put_manifest(
             repo,
             &format!("{tag}-multi"),
@@ -219,7 +223,7 @@ impl TestRegistry {
             .body(body.to_vec())
             .send()
             .await
-            .unwrap();
+            .expect("push a manifest");
         assert!(
             put.status().is_success(),
             "push manifest {tag}: {}",
@@ -264,25 +268,28 @@ fn busybox_layer(padding: usize) -> Vec<u8> {
         let mut h = tar::Header::new_gnu();
         h.set_mode(0o644);
         h.set_size(data.len() as u64);
-        b.append_data(&mut h, "padding", &data[..]).unwrap();
+        b.append_data(&mut h, "padding", &data[..])
+            .expect("add padding to the layer");
     }
     for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "root", "run"] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Directory);
         h.set_mode(0o755);
         h.set_size(0);
-        b.append_data(&mut h, d, std::io::empty()).unwrap();
+        b.append_data(&mut h, d, std::io::empty())
+            .expect("add a directory to the layer");
     }
     let mut h = tar::Header::new_gnu();
     h.set_mode(0o755);
     h.set_size(PROBE.len() as u64);
     b.append_data(&mut h, "bin/probe", PROBE.as_bytes())
-        .unwrap();
+        .expect("add the probe to the layer");
     let busybox = std::fs::read("/bin/busybox").expect("busybox-static installed");
     let mut h = tar::Header::new_gnu();
     h.set_mode(0o755);
     h.set_size(busybox.len() as u64);
-    b.append_data(&mut h, "bin/busybox", &busybox[..]).unwrap();
+    b.append_data(&mut h, "bin/busybox", &busybox[..])
+        .expect("add busybox to the layer");
     for applet in [
         "sh", "sleep", "echo", "cat", "ls", "env", "id", "ps", "hostname", "true", "head", "kill",
         "dd", "mkdir", "httpd", "wget", "ip", "grep", "nc", "sed", "awk", "tr",
@@ -292,7 +299,7 @@ fn busybox_layer(padding: usize) -> Vec<u8> {
         h.set_mode(0o777);
         h.set_size(0);
         b.append_link(&mut h, format!("bin/{applet}"), "busybox")
-            .unwrap();
+            .expect("add an applet link to the layer");
     }
-    b.into_inner().unwrap()
+    b.into_inner().expect("finish the layer tar")
 }
