@@ -115,11 +115,15 @@ async fn images_run_with_fly_environment_exec_ps_and_logs() {
     // init overrides replace the image's command.
     let other = run(&s, "oci", json!({"image": image, "init": {"cmd": ["/bin/sh", "-c", "echo overridden; exec sleep 3600"]}})).await;
     s.wait_state("oci", &other, "started").await;
-    let ps = s
-        .call("GET", &format!("/apps/oci/machines/{other}/ps"), None)
-        .await
-        .body;
-    assert_eq!(ps[0]["command"], "sleep 3600");
+    // The shell execs sleep a moment after the machine has started.
+    eventually(10, "the overriding command to run", || async {
+        let ps = s
+            .call("GET", &format!("/apps/oci/machines/{other}/ps"), None)
+            .await
+            .body;
+        (ps[0]["command"] == "sleep 3600").then_some(())
+    })
+    .await;
     eventually(10, "override output", || async {
         stdout(&s.cli(&["logs", "-a", "oci", "--machine", &other, "--no-tail"]))
             .contains("overridden")
