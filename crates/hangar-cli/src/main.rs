@@ -2,6 +2,7 @@
 //! a client of its HTTP API, named as flyctl names it. `main` only parses, runs, and
 //! turns a failure into one `Error: ...` line and a non-zero exit.
 
+mod build_context;
 mod commands;
 mod config;
 mod output;

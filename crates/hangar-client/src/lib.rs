@@ -2,6 +2,7 @@
 //! benchmark use it. It owns HTTP, authentication headers and error decoding; it has no
 //! opinion on output formats.
 
+mod deploys;
 mod edge;
 
 use hangar_types::requests::{
@@ -316,15 +317,26 @@ impl Client {
         machine: Option<&str>,
         region: Option<&str>,
         follow: bool,
-        mut on_entry: impl FnMut(LogEntry),
+        on_entry: impl FnMut(LogEntry),
     ) -> Result<()> {
-        let mut url = format!("{}/v1/apps/{app}/logs?follow={follow}", self.base);
+        let mut path = format!("/apps/{app}/logs?follow={follow}");
         if let Some(m) = machine {
-            url.push_str(&format!("&machine_id={m}"));
+            path.push_str(&format!("&machine_id={m}"));
         }
         if let Some(r) = region {
-            url.push_str(&format!("&region={r}"));
+            path.push_str(&format!("&region={r}"));
         }
+        self.stream_ndjson(&path, on_entry).await
+    }
+
+    /// GETs `/v1{path}` and calls `on_item` for each line of the NDJSON answer as it
+    /// arrives, until the server ends it.
+    pub async fn stream_ndjson<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        mut on_item: impl FnMut(T),
+    ) -> Result<()> {
+        let url = format!("{}/v1{path}", self.base);
         let mut res = self
             .http
             .get(&url)
@@ -349,8 +361,8 @@ impl Client {
             pending.extend_from_slice(&chunk);
             while let Some(i) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=i).collect();
-                if let Ok(entry) = serde_json::from_slice::<LogEntry>(&line) {
-                    on_entry(entry);
+                if let Ok(item) = serde_json::from_slice::<T>(&line) {
+                    on_item(item);
                 }
             }
         }

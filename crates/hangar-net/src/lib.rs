@@ -336,8 +336,11 @@ impl Network {
         let (host_if, peer_if) = (format!("h{short}"), format!("p{short}"));
         let _ = run(&["ip", "link", "del", &host_if]).await;
         // Two `ip -batch` runs instead of a dozen `ip` processes: this is on the start path.
+        // An address freed by a destroyed machine may be reused at once: forget the old
+        // machine's MAC, or the host sends it the new one's traffic until the neighbour
+        // entry ages out (seconds of silence for the proxy).
         let host = format!(
-            "netns add {ns}\nlink add {host_if} type veth peer name {peer_if} netns {ns}\nlink set {host_if} master {bridge} up\n"
+            "neigh flush to {ipv4} dev {bridge}\nnetns add {ns}\nlink add {host_if} type veth peer name {peer_if} netns {ns}\nlink set {host_if} master {bridge} up\n"
         );
         let inside = format!(
             "link set {peer_if} name eth0\nlink set lo up\naddr add {ipv4}/24 dev eth0\naddr add {ipv6}/64 dev eth0 nodad\n\

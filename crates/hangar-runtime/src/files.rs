@@ -8,13 +8,13 @@ use std::path::{Component, Path, PathBuf};
 use base64::Engine;
 use hangar_types::machine_config::MachineFile;
 
-use crate::DriverError;
+use crate::{DriverError, Secrets};
 
 /// Checks every file can be written, without writing: a message naming the file if not.
 pub fn check(files: &[MachineFile]) -> Result<(), String> {
     for f in files {
         relative(&f.guest_path)?;
-        content(f)?;
+        content(f, None)?;
     }
     Ok(())
 }
@@ -32,15 +32,36 @@ fn relative(guest_path: &str) -> Result<PathBuf, String> {
         .collect())
 }
 
-fn content(f: &MachineFile) -> Result<Vec<u8>, String> {
+/// What a file holds; a `secret_name` file needs `secrets` (None when only checking).
+fn content(f: &MachineFile, secrets: Option<&Secrets>) -> Result<Vec<u8>, String> {
     match (&f.raw_value, &f.secret_name, &f.image_config) {
         (Some(raw), None, None) => base64::engine::general_purpose::STANDARD
             .decode(raw.trim())
-            .map_err(|e| format!("config.files {:?}: raw_value is not valid base64: {e}", f.guest_path)),
-        (None, Some(_), None) => Err(format!(
-            "config.files {:?}: secret_name needs app secrets, which this server does not have yet; use raw_value",
-            f.guest_path
-        )),
+            .map_err(|e| {
+                format!(
+                    "config.files {:?}: raw_value is not valid base64: {e}",
+                    f.guest_path
+                )
+            }),
+        (None, Some(name), None) => {
+            let Some(secrets) = secrets else {
+                return Ok(Vec::new());
+            };
+            let value = secrets.0.get(name).ok_or_else(|| {
+                format!(
+                    "config.files {:?}: secret {name} is not set; set it with `hangar secrets set {name}=...` (base64 of the file's content)",
+                    f.guest_path
+                )
+            })?;
+            base64::engine::general_purpose::STANDARD
+                .decode(value.trim())
+                .map_err(|_| {
+                    format!(
+                        "config.files {:?}: secret {name} must hold the file's content in base64",
+                        f.guest_path
+                    )
+                })
+        }
         (None, None, Some(_)) => Err(format!(
             "config.files {:?}: image_config is not supported; use raw_value",
             f.guest_path
@@ -53,10 +74,10 @@ fn content(f: &MachineFile) -> Result<Vec<u8>, String> {
 }
 
 /// Writes the files under `root` (the machine's root filesystem as the host sees it).
-pub fn write(root: &Path, files: &[MachineFile]) -> Result<(), DriverError> {
+pub fn write(root: &Path, files: &[MachineFile], secrets: &Secrets) -> Result<(), DriverError> {
     for f in files {
         let target = root.join(relative(&f.guest_path).map_err(DriverError::InvalidConfig)?);
-        let data = content(f).map_err(DriverError::InvalidConfig)?;
+        let data = content(f, Some(secrets)).map_err(DriverError::InvalidConfig)?;
         if let Some(dir) = target.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| DriverError::io(format!("create {}", dir.display()), e))?;
@@ -86,7 +107,12 @@ mod tests {
     #[test]
     fn writes_decoded_files_with_their_mode() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), &[file("/etc/app/config.txt", Some("aGVsbG8="))]).unwrap();
+        write(
+            dir.path(),
+            &[file("/etc/app/config.txt", Some("aGVsbG8="))],
+            &Secrets::default(),
+        )
+        .unwrap();
         let p = dir.path().join("etc/app/config.txt");
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "hello");
         assert_eq!(

@@ -29,6 +29,56 @@ pub struct LaunchSpec {
     pub config: MachineConfig,
     /// The platform's runtime variables (`FLY_*`, `PORT`, ...), merged over `config.env`.
     pub platform_env: BTreeMap<String, String>,
+    /// The app's secrets: environment over `config.env` (under `platform_env`), and
+    /// the source of `config.files[].secret_name`. Drivers keep them out of anything
+    /// they write to disk.
+    pub secrets: Secrets,
+}
+
+/// Secret values by name. `Debug` shows only the names.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secrets(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl LaunchSpec {
+    /// The machine's whole environment: `base`, then `config.env`, the first process's
+    /// env, the secrets, and the platform's variables; with the names that came from
+    /// secrets.
+    pub fn environment(
+        &self,
+        base: BTreeMap<String, String>,
+    ) -> (BTreeMap<String, String>, Vec<String>) {
+        let mut env = base;
+        if let Some(user_env) = &self.config.env {
+            env.extend(user_env.clone());
+        }
+        if let Some(p) = self.config.processes.as_ref().and_then(|p| p.first()) {
+            env.extend(p.env.clone().unwrap_or_default());
+        }
+        let ignore_secrets = self
+            .config
+            .processes
+            .as_ref()
+            .and_then(|p| p.first())
+            .and_then(|p| p.ignore_app_secrets)
+            .unwrap_or(false);
+        let mut from_secrets = Vec::new();
+        if !ignore_secrets {
+            for (k, v) in &self.secrets.0 {
+                if !self.platform_env.contains_key(k) {
+                    env.insert(k.clone(), v.clone());
+                    from_secrets.push(k.clone());
+                }
+            }
+        }
+        env.extend(self.platform_env.clone());
+        (env, from_secrets)
+    }
 }
 
 /// How a machine's main process ended.

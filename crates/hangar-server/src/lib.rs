@@ -9,9 +9,13 @@
 pub mod api;
 pub mod auth;
 mod bootstrap;
+pub mod builds;
 pub mod clock;
+pub mod deploy;
 pub mod edge;
+pub mod fleet;
 pub mod ids;
+pub mod secrets;
 pub mod supervisor;
 
 use std::net::SocketAddr;
@@ -48,6 +52,11 @@ pub struct ServerConfig {
     pub ip_pools: edge::Pools,
     /// The ACME CA for custom hostnames, and the challenge tried first.
     pub acme: edge::AcmeSettings,
+    /// The master key secrets are sealed with (`HANGAR_MASTER_KEY`); without it, a key
+    /// file in the data dir, made on first start.
+    pub master_key: Option<String>,
+    /// Where the platform registry (Distribution) listens once a build needs it.
+    pub registry_listen: SocketAddr,
 }
 
 /// Shared state of the API handlers.
@@ -58,6 +67,13 @@ pub struct AppState {
     pub region: Arc<str>,
     pub idempotency: Arc<api::idempotency::KeyLocks>,
     pub edge: Arc<edge::Edge>,
+    pub vault: secrets::Vault,
+    /// Deploys under way and their progress.
+    pub deploys: deploy::Registry,
+    /// The edge proxy's HTTP and HTTPS ports, for the app URLs deploys print.
+    pub edge_ports: (u16, u16),
+    /// Image builds and the platform registry.
+    pub builder: builds::Builder,
 }
 
 /// A started server: where it listens, what bootstrap did, and how to stop it.
@@ -143,6 +159,8 @@ pub enum ServerError {
     Serve(std::io::Error),
     #[error("edge: {0}")]
     Edge(#[from] edge::EdgeError),
+    #[error("master key: {0}")]
+    MasterKey(#[from] secrets::KeyError),
 }
 
 impl Server {
@@ -158,7 +176,14 @@ impl Server {
         })?;
         let store = Store::open(&config.data_dir.join("hangar.db"))?;
         let bootstrap = bootstrap::run(&store, &config).await?;
-        let supervisor = supervisor::Supervisor::new(store.clone(), driver, config.region.clone());
+        let master_key = secrets::MasterKey::load(config.master_key.as_deref(), &config.data_dir)?;
+        let vault = secrets::Vault::new(store.clone(), master_key);
+        let supervisor = supervisor::Supervisor::new(
+            store.clone(),
+            driver,
+            config.region.clone(),
+            vault.clone(),
+        );
         supervisor.take_charge().await?;
         let listener = TcpListener::bind(config.api_listen)
             .await
@@ -205,7 +230,12 @@ impl Server {
             region: config.region.as_str().into(),
             idempotency: Arc::default(),
             edge,
+            vault,
+            deploys: deploy::Registry::default(),
+            edge_ports: (http_addr.port(), https_addr.port()),
+            builder: builds::Builder::new(config.registry_listen, &config.data_dir),
         };
+        deploy::mark_interrupted(&state).await;
         Ok(Server {
             api_addr,
             http_addr,

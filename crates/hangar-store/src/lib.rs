@@ -1,6 +1,6 @@
 //! Durable state of the platform: orgs, tokens, apps, machines with their versions and
-//! events, leases and idempotency keys, app addresses and certificates, in SQLite (WAL
-//! mode) with versioned migrations.
+//! events, leases and idempotency keys, app addresses and certificates, sealed secrets
+//! and releases, in SQLite (WAL mode) with versioned migrations.
 //!
 //! The store knows rows, not rules: it does not decide which transitions are legal or
 //! what an API answers; the server's services and the machine supervisor do. Every call
@@ -13,6 +13,8 @@ mod error;
 mod keys;
 mod machines;
 mod migrations;
+mod releases;
+mod secrets;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -26,6 +28,8 @@ pub use keys::{IdempotentResponse, LeaseRecord};
 pub use machines::{
     EventRecord, MachineFilter, MachineListing, MachineRecord, KEPT_EVENTS, RECENT_EVENTS,
 };
+pub use releases::ReleaseRecord;
+pub use secrets::{SecretChange, SecretRecord};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

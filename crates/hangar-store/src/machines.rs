@@ -207,6 +207,15 @@ impl Db<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// One app's machines that are not destroyed, oldest first.
+    pub fn live_machines_of_app(&mut self, app: &str) -> Result<Vec<MachineRecord>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {MACHINE_COLUMNS} FROM machines WHERE app_name = ?1 AND state <> 'destroyed' ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([app], machine_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Sets the machine's state, and its runtime handle when `runtime` is `Some`, and
     /// appends the event recording the change, atomically.
     pub fn record_transition(

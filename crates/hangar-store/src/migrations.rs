@@ -111,6 +111,39 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX certificates_app ON certificates(app_name);
     "#,
+    // 3: app secrets (sealed values) and releases.
+    r#"
+    CREATE TABLE secrets (
+        app_name TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        sealed BLOB NOT NULL,
+        digest TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (app_name, name)
+    );
+    CREATE TABLE secrets_versions (
+        app_name TEXT PRIMARY KEY REFERENCES apps(name) ON DELETE CASCADE,
+        version INTEGER NOT NULL
+    );
+    CREATE TABLE releases (
+        id TEXT PRIMARY KEY,
+        app_name TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        image TEXT NOT NULL,
+        definition TEXT NOT NULL,
+        secrets_version INTEGER NOT NULL,
+        secrets BLOB NOT NULL,
+        strategy TEXT NOT NULL,
+        status TEXT NOT NULL,
+        description TEXT NOT NULL,
+        user TEXT NOT NULL,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (app_name, version)
+    );
+    "#,
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<()> {

@@ -9,4 +9,4 @@ pub mod cleanup;
 pub mod registry;
 
 pub use cleanup::cleanup;
-pub use registry::{containerd_available, TestRegistry};
+pub use registry::{builds_available, containerd_available, TestRegistry};

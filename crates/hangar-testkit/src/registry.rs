@@ -48,6 +48,15 @@ pub fn containerd_available() -> Result<(), String> {
     Ok(())
 }
 
+/// Whether this host can build images on the server too (buildah); CI installs it.
+pub fn builds_available() -> Result<(), String> {
+    containerd_available()?;
+    if !Path::new("/usr/bin/buildah").exists() {
+        return Err("/usr/bin/buildah is missing".into());
+    }
+    Ok(())
+}
+
 impl TestRegistry {
     pub fn start() -> TestRegistry {
         Self::launch(None)

@@ -6,6 +6,8 @@
 //! drivers or HTTP routing; the server and the client both build on it.
 
 pub mod app;
+pub mod build;
+pub mod deploy;
 pub mod duration;
 pub mod edge;
 pub mod error;
@@ -14,6 +16,7 @@ pub mod logs;
 pub mod machine;
 pub mod machine_config;
 pub mod requests;
+pub mod secrets;
 pub mod signal;
 pub mod state;
 

@@ -30,6 +30,8 @@ pub enum AppsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Restart every started machine of an app, one at a time
+    Restart { name: String },
     /// Destroy an app and all its machines
     #[command(alias = "delete")]
     Destroy {
@@ -88,6 +90,7 @@ pub async fn run(cmd: AppsCmd) -> Result<()> {
                 ]],
             );
         }
+        AppsCmd::Restart { name } => super::status::restart(&name).await?,
         AppsCmd::Destroy { name, yes } => {
             confirm(&format!("Destroy app {name} and all its machines?"), yes)?;
             client.delete_app(&name).await?;

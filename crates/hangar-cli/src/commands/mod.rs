@@ -1,13 +1,23 @@
 //! The command tree, with flyctl's names, and the dispatch to each command's module.
 
+mod appconfig;
 mod apps;
 mod auth;
+mod build;
 mod certs;
+mod deploy;
+mod doctor;
 mod ips;
+mod launch;
 mod logs;
 mod machine;
 mod ports;
+mod progress;
+mod releases;
+mod scale;
+mod secrets;
 mod server;
+mod status;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -48,6 +58,25 @@ pub enum Command {
     /// Manage an app's hostnames and certificates
     #[command(subcommand)]
     Certs(certs::CertsCmd),
+    /// Create an app from the current directory: write fly.toml, create the app, deploy
+    Launch(launch::LaunchArgs),
+    /// Build (or take) an image and deploy it with the app's fly.toml
+    Deploy(deploy::DeployArgs),
+    /// Manage app secrets
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCmd),
+    /// List releases, or roll back to one
+    Releases(releases::ReleasesArgs),
+    /// Show the app's release and machines
+    Status(status::StatusArgs),
+    /// Change how many machines run and how big they are
+    #[command(subcommand)]
+    Scale(scale::ScaleCmd),
+    /// Validate, show and save fly.toml
+    #[command(subcommand)]
+    Config(appconfig::ConfigCmd),
+    /// Check the app against a production checklist
+    Doctor(doctor::DoctorArgs),
     /// Internal: supervise one machine process (started by the process driver)
     #[command(hide = true)]
     Shim(ShimArgs),
@@ -70,6 +99,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Auth(c) => auth::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Ips(c) => ips::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Certs(c) => certs::run(c).await.map(|_| ExitCode::SUCCESS),
+        Command::Launch(a) => launch::run(a).await.map(|_| ExitCode::SUCCESS),
+        Command::Deploy(a) => deploy::run(a).await.map(|_| ExitCode::SUCCESS),
+        Command::Secrets(c) => secrets::run(c).await.map(|_| ExitCode::SUCCESS),
+        Command::Releases(a) => releases::run(a).await.map(|_| ExitCode::SUCCESS),
+        Command::Status(a) => status::run(a).await.map(|_| ExitCode::SUCCESS),
+        Command::Scale(c) => scale::run(c).await.map(|_| ExitCode::SUCCESS),
+        Command::Config(c) => appconfig::run(c).await.map(|_| ExitCode::SUCCESS),
+        Command::Doctor(a) => doctor::run(a).await.map(|_| ExitCode::SUCCESS),
         Command::Shim(_) | Command::LogDriver(_) => unreachable_shim(),
     }
 }

@@ -86,6 +86,9 @@ pub struct ServerArgs {
         default_value = "tls-alpn-01"
     )]
     pub acme_challenge: AcmeChallenge,
+    /// Where the platform registry (Distribution) listens; builds push there
+    #[arg(long, env = "HANGAR_REGISTRY_LISTEN", default_value = "127.0.0.1:5000")]
+    pub registry_listen: SocketAddr,
     /// Use the containerd listening here instead of starting a private one
     #[arg(long, env = "HANGAR_CONTAINERD_SOCKET")]
     pub containerd_socket: Option<PathBuf>,
@@ -233,6 +236,8 @@ pub async fn run(args: ServerArgs) -> Result<()> {
                 AcmeChallenge::Http01 => edge::AcmeMethod::Http01,
             },
         },
+        master_key: std::env::var("HANGAR_MASTER_KEY").ok(),
+        registry_listen: args.registry_listen,
     };
     let server = Server::start(cfg, driver)
         .await

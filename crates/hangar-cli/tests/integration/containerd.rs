@@ -139,10 +139,13 @@ async fn lifecycle_stop_suspend_restart_policy() {
     };
     // Stop: the signal is honoured when handled, SIGKILL follows the timeout otherwise.
     let polite = run(&s, "life", json!({"image": image, "init": {"exec": ["/bin/sh", "-c", "trap 'echo got term; exit 0' TERM; while :; do sleep 0.1; done"]}})).await;
+    // The init passes the stop signal (SIGINT by default) on, so a process stops on it
+    // unless it ignores it.
     let stubborn = run(
         &s,
         "life",
-        json!({"image": image, "stop_config": {"timeout": "1s"}}),
+        json!({"image": image, "stop_config": {"timeout": "1s"},
+               "init": {"exec": ["/bin/sh", "-c", "trap '' INT TERM; while :; do sleep 0.1; done"]}}),
     )
     .await;
     s.wait_state("life", &polite, "started").await;

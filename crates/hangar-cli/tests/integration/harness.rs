@@ -16,6 +16,8 @@ pub struct TestServer {
     /// The edge proxy's HTTP port.
     pub http_port: u16,
     pub https_port: u16,
+    /// Where the platform registry listens once a build starts it.
+    pub registry_port: u16,
     pub token: String,
     child: Option<Child>,
     http: reqwest::Client,
@@ -92,6 +94,7 @@ impl TestServer {
             port: free_port(),
             http_port: free_port(),
             https_port: free_port(),
+            registry_port: free_port(),
             token: String::new(),
             child: None,
             http: reqwest::Client::new(),
@@ -136,6 +139,8 @@ impl TestServer {
                 &format!("127.0.0.1:{}", self.http_port),
                 "--https-listen",
                 &format!("127.0.0.1:{}", self.https_port),
+                "--registry-listen",
+                &format!("127.0.0.1:{}", self.registry_port),
             ])
             .args(pools(self.http_port))
             .args(&self.server_args)
@@ -347,7 +352,13 @@ impl TestServer {
 
     /// Runs the CLI against this server.
     pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_in(Path::new("."), args)
+    }
+
+    /// Runs the CLI against this server from the directory `dir`.
+    pub fn cli_in(&self, dir: &Path, args: &[&str]) -> Output {
         Command::new(HANGAR)
+            .current_dir(dir)
             .args(args)
             .env("HANGAR_API_URL", self.url())
             .env("HANGAR_API_TOKEN", &self.token)

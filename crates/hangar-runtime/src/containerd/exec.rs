@@ -41,13 +41,10 @@ impl ContainerdDriver {
             dir.join(format!("{exec_id}.out")),
             dir.join(format!("{exec_id}.err")),
         );
-        let process = spec::process(
-            argv.to_vec(),
-            spec::env(spec, &image),
-            &image.working_dir,
-            0,
-            0,
-        );
+        // Commands run through the machine's init, which gives them its secrets.
+        let mut full = argv.to_vec();
+        full.insert(0, super::init::INIT_PATH.to_string());
+        let process = spec::process(full, spec::env(spec, &image), &image.working_dir, 0, 0);
         self.tasks()
             .exec(self.ctx.req(ExecProcessRequest {
                 container_id: id.clone(),
@@ -153,6 +150,15 @@ impl ContainerdDriver {
             .iter()
             .filter_map(|p| procfs::process(p.pid as i32))
             .collect();
+        // The machine's init is the platform's, not the app's: the main process is the
+        // command it runs (the lowest PID left), as on Fly.
+        out.retain(|p| !p.command.starts_with(super::init::INIT_PATH));
+        let main_pid = out
+            .iter()
+            .map(|p| p.pid)
+            .filter(|p| *p > main_pid)
+            .min()
+            .unwrap_or(main_pid);
         // The main process first, then the rest by PID.
         out.sort_by_key(|p| (p.pid != main_pid, p.pid));
         Ok(out)

@@ -10,6 +10,7 @@
 pub mod daemon;
 mod exec;
 mod image;
+mod init;
 pub mod log_driver;
 mod spec;
 
@@ -336,7 +337,11 @@ impl Driver for ContainerdDriver {
             .map_err(|e| DriverError::io("write /etc/resolv.conf", e))?;
         std::fs::write(etc.join("hostname"), format!("{id}\n"))
             .map_err(|e| DriverError::io("write /etc/hostname", e))?;
-        crate::files::write(&root, spec.config.files.as_deref().unwrap_or_default())?;
+        crate::files::write(
+            &root,
+            spec.config.files.as_deref().unwrap_or_default(),
+            &spec.secrets,
+        )?;
         let attachment = self
             .network
             .attach(&id, &spec.private_ip)
@@ -347,7 +352,22 @@ impl Driver for ContainerdDriver {
                     std::io::Error::other(e.to_string()),
                 )
             })?;
-        let runtime_spec = spec::runtime_spec(spec, &image, &attachment.netns);
+        let secret_env = spec::secret_env(spec);
+        let secrets_dir = init::secrets_dir(&self.root);
+        // Every machine starts through the init, so secrets set later reach commands
+        // exec'd into it the same way.
+        let (uid, gid) = spec::user(spec, &image);
+        let init_path = init::install(&self.root.join("bin"))?;
+        let secrets_file = init::write_secrets(&secrets_dir, &id, &secret_env, uid, gid)?;
+        let runtime_spec = spec::runtime_spec(
+            spec,
+            &image,
+            &attachment.netns,
+            Some(spec::InitMounts {
+                init: &init_path,
+                secrets: &secrets_file,
+            }),
+        );
         let container = Container {
             id: id.clone(),
             image: image.resolved.clone(),
@@ -403,6 +423,8 @@ impl Driver for ContainerdDriver {
                 s.message()
             )));
         }
+        // The running machine keeps its bind-mounted copy; the host's goes.
+        init::remove_secrets(&secrets_dir, &id);
         Ok(Running {
             handle: handle_of(&id),
             exited,

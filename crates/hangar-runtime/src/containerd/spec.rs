@@ -53,24 +53,35 @@ pub fn env(spec: &LaunchSpec, image: &ImageInfo) -> Vec<String> {
             set(k, v);
         }
     }
-    for (k, v) in spec.config.env.iter().flatten() {
-        set(k, v);
-    }
-    if let Some(p) = spec.config.processes.as_ref().and_then(|p| p.first()) {
-        for (k, v) in p.env.iter().flatten() {
-            set(k, v);
-        }
-    }
-    for (k, v) in &spec.platform_env {
+    for (k, v) in &visible_env(spec) {
         set(k, v);
     }
     set("FLY_IMAGE_REF", &image.resolved);
     pairs.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
+/// The machine's environment without the values that came from secrets (those reach
+/// the machine through `hangar-init`; see [`super::init`]).
+fn visible_env(spec: &LaunchSpec) -> std::collections::BTreeMap<String, String> {
+    let (mut env, from_secrets) = spec.environment(Default::default());
+    for k in from_secrets {
+        env.remove(&k);
+    }
+    env
+}
+
+/// The variables that come from secrets, after precedence, for the secrets file.
+pub fn secret_env(spec: &LaunchSpec) -> Vec<(String, String)> {
+    let (env, from_secrets) = spec.environment(Default::default());
+    from_secrets
+        .into_iter()
+        .filter_map(|k| env.get(&k).map(|v| (k.clone(), v.clone())))
+        .collect()
+}
+
 /// `uid[:gid]` (the first process's `user`, else the image's) when numeric; names are
 /// not looked up, they run as root.
-fn user(spec: &LaunchSpec, image: &ImageInfo) -> (u32, u32) {
+pub fn user(spec: &LaunchSpec, image: &ImageInfo) -> (u32, u32) {
     let user = spec
         .config
         .processes
@@ -137,15 +148,39 @@ pub fn cgroup_path(machine_id: &str) -> String {
     format!("/hangar/{machine_id}")
 }
 
+/// Host files a machine with secrets gets: the init and its secrets file.
+pub struct InitMounts<'a> {
+    pub init: &'a std::path::Path,
+    pub secrets: &'a std::path::Path,
+}
+
 /// The whole runtime spec.
-pub fn runtime_spec(spec: &LaunchSpec, image: &ImageInfo, netns: &std::path::Path) -> Value {
+pub fn runtime_spec(
+    spec: &LaunchSpec,
+    image: &ImageInfo,
+    netns: &std::path::Path,
+    init: Option<InitMounts<'_>>,
+) -> Value {
     let (uid, gid) = user(spec, image);
+    let mut args = argv(spec, image);
+    let mut extra_mounts = Vec::new();
+    if let Some(i) = &init {
+        args.insert(0, super::init::INIT_PATH.to_string());
+        extra_mounts.push(
+            json!({"destination": super::init::INIT_PATH, "type": "bind",
+            "source": i.init, "options": ["rbind", "ro", "nosuid", "nodev"]}),
+        );
+        extra_mounts.push(
+            json!({"destination": super::init::SECRETS_PATH, "type": "bind",
+            "source": i.secrets, "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}),
+        );
+    }
     let guest = spec.config.guest.clone().unwrap_or_default();
     let memory = u64::from(guest.memory_mb.unwrap_or(256)) << 20;
     let cpus = u64::from(guest.cpus.unwrap_or(1));
-    json!({
+    let mut doc = json!({
         "ociVersion": "1.0.2",
-        "process": process(argv(spec, image), env(spec, image), &image.working_dir, uid, gid),
+        "process": process(args, env(spec, image), &image.working_dir, uid, gid),
         "root": {"path": "rootfs", "readonly": false},
         "hostname": spec.machine_id,
         "mounts": [
@@ -172,7 +207,11 @@ pub fn runtime_spec(spec: &LaunchSpec, image: &ImageInfo, netns: &std::path::Pat
                             "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
         }
-    })
+    });
+    if let Some(mounts) = doc["mounts"].as_array_mut() {
+        mounts.extend(extra_mounts);
+    }
+    doc
 }
 
 #[cfg(test)]
@@ -201,6 +240,7 @@ mod tests {
             private_ip: "fdaa:0:1:a7b:1:2:3:2".into(),
             config,
             platform_env: [("FLY_APP_NAME".to_string(), "app".to_string())].into(),
+            secrets: Default::default(),
         }
     }
 
@@ -230,8 +270,36 @@ mod tests {
         .unwrap();
         assert_eq!(argv(&with_process, &i), ["/entry", "worker"]);
         assert!(env(&with_process, &i).contains(&"ROLE=worker".to_string()));
-        let spec = runtime_spec(&with_process, &i, std::path::Path::new("/n"));
+        let spec = runtime_spec(&with_process, &i, std::path::Path::new("/n"), None);
         assert_eq!(spec["process"]["user"]["uid"], 7);
+        let mut with_secret = launch(json!({}), json!({"TOKEN": "plain", "KEEP": "yes"}));
+        with_secret
+            .secrets
+            .0
+            .insert("TOKEN".into(), "s3cret".into());
+        let s = runtime_spec(
+            &with_secret,
+            &i,
+            std::path::Path::new("/n"),
+            Some(InitMounts {
+                init: std::path::Path::new("/h/init"),
+                secrets: std::path::Path::new("/h/secrets"),
+            }),
+        );
+        assert!(
+            !s.to_string().contains("s3cret"),
+            "no secret value in the spec"
+        );
+        assert!(
+            !s.to_string().contains("TOKEN=plain"),
+            "a secret's name is taken by it"
+        );
+        assert_eq!(s["process"]["args"][0], "/.hangar/init");
+        assert_eq!(s["process"]["args"][1], "/entry");
+        assert_eq!(
+            secret_env(&with_secret),
+            vec![("TOKEN".to_string(), "s3cret".to_string())]
+        );
         let e = env(&launch(json!({}), json!({"B": "machine"})), &i);
         assert!(e.contains(&"A=image".to_string()) && e.contains(&"B=machine".to_string()));
         assert!(e.contains(&"FLY_IMAGE_REF=r/app@sha256:x".to_string()));
@@ -239,6 +307,7 @@ mod tests {
             &launch(json!({}), json!({})),
             &i,
             std::path::Path::new("/run/netns/x"),
+            None,
         );
         assert_eq!(s["linux"]["namespaces"][4]["path"], "/run/netns/x");
         assert_eq!(s["process"]["user"]["uid"], 1000);

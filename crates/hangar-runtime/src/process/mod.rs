@@ -83,24 +83,24 @@ impl ProcessDriver {
         Ok(argv)
     }
 
-    fn env(spec: &LaunchSpec) -> BTreeMap<String, String> {
-        let mut env = BTreeMap::new();
+    /// The machine's environment, split into what may be written to its run directory
+    /// and the values that came from secrets (handed to the shim through a pipe).
+    fn env(spec: &LaunchSpec) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+        let mut base = BTreeMap::new();
         for key in ["PATH", "HOME", "LANG", "TZ"] {
             if let Ok(v) = std::env::var(key) {
-                env.insert(key.to_string(), v);
+                base.insert(key.to_string(), v);
             }
         }
-        env.entry("PATH".into()).or_insert_with(|| {
+        base.entry("PATH".into()).or_insert_with(|| {
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
         });
-        if let Some(user_env) = &spec.config.env {
-            env.extend(user_env.clone());
-        }
-        if let Some(p) = spec.config.processes.as_ref().and_then(|p| p.first()) {
-            env.extend(p.env.clone().unwrap_or_default());
-        }
-        env.extend(spec.platform_env.clone());
-        env
+        let (mut env, from_secrets) = spec.environment(base);
+        let secret = from_secrets
+            .into_iter()
+            .filter_map(|k| env.remove_entry(&k))
+            .collect();
+        (env, secret)
     }
 }
 
@@ -173,6 +173,7 @@ impl Driver for ProcessDriver {
             private_ip: String::new(),
             config: config.clone(),
             platform_env: BTreeMap::new(),
+            secrets: Default::default(),
         };
         Self::argv(&spec).map_err(|e| e.to_string())?;
         crate::files::check(config.files.as_deref().unwrap_or_default())
@@ -188,10 +189,15 @@ impl Driver for ProcessDriver {
                 .map_err(|e| DriverError::io(format!("create {}", d.display()), e))?;
         }
         let _ = tokio::fs::remove_file(run_dir.join(EXIT_FILE)).await;
-        crate::files::write(&rootfs, spec.config.files.as_deref().unwrap_or_default())?;
+        crate::files::write(
+            &rootfs,
+            spec.config.files.as_deref().unwrap_or_default(),
+            &spec.secrets,
+        )?;
+        let (env, secret_env) = Self::env(spec);
         let shim_spec = ShimSpec {
             argv,
-            env: Self::env(spec),
+            env,
             cwd: rootfs,
             log: self.log_file(&spec.machine_id),
         };
@@ -204,7 +210,7 @@ impl Driver for ProcessDriver {
         let mut child = Command::new(&self.shim_program)
             .arg("shim")
             .arg(&run_dir)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .process_group(0)
@@ -212,6 +218,13 @@ impl Driver for ProcessDriver {
             .map_err(|e| {
                 DriverError::io(format!("start shim {}", self.shim_program.display()), e)
             })?;
+        if let Some(mut pipe) = child.stdin.take() {
+            let line = serde_json::to_vec(&secret_env).unwrap_or_default();
+            pipe.write_all(&line)
+                .await
+                .map_err(|e| DriverError::io("hand secrets to the shim", e))?;
+            drop(pipe);
+        }
         let shim_pid = child.id().map(|p| p as i32).unwrap_or(0);
         let mut line = String::new();
         if let Some(out) = child.stdout.take() {
@@ -301,7 +314,11 @@ impl Driver for ProcessDriver {
         let mut child = Command::new(program)
             .args(args)
             .env_clear()
-            .envs(Self::env(spec))
+            .envs({
+                let (mut env, secret_env) = Self::env(spec);
+                env.extend(secret_env);
+                env
+            })
             .current_dir(self.machine_dir(&spec.machine_id).join("rootfs"))
             .stdin(if stdin.is_some() {
                 Stdio::piped()

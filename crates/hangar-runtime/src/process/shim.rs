@@ -80,10 +80,16 @@ pub fn run(dir: &Path) -> i32 {
         });
         return 2;
     };
+    // Values from secrets come through stdin, never through the run directory.
+    let mut secret_env = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut secret_env);
+    let secret_env: BTreeMap<String, String> =
+        serde_json::from_str(secret_env.trim()).unwrap_or_default();
     let spawned = Command::new(program)
         .args(args)
         .env_clear()
         .envs(&spec.env)
+        .envs(&secret_env)
         .current_dir(&spec.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -19,7 +19,7 @@ use super::apps::load_app;
 use super::{idempotency, ApiError, JsonBody, Params};
 use crate::auth::Caller;
 use crate::supervisor::MachineCmd;
-use crate::{clock, ids, AppState};
+use crate::{clock, fleet, ids, AppState};
 
 /// How many recent events a machine embeds in its JSON.
 const EMBEDDED_EVENTS: usize = 10;
@@ -250,22 +250,8 @@ fn checked_config(
     let config = config.ok_or_else(|| {
         ApiError::invalid("config is required: give {\"config\": {\"image\": \"...\"}}")
     })?;
-    config.validate().map_err(ApiError::invalid)?;
-    state
-        .supervisor
-        .driver()
-        .check_config(&config)
-        .map_err(ApiError::invalid)?;
+    fleet::check_config(state, &config)?;
     Ok(config)
-}
-
-/// Lets the driver fetch what the config needs (its image) before anything is stored.
-async fn prepare(state: &AppState, config: &MachineConfig) -> Result<(), ApiError> {
-    match state.supervisor.driver().prepare(config).await {
-        Ok(()) => Ok(()),
-        Err(hangar_runtime::DriverError::InvalidConfig(m)) => Err(ApiError::invalid(m)),
-        Err(e) => Err(ApiError::internal(e)),
-    }
 }
 
 /// Region codes that mean "wherever the platform likes": they resolve to this host's.
@@ -316,7 +302,7 @@ async fn create(
     let app = load_app(&state, &caller, &app).await?;
     let config = checked_config(&state, body.config.clone())?;
     let region = resolve_region(body.region.as_deref(), &state.region)?;
-    prepare(&state, &config).await?;
+    fleet::prepare(&state, &config).await?;
     let name = match body.name.as_deref().filter(|n| !n.is_empty()) {
         Some(n) => {
             check_machine_name(n)?;
@@ -324,67 +310,22 @@ async fn create(
         }
         None => ids::machine_name(),
     };
-    let org_slug = app.org_slug.clone();
-    let org = state
-        .store
-        .call(move |db| db.org(&org_slug))
-        .await?
-        .ok_or_else(|| ApiError::internal("app's org is missing"))?;
-    let id = ids::machine_id();
-    let now = clock::rfc3339_now();
-    let record = MachineRecord {
-        id: id.clone(),
-        app_name: app.name.clone(),
-        name,
-        region,
-        state: MachineState::Created,
-        instance_id: ids::ulid(),
-        private_ip: ids::private_ip(org.numeric_id, &id),
-        config,
-        cordoned: body.skip_service_registration == Some(true),
-        created_at: now.clone(),
-        updated_at: now,
-        runtime: None,
-    };
-    let launch = MachineEvent {
-        id: ids::ulid(),
-        kind: "launch".into(),
-        status: "created".into(),
-        source: "user".into(),
-        timestamp: clock::now_ms(),
-        request: None,
-    };
-    let lease = body.lease_ttl.filter(|t| *t > 0).map(|ttl| LeaseRecord {
-        machine_id: id.clone(),
-        nonce: ids::lease_nonce(),
-        owner: caller.owner(),
-        description: String::new(),
-        expires_at: clock::now_secs() + ttl as i64,
-    });
-    let (r, ev, l) = (record.clone(), launch.clone(), lease.clone());
-    let inserted = state
-        .store
-        .call(move |db| {
-            db.insert_machine(&r, &ev)?;
-            if let Some(l) = &l {
-                db.put_lease(l)?;
-            }
-            Ok(())
-        })
-        .await;
-    match inserted {
-        Ok(()) => {}
-        Err(e) if e.is_unique_violation() => {
-            return Err(ApiError::conflict(format!(
-            "already_exists: a machine named {:?} already exists in app {:?}; pick another name",
-            record.name, record.app_name
-        )))
-        }
-        Err(e) => return Err(e.into()),
-    }
-    tracing::info!(app = %record.app_name, machine = %record.id, "machine created");
-    let skip_launch = body.skip_launch == Some(true);
-    state.supervisor.adopt_new(record.clone(), skip_launch);
+    let (record, launch, lease) = fleet::create(
+        &state,
+        &app,
+        fleet::NewMachine {
+            config,
+            region,
+            name: Some(name),
+            skip_launch: body.skip_launch == Some(true),
+            cordoned: body.skip_service_registration == Some(true),
+            lease: body
+                .lease_ttl
+                .filter(|t| *t > 0)
+                .map(|ttl| (caller.owner(), ttl)),
+        },
+    )
+    .await?;
     Ok(Json(view(
         &record,
         vec![launch],
@@ -440,7 +381,7 @@ async fn update(
         }
     }
     check_lease(&state, &m.id, &headers).await?;
-    prepare(&state, &config).await?;
+    fleet::prepare(&state, &config).await?;
     let skip_launch = body.skip_launch == Some(true);
     state
         .supervisor

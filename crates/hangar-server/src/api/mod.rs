@@ -6,7 +6,9 @@
 
 mod actions;
 mod apps;
+mod builds;
 mod certificates;
+mod deploys;
 pub mod idempotency;
 mod ips;
 mod leases;
@@ -14,6 +16,7 @@ mod logs;
 mod machines;
 mod metadata;
 mod query;
+mod secrets;
 mod tokens;
 
 use axum::extract::{FromRequest, Request};
@@ -43,6 +46,9 @@ pub fn router(state: AppState) -> Router {
         .merge(tokens::routes())
         .merge(ips::routes())
         .merge(certificates::routes())
+        .merge(secrets::routes())
+        .merge(deploys::routes())
+        .merge(builds::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_token,

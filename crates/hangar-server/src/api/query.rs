@@ -29,6 +29,15 @@ impl Params {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value given for `key`, in order, as given.
+    pub fn all(&self, key: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     /// Every value for `key`, comma-separated values split, empty ones dropped.
     pub fn list(&self, key: &str) -> Vec<String> {
         self.0

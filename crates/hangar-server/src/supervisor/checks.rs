@@ -1,5 +1,5 @@
 //! Health checks of started machines: top-level `checks` and service checks
-//! (`servicecheck-<n>-<port>`), `http` or `tcp`, every `interval` after `grace_period`,
+//! (`servicecheck-<NN>-<type>-<port>`), `http` or `tcp`, every `interval` after `grace_period`,
 //! each bounded by `timeout`. Results are kept per machine for the API's `checks`
 //! array; the health of a machine's service checks is published to the proxy, which
 //! routes only to machines whose service checks pass.
@@ -79,10 +79,15 @@ fn plan(config: &MachineConfig) -> Vec<Planned> {
             });
         }
     }
-    for (i, svc) in config.services.iter().flatten().enumerate() {
-        for (j, check) in svc.checks.iter().flatten().enumerate() {
+    // Named as Fly names them: servicecheck-<NN>-<type>-<port>.
+    let mut n = 0;
+    for svc in config.services.iter().flatten() {
+        for check in svc.checks.iter().flatten() {
+            let kind = check.check_type.as_deref().unwrap_or("tcp");
+            let name = format!("servicecheck-{n:02}-{kind}-{}", svc.internal_port);
+            n += 1;
             out.push(Planned {
-                name: format!("servicecheck-{i:02}-{j:02}-{}", svc.internal_port),
+                name,
                 service: true,
                 port: check.port.unwrap_or(svc.internal_port),
                 check: check.clone(),

@@ -1,15 +1,16 @@
 //! What a machine is launched with: the driver's [`LaunchSpec`], including Fly's runtime
-//! variables (machines-api.md §13.4) and `PORT`.
+//! variables (machines-api.md §13.4), `PORT` and the app's secrets (fetched by the
+//! caller from the vault).
 
 use std::collections::BTreeMap;
 
-use hangar_runtime::LaunchSpec;
+use hangar_runtime::{LaunchSpec, Secrets};
 use hangar_store::MachineRecord;
 
 /// Memory a machine gets when `guest.memory_mb` is unset, as on Fly.
 pub const DEFAULT_MEMORY_MB: u32 = 256;
 
-pub fn spec(m: &MachineRecord, server_region: &str) -> LaunchSpec {
+pub fn spec(m: &MachineRecord, server_region: &str, secrets: Secrets) -> LaunchSpec {
     let c = &m.config;
     let user_env = c.env.clone().unwrap_or_default();
     let mut env = BTreeMap::new();
@@ -53,5 +54,6 @@ pub fn spec(m: &MachineRecord, server_region: &str) -> LaunchSpec {
         private_ip: m.private_ip.clone(),
         config: c.clone(),
         platform_env: env,
+        secrets,
     }
 }

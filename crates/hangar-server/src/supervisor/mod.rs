@@ -126,6 +126,8 @@ pub(crate) struct Context {
     pub checks: Arc<checks::CheckResults>,
     /// Requests in flight per machine, counted by the proxy; stops drain them first.
     pub load: Arc<hangar_proxy::Load>,
+    /// Where machines get their secrets at start.
+    pub vault: crate::secrets::Vault,
 }
 
 /// The registry of machine actors. Cheap to clone.
@@ -138,12 +140,18 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(store: Store, driver: Arc<dyn Driver>, region: String) -> Self {
+    pub fn new(
+        store: Store,
+        driver: Arc<dyn Driver>,
+        region: String,
+        vault: crate::secrets::Vault,
+    ) -> Self {
         Self {
             ctx: Arc::new(Context {
                 store,
                 driver,
                 region,
+                vault,
                 instances: Default::default(),
                 checks: Default::default(),
                 load: Arc::default(),

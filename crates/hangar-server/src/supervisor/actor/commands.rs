@@ -199,11 +199,23 @@ impl MachineActor {
                     let _ = reply.send(Err(not_now("exec", state)));
                     return false;
                 };
-                let (driver, spec) = (
+                let (driver, vault, m, region) = (
                     self.ctx.driver.clone(),
-                    launch::spec(&self.m, &self.ctx.region),
+                    self.ctx.vault.clone(),
+                    self.m.clone(),
+                    self.ctx.region.clone(),
                 );
                 tokio::spawn(async move {
+                    let secrets = match vault.for_machine(&m).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = reply.send(Err(OpError::Internal(format!(
+                                "cannot give the command the app's secrets: {e}"
+                            ))));
+                            return;
+                        }
+                    };
+                    let spec = launch::spec(&m, &region, secrets);
                     let r = driver
                         .exec(&handle, &spec, &argv, stdin.as_deref(), timeout)
                         .await

@@ -184,10 +184,12 @@ impl MachineActor {
         });
     }
 
-    /// Runs health checks while the machine is started, and only then.
+    /// Runs health checks while the machine is started, and only then; each run of the
+    /// machine starts with no results, so nothing passes before it has been checked.
     fn sync_checks(&mut self) {
         if let Some(c) = self.checks.take() {
             c.cancel();
+            self.ctx.checks.forget(&self.m.id);
         }
         if self.m.state != MachineState::Started {
             return;
@@ -233,8 +235,16 @@ impl MachineActor {
 
     /// Launches the current version; records `started` or `failed`.
     async fn finish_start(&mut self) {
-        let spec = launch::spec(&self.m, &self.ctx.region);
-        match self.ctx.driver.start(&spec).await {
+        let started = match self.ctx.vault.for_machine(&self.m).await {
+            Ok(secrets) => {
+                let spec = launch::spec(&self.m, &self.ctx.region, secrets);
+                self.ctx.driver.start(&spec).await
+            }
+            Err(e) => Err(hangar_runtime::DriverError::InvalidConfig(format!(
+                "cannot give the machine its secrets: {e}"
+            ))),
+        };
+        match started {
             Ok(run) => {
                 let handle = run.handle.clone();
                 self.running = Some(Proc {

@@ -1,0 +1,484 @@
+//! `hangar doctor [-c fly.toml] [--json]`: the production checklist — each item PASS,
+//! WARN or FAIL with a one-line fix. Reads the local fly.toml, and the app's machines
+//! when the server can be reached.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{bail, Result};
+use clap::Args;
+use hangar_appconfig::{AppConfig, AutoStop};
+use serde::Serialize;
+
+use super::appconfig::{app_name, ConfigArg};
+use super::AppArg;
+use crate::{config, output};
+
+#[derive(Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub app: AppArg,
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    Pass,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub check: &'static str,
+    pub verdict: Verdict,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+fn pass(check: &'static str, detail: impl Into<String>) -> Finding {
+    Finding {
+        check,
+        verdict: Verdict::Pass,
+        detail: detail.into(),
+        fix: None,
+    }
+}
+
+fn flag(
+    check: &'static str,
+    verdict: Verdict,
+    detail: impl Into<String>,
+    fix: impl Into<String>,
+) -> Finding {
+    Finding {
+        check,
+        verdict,
+        detail: detail.into(),
+        fix: Some(fix.into()),
+    }
+}
+
+/// Bits of entropy per character of `s`.
+fn entropy(s: &str) -> f64 {
+    let mut counts: BTreeMap<char, usize> = BTreeMap::new();
+    for c in s.chars() {
+        *counts.entry(c).or_default() += 1;
+    }
+    let n = s.chars().count() as f64;
+    counts
+        .values()
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Whether an `[env]` entry looks like a secret: by its name, or by a long random value.
+pub fn looks_secret(key: &str, value: &str) -> Option<&'static str> {
+    let k = key.to_ascii_uppercase();
+    let named = [
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "TOKEN",
+        "PRIVATE",
+        "API_KEY",
+        "ACCESS_KEY",
+        "DATABASE_URL",
+        "CREDENTIAL",
+    ]
+    .iter()
+    .any(|w| k.contains(w));
+    if named && !value.is_empty() {
+        return Some("its name");
+    }
+    if value.len() >= 20 && !value.contains(' ') && entropy(value) >= 4.0 {
+        return Some("its random-looking value");
+    }
+    None
+}
+
+/// Every service's view as the checklist needs it: (name, autostop, autostart,
+/// min running, has concurrency limits, check grace periods).
+struct ServiceView {
+    name: String,
+    autostop: Option<AutoStop>,
+    autostart: Option<bool>,
+    min_running: Option<u32>,
+    limited: bool,
+    checks: usize,
+    graced: usize,
+}
+
+fn services(c: &AppConfig) -> Vec<ServiceView> {
+    let mut out = Vec::new();
+    if let Some(h) = &c.http_service {
+        out.push(ServiceView {
+            name: "[http_service]".into(),
+            autostop: h.auto_stop_machines,
+            autostart: h.auto_start_machines,
+            min_running: h.min_machines_running,
+            limited: h
+                .concurrency
+                .as_ref()
+                .is_some_and(|c| c.soft_limit.is_some() || c.hard_limit.is_some()),
+            checks: h.checks.len(),
+            graced: h.checks.iter().filter(|c| c.grace_period.is_some()).count(),
+        });
+    }
+    for (i, s) in c.services.iter().enumerate() {
+        let checks: Vec<_> = s.tcp_checks.iter().chain(&s.http_checks).collect();
+        out.push(ServiceView {
+            name: format!("[[services]] #{} (port {})", i + 1, s.internal_port),
+            autostop: s.auto_stop_machines,
+            autostart: s.auto_start_machines,
+            min_running: s.min_machines_running,
+            limited: s
+                .concurrency
+                .as_ref()
+                .is_some_and(|c| c.soft_limit.is_some() || c.hard_limit.is_some()),
+            checks: checks.len(),
+            graced: checks.iter().filter(|c| c.grace_period.is_some()).count(),
+        });
+    }
+    out
+}
+
+/// The checklist over a config; `machines` is (count, regions) of the app's machines
+/// when known.
+pub fn examine(
+    c: &AppConfig,
+    machines: Option<(usize, BTreeSet<String>)>,
+    dockerfile: Option<&str>,
+) -> Vec<Finding> {
+    let mut f = Vec::new();
+    let svc = services(c);
+    // HTTPS forced.
+    let http_ports_forced = c.http_service.as_ref().map(|h| h.force_https == Some(true));
+    let plain_unforced = c
+        .services
+        .iter()
+        .flat_map(|s| &s.ports)
+        .any(|p| p.handlers == ["http"] && p.force_https != Some(true));
+    match http_ports_forced {
+        Some(true) if !plain_unforced => {
+            f.push(pass("HTTPS forced", "plain HTTP redirects to HTTPS"))
+        }
+        None if !plain_unforced => f.push(pass("HTTPS forced", "no plain HTTP port")),
+        _ => f.push(flag(
+            "HTTPS forced",
+            Verdict::Fail,
+            "plain HTTP is served without redirecting to HTTPS",
+            "set force_https = true in [http_service] (or on each port 80)",
+        )),
+    }
+    // min_machines_running.
+    if svc.is_empty() {
+        f.push(pass("min_machines_running", "no public services"));
+    } else if svc.iter().all(|s| s.min_running.unwrap_or(0) >= 1) {
+        f.push(pass(
+            "min_machines_running",
+            "at least one machine always runs",
+        ));
+    } else {
+        f.push(flag(
+            "min_machines_running",
+            Verdict::Warn,
+            "every machine may stop when idle, so the first request waits for a start",
+            "set min_machines_running = 1 in [http_service]",
+        ));
+    }
+    // Redundancy.
+    match machines {
+        None => f.push(flag(
+            "redundancy",
+            Verdict::Warn,
+            "the app's machines could not be read",
+            "deploy the app, then run `hangar doctor` again",
+        )),
+        Some((n, regions)) if n >= 2 || regions.len() >= 2 => f.push(pass(
+            "redundancy",
+            format!("{n} machines in {} region(s)", regions.len()),
+        )),
+        Some((n, _)) => f.push(flag(
+            "redundancy",
+            Verdict::Fail,
+            format!("{n} machine(s): one failure takes the app down"),
+            "run `hangar scale count 2` (or add a region with --region)",
+        )),
+    }
+    // Checks with grace periods.
+    let ungraced: Vec<&str> = svc
+        .iter()
+        .filter(|s| s.checks == 0 || s.graced < s.checks)
+        .map(|s| s.name.as_str())
+        .collect();
+    if ungraced.is_empty() {
+        f.push(pass(
+            "health checks",
+            "every service has checks with grace periods",
+        ));
+    } else {
+        f.push(flag(
+            "health checks",
+            Verdict::Fail,
+            format!("no check (or no grace_period) on {}", ungraced.join(", ")),
+            "add [[http_service.checks]] with grace_period = \"10s\", interval and path",
+        ));
+    }
+    // Graceful shutdown.
+    let signal = c
+        .kill_signal
+        .clone()
+        .unwrap_or_else(|| "SIGINT".into())
+        .to_ascii_uppercase();
+    let timeout = c.kill_timeout.map(|t| t.0.as_secs()).unwrap_or(5);
+    if matches!(signal.as_str(), "SIGKILL" | "SIGSTOP") {
+        f.push(flag(
+            "graceful shutdown",
+            Verdict::Fail,
+            format!("kill_signal = {signal} gives the app no chance to finish requests"),
+            "set kill_signal = \"SIGTERM\" (or SIGINT) and kill_timeout = \"30s\"",
+        ));
+    } else if !(5..=300).contains(&timeout) {
+        f.push(flag("graceful shutdown", Verdict::Warn, format!("kill_timeout is {timeout}s"), "set kill_timeout between \"5s\" and \"300s\", long enough to finish in-flight requests"));
+    } else if c.kill_signal.is_none() || c.kill_timeout.is_none() {
+        f.push(flag("graceful shutdown", Verdict::Warn, format!("relying on defaults ({signal}, {timeout}s)"), "set kill_signal and kill_timeout to what your server handles, e.g. \"SIGTERM\" and \"30s\""));
+    } else {
+        f.push(pass(
+            "graceful shutdown",
+            format!("{signal}, then {timeout}s to finish"),
+        ));
+    }
+    // Secrets in [env].
+    let leaked: Vec<String> = c
+        .env
+        .iter()
+        .filter_map(|(k, v)| looks_secret(k, v).map(|why| format!("{k} (by {why})")))
+        .collect();
+    if leaked.is_empty() {
+        f.push(pass("secrets in [env]", "nothing in [env] looks secret"));
+    } else {
+        f.push(flag(
+            "secrets in [env]",
+            Verdict::Fail,
+            format!(
+                "[env] holds what looks like a secret: {}",
+                leaked.join(", ")
+            ),
+            "move it out of fly.toml: `hangar secrets set NAME=...`",
+        ));
+    }
+    // Volumes.
+    let unretained: Vec<&str> = c
+        .mounts
+        .iter()
+        .filter(|m| m.snapshot_retention.is_none() || m.scheduled_snapshots == Some(false))
+        .map(|m| m.source.as_str())
+        .collect();
+    if c.mounts.is_empty() {
+        f.push(pass("volume snapshots", "no volumes"));
+    } else if unretained.is_empty() {
+        f.push(pass("volume snapshots", "every volume keeps snapshots"));
+    } else {
+        f.push(flag(
+            "volume snapshots",
+            Verdict::Warn,
+            format!("no snapshot retention set for {}", unretained.join(", ")),
+            "set snapshot_retention = 7 (days) and scheduled_snapshots = true in [[mounts]]",
+        ));
+    }
+    // Concurrency.
+    let unlimited: Vec<&str> = svc
+        .iter()
+        .filter(|s| !s.limited)
+        .map(|s| s.name.as_str())
+        .collect();
+    if unlimited.is_empty() {
+        f.push(pass(
+            "concurrency limits",
+            "every service has soft and hard limits",
+        ));
+    } else {
+        f.push(flag(
+            "concurrency limits",
+            Verdict::Warn,
+            format!("no concurrency limits on {}", unlimited.join(", ")),
+            "add concurrency = { type = \"requests\", soft_limit = 200, hard_limit = 250 }",
+        ));
+    }
+    // Image tags.
+    let mut latest = Vec::new();
+    if let Some(img) = c.build.as_ref().and_then(|b| b.image.as_deref()) {
+        let tag = img
+            .rsplit('/')
+            .next()
+            .and_then(|last| last.split_once(':'))
+            .map(|(_, t)| t);
+        if !img.contains('@') && matches!(tag, None | Some("latest")) {
+            latest.push(format!("[build] image {img}"));
+        }
+    }
+    for line in dockerfile.unwrap_or_default().lines() {
+        let mut w = line.split_whitespace();
+        if w.next().is_some_and(|k| k.eq_ignore_ascii_case("FROM")) {
+            if let Some(img) = w.find(|x| !x.starts_with("--")) {
+                let last = img.rsplit('/').next().unwrap_or(img);
+                if img != "scratch"
+                    && !img.contains('@')
+                    && (!last.contains(':') || last.ends_with(":latest"))
+                    && !img
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    latest.push(format!("Dockerfile FROM {img}"));
+                }
+            }
+        }
+    }
+    if latest.is_empty() {
+        f.push(pass("image tags", "no image is pinned to latest"));
+    } else {
+        f.push(flag(
+            "image tags",
+            Verdict::Warn,
+            format!("{} may change under you", latest.join(", ")),
+            "pin a version tag or a digest instead of latest",
+        ));
+    }
+    // Autostop/autostart.
+    let unset: Vec<&str> = svc
+        .iter()
+        .filter(|s| s.autostop.is_none() || s.autostart.is_none())
+        .map(|s| s.name.as_str())
+        .collect();
+    if unset.is_empty() {
+        f.push(pass("auto stop/start", "set on every service"));
+    } else {
+        f.push(flag("auto stop/start", Verdict::Warn, format!("not set on {}", unset.join(", ")), "set auto_stop_machines = \"stop\" and auto_start_machines = true (or \"off\"/false on purpose)"));
+    }
+    f
+}
+
+pub async fn run(args: DoctorArgs) -> Result<()> {
+    let loaded = args.config.load()?;
+    let c = &loaded.config;
+    let dockerfile = loaded
+        .path
+        .as_deref()
+        .and_then(|p| p.parent())
+        .map(|d| {
+            d.join(
+                c.build
+                    .as_ref()
+                    .and_then(|b| b.dockerfile.clone())
+                    .unwrap_or_else(|| "Dockerfile".into()),
+            )
+        })
+        .and_then(|p| std::fs::read_to_string(p).ok());
+    let machines = match (app_name(&args.app, Some(c)), config::client()) {
+        (Ok(app), Ok(client)) => client.list_machines(&app, false).await.ok().map(|ms| {
+            let ms = super::status::app_machines(ms);
+            let regions = ms.iter().map(|m| m.region.clone()).collect();
+            (ms.len(), regions)
+        }),
+        _ => None,
+    };
+    let findings = examine(c, machines, dockerfile.as_deref());
+    let failed = findings
+        .iter()
+        .filter(|f| f.verdict == Verdict::Fail)
+        .count();
+    if args.json {
+        output::json(&findings)?;
+    } else {
+        for f in &findings {
+            let v = match f.verdict {
+                Verdict::Pass => "PASS",
+                Verdict::Warn => "WARN",
+                Verdict::Fail => "FAIL",
+            };
+            println!("{v}  {}: {}", f.check, f.detail);
+            if let Some(fix) = &f.fix {
+                println!("      fix: {fix}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} check(s) failed");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdicts(
+        text: &str,
+        machines: Option<(usize, BTreeSet<String>)>,
+    ) -> BTreeMap<&'static str, Verdict> {
+        let c = hangar_appconfig::parse(text, hangar_appconfig::Format::Toml)
+            .expect("parses")
+            .config;
+        examine(&c, machines, None)
+            .into_iter()
+            .map(|f| (f.check, f.verdict))
+            .collect()
+    }
+
+    #[test]
+    fn a_production_ready_config_passes_and_a_bare_one_does_not() {
+        let good = r#"
+app = "good"
+kill_signal = "SIGTERM"
+kill_timeout = "30s"
+[env]
+LOG_LEVEL = "info"
+[http_service]
+internal_port = 8080
+force_https = true
+auto_stop_machines = "stop"
+auto_start_machines = true
+min_machines_running = 1
+concurrency = { type = "requests", soft_limit = 200, hard_limit = 250 }
+[[http_service.checks]]
+grace_period = "10s"
+interval = "15s"
+path = "/healthz"
+"#;
+        let two = Some((2, BTreeSet::from(["ord".to_string()])));
+        assert!(verdicts(good, two.clone())
+            .values()
+            .all(|v| *v == Verdict::Pass));
+        let bad = r#"
+app = "bad"
+kill_signal = "SIGKILL"
+[build]
+image = "nginx:latest"
+[env]
+DB_PASSWORD = "hunter2"
+SESSION = "q8Zr3Lk0vX9pT2mW7bN4cY6hJ1fD5sGa"
+[http_service]
+internal_port = 8080
+"#;
+        let v = verdicts(bad, Some((1, BTreeSet::new())));
+        assert_eq!(v["HTTPS forced"], Verdict::Fail);
+        assert_eq!(v["redundancy"], Verdict::Fail);
+        assert_eq!(v["health checks"], Verdict::Fail);
+        assert_eq!(v["graceful shutdown"], Verdict::Fail);
+        assert_eq!(v["secrets in [env]"], Verdict::Fail);
+        assert_eq!(v["image tags"], Verdict::Warn);
+        assert_eq!(v["concurrency limits"], Verdict::Warn);
+        assert_eq!(v["auto stop/start"], Verdict::Warn);
+        assert_eq!(v["min_machines_running"], Verdict::Warn);
+        assert!(looks_secret("SESSION", "q8Zr3Lk0vX9pT2mW7bN4cY6hJ1fD5sGa").is_some());
+        assert!(looks_secret("GREETING", "hello world").is_none());
+    }
+}

@@ -1,0 +1,412 @@
+//! `hangar scale count|vm|memory|show`, from the current release's config as flyctl
+//! does (flytoml-and-deploys.md §9): new machines copy a machine of their group (or are
+//! made from the release's config when the group has none), removed ones are destroyed
+//! from the last region first.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use hangar_appconfig::compute;
+use hangar_client::Client;
+use hangar_types::requests::CreateMachineRequest;
+use hangar_types::{Machine, MachineConfig};
+use serde::Serialize;
+
+use super::status::app_machines;
+use super::{confirm, AppArg};
+use crate::{config, output};
+
+#[derive(Subcommand)]
+pub enum ScaleCmd {
+    /// Set how many machines a group has: N, or GROUP=N / GROUP=+N / GROUP=-N ...
+    Count {
+        #[command(flatten)]
+        app: AppArg,
+        #[arg(required = true)]
+        counts: Vec<String>,
+        /// The group a bare N applies to
+        #[arg(short = 'g', long = "process-group")]
+        process_group: Option<String>,
+        /// Regions to spread the machines over (comma-separated)
+        #[arg(short = 'r', long = "region", value_delimiter = ',')]
+        regions: Vec<String>,
+        #[arg(short = 'y', long)]
+        yes: bool,
+    },
+    /// Set the machines' size preset (shared-cpu-1x, performance-2x, ...)
+    Vm {
+        #[command(flatten)]
+        app: AppArg,
+        size: String,
+        /// Memory in MB (or with a unit, e.g. 1gb), over the preset's
+        #[arg(long)]
+        memory: Option<String>,
+        #[arg(short = 'g', long = "process-group")]
+        process_group: Option<String>,
+        #[arg(short = 'y', long)]
+        yes: bool,
+    },
+    /// Set the machines' memory (MB, or with a unit)
+    Memory {
+        #[command(flatten)]
+        app: AppArg,
+        memory: String,
+        #[arg(short = 'g', long = "process-group")]
+        process_group: Option<String>,
+        #[arg(short = 'y', long)]
+        yes: bool,
+    },
+    /// Show each group's count, size and regions
+    Show {
+        #[command(flatten)]
+        app: AppArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A target count: absolute, or relative to the group's count now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Exactly(u32),
+    Plus(u32),
+    Minus(u32),
+}
+
+fn parse_count(s: &str) -> Result<Target> {
+    let bad = || anyhow::anyhow!("invalid count {s:?}: use a number such as 3, or +1 / -1");
+    let t = if let Some(n) = s.strip_prefix('+') {
+        Target::Plus(n.parse().map_err(|_| bad())?)
+    } else if let Some(n) = s.strip_prefix('-') {
+        Target::Minus(n.parse().map_err(|_| bad())?)
+    } else {
+        Target::Exactly(s.parse().map_err(|_| bad())?)
+    };
+    if t == Target::Plus(0) || t == Target::Minus(0) {
+        bail!("invalid count {s:?}: +0 and -0 change nothing");
+    }
+    Ok(t)
+}
+
+/// The release's config, image, id and version.
+async fn release(
+    client: &Client,
+    app: &str,
+) -> Result<(hangar_appconfig::AppConfig, String, String, i64)> {
+    let r = client.release(app, "current").await.with_context(|| {
+        format!("app {app} has no complete releases yet; deploy it first with `hangar deploy`")
+    })?;
+    let loaded = hangar_appconfig::from_value(r.config)
+        .map_err(|e| anyhow::anyhow!("the current release's config: {e}"))?;
+    Ok((
+        loaded.config,
+        r.release.image_ref,
+        r.release.id,
+        r.release.version,
+    ))
+}
+
+/// Spreads `total` machines over `regions`, the first regions taking the remainder.
+fn spread(total: u32, regions: &[String]) -> BTreeMap<String, u32> {
+    let n = regions.len().max(1) as u32;
+    regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.clone(), total / n + u32::from((i as u32) < total % n)))
+        .collect()
+}
+
+pub async fn run(cmd: ScaleCmd) -> Result<()> {
+    let client = config::client()?;
+    match cmd {
+        ScaleCmd::Count {
+            app,
+            counts,
+            process_group,
+            regions,
+            yes,
+        } => count(&client, &app.name()?, counts, process_group, regions, yes).await,
+        ScaleCmd::Vm {
+            app,
+            size,
+            memory,
+            process_group,
+            yes,
+        } => {
+            let mut guest = compute::preset(&size).map_err(|e| anyhow::anyhow!(e))?;
+            if let Some(m) = memory {
+                guest.memory_mb = Some(memory_mb(&m)?);
+            }
+            resize(&client, &app.name()?, process_group, yes, |c| {
+                c.guest = Some(guest.clone())
+            })
+            .await
+        }
+        ScaleCmd::Memory {
+            app,
+            memory,
+            process_group,
+            yes,
+        } => {
+            let mb = memory_mb(&memory)?;
+            resize(&client, &app.name()?, process_group, yes, |c| {
+                c.guest.get_or_insert_with(Default::default).memory_mb = Some(mb);
+            })
+            .await
+        }
+        ScaleCmd::Show { app, json } => show(&client, &app.name()?, json).await,
+    }
+}
+
+fn memory_mb(text: &str) -> Result<u32> {
+    let mb = compute::memory_mb(text).map_err(|e| anyhow::anyhow!(e))?;
+    if mb < 128 {
+        bail!("memory {text:?} is too small: give at least 128 MB");
+    }
+    Ok(mb)
+}
+
+async fn count(
+    client: &Client,
+    app: &str,
+    counts: Vec<String>,
+    process_group: Option<String>,
+    regions: Vec<String>,
+    yes: bool,
+) -> Result<()> {
+    let (cfg, image, release_id, version) = release(client, app).await?;
+    let groups = cfg.groups();
+    let mut targets: Vec<(String, Target)> = Vec::new();
+    for c in &counts {
+        let (g, n) = match c.split_once('=') {
+            Some((g, n)) => (g.to_string(), n),
+            None => (
+                process_group.clone().unwrap_or_else(|| "app".into()),
+                c.as_str(),
+            ),
+        };
+        if !groups.contains(&g) {
+            bail!(
+                "process group '{g}' is not in the app's config; its groups are: {} (name one with --process-group or GROUP=N)",
+                groups.join(", ")
+            );
+        }
+        targets.push((g, parse_count(n)?));
+    }
+    let machines = app_machines(client.list_machines(app, false).await?);
+    let mut actions: Vec<(String, String, i64)> = Vec::new();
+    for (g, target) in &targets {
+        let mine: Vec<&Machine> = machines
+            .iter()
+            .filter(|m| m.config.process_group() == g)
+            .collect();
+        let now = mine.len() as u32;
+        let want = match *target {
+            Target::Exactly(n) => n,
+            Target::Plus(n) => now + n,
+            Target::Minus(n) => now.saturating_sub(n),
+        };
+        let mut rs = regions.clone();
+        if rs.is_empty() {
+            for m in &mine {
+                if !rs.contains(&m.region) {
+                    rs.push(m.region.clone());
+                }
+            }
+        }
+        if rs.is_empty() {
+            rs.push(cfg.primary_region.clone().unwrap_or_default());
+        }
+        for (region, n) in spread(want, &rs) {
+            let here = mine
+                .iter()
+                .filter(|m| region.is_empty() || m.region == region)
+                .count() as i64;
+            let delta = n as i64 - here;
+            if delta != 0 {
+                actions.push((g.clone(), region, delta));
+            }
+        }
+    }
+    if actions.is_empty() {
+        println!("App {app} already has those counts; nothing to do");
+        return Ok(());
+    }
+    println!("App '{app}' is going to be scaled according to this plan:");
+    for (g, r, d) in &actions {
+        let where_ = if r.is_empty() {
+            "the server's region".to_string()
+        } else {
+            format!("region '{r}'")
+        };
+        println!("  {:+} machines for group '{g}' on {where_}", d);
+    }
+    confirm("Scale the app?", yes)?;
+    // Removals go from the last region first.
+    for (g, region, delta) in actions.iter().rev().filter(|a| a.2 < 0) {
+        let victims: Vec<&Machine> = machines
+            .iter()
+            .filter(|m| m.config.process_group() == g && (region.is_empty() || &m.region == region))
+            .rev()
+            .take((-delta) as usize)
+            .collect();
+        for m in victims {
+            client.destroy_machine(app, &m.id, true).await?;
+            println!("Destroyed machine {} [{g}] in {}", m.id, m.region);
+        }
+    }
+    for (g, region, delta) in actions.iter().filter(|a| a.2 > 0) {
+        let config = match machines.iter().find(|m| m.config.process_group() == g) {
+            Some(m) => {
+                let mut c = m.config.clone();
+                c.standbys = None;
+                c
+            }
+            None => new_config(&cfg, g, &image, &release_id, version)?,
+        };
+        for _ in 0..*delta {
+            let req = CreateMachineRequest {
+                config: Some(config.clone()),
+                region: (!region.is_empty()).then(|| region.clone()),
+                ..Default::default()
+            };
+            let m = client.create_machine(app, &req).await?;
+            client.wait(app, &m.id, "started", 60).await?;
+            println!("Created machine {} [{g}] in {}", m.id, m.region);
+        }
+    }
+    Ok(())
+}
+
+/// A machine config for a group with no machines, from the release's config.
+fn new_config(
+    cfg: &hangar_appconfig::AppConfig,
+    group: &str,
+    image: &str,
+    release_id: &str,
+    version: i64,
+) -> Result<MachineConfig> {
+    let mut c = cfg
+        .to_machine_config(group, None)
+        .map_err(|e| anyhow::anyhow!("group '{group}': {e}"))?;
+    c.image = image.to_string();
+    let md = c.metadata.get_or_insert_with(Default::default);
+    md.insert("fly_release_id".into(), release_id.into());
+    md.insert("fly_release_version".into(), version.to_string());
+    Ok(c)
+}
+
+/// Applies `change` to the config of every machine of the group (all groups by
+/// default); each machine restarts with it.
+async fn resize(
+    client: &Client,
+    app: &str,
+    group: Option<String>,
+    yes: bool,
+    change: impl Fn(&mut MachineConfig),
+) -> Result<()> {
+    let machines: Vec<Machine> = app_machines(client.list_machines(app, false).await?)
+        .into_iter()
+        .filter(|m| {
+            group
+                .as_deref()
+                .is_none_or(|g| m.config.process_group() == g)
+        })
+        .collect();
+    if machines.is_empty() {
+        bail!(
+            "app {app} has no machines{} to resize",
+            group
+                .map(|g| format!(" in group '{g}'"))
+                .unwrap_or_default()
+        );
+    }
+    confirm(
+        &format!(
+            "Resize {} machine(s) of {app}? Each restarts.",
+            machines.len()
+        ),
+        yes,
+    )?;
+    for m in machines {
+        let mut config = m.config.clone();
+        change(&mut config);
+        let req = CreateMachineRequest {
+            config: Some(config),
+            ..Default::default()
+        };
+        client.update_machine(app, &m.id, &req, None).await?;
+        println!("Machine {} [{}] resized", m.id, m.config.process_group());
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct GroupScale {
+    process_group: String,
+    count: usize,
+    cpu_kind: String,
+    cpus: u32,
+    memory_mb: u32,
+    regions: Vec<String>,
+}
+
+async fn show(client: &Client, app: &str, json: bool) -> Result<()> {
+    let machines = app_machines(client.list_machines(app, false).await?);
+    let mut groups: BTreeMap<String, GroupScale> = BTreeMap::new();
+    for m in &machines {
+        let g = m.config.guest.clone().unwrap_or_default();
+        let e = groups
+            .entry(m.config.process_group().to_string())
+            .or_insert_with(|| GroupScale {
+                process_group: m.config.process_group().to_string(),
+                count: 0,
+                cpu_kind: g.cpu_kind.clone().unwrap_or_else(|| "shared".into()),
+                cpus: g.cpus.unwrap_or(1),
+                memory_mb: g.memory_mb.unwrap_or(256),
+                regions: Vec::new(),
+            });
+        e.count += 1;
+        if !e.regions.contains(&m.region) {
+            e.regions.push(m.region.clone());
+        }
+    }
+    let list: Vec<GroupScale> = groups.into_values().collect();
+    if json {
+        return output::json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|g| {
+            vec![
+                g.process_group.clone(),
+                g.count.to_string(),
+                g.cpu_kind.clone(),
+                g.cpus.to_string(),
+                format!("{} MB", g.memory_mb),
+                g.regions.join(","),
+            ]
+        })
+        .collect();
+    output::table(
+        &["NAME", "COUNT", "KIND", "CPUS", "MEMORY", "REGIONS"],
+        &rows,
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_spread() {
+        assert_eq!(parse_count("3").ok(), Some(Target::Exactly(3)));
+        assert_eq!(parse_count("+2").ok(), Some(Target::Plus(2)));
+        assert!(parse_count("+0").is_err());
+        assert!(parse_count("many").is_err());
+        let s = spread(5, &["a".into(), "b".into()]);
+        assert_eq!((s["a"], s["b"]), (3, 2));
+    }
+}

@@ -1,0 +1,157 @@
+//! `hangar status [--json]`: the app, its current release, and its machines by process
+//! group and region with state, checks, release version and last update; and
+//! `hangar apps restart`.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use clap::Args;
+use hangar_types::Machine;
+use serde::Serialize;
+
+use super::AppArg;
+use crate::{config, output};
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub app: AppArg,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct MachineStatus {
+    id: String,
+    process_group: String,
+    region: String,
+    state: String,
+    version: Option<String>,
+    checks_passing: usize,
+    checks_total: usize,
+    updated_at: String,
+}
+
+#[derive(Serialize)]
+struct AppStatus {
+    name: String,
+    release: Option<i64>,
+    release_status: Option<String>,
+    image: Option<String>,
+    machines: Vec<MachineStatus>,
+}
+
+fn version_of(m: &Machine) -> Option<String> {
+    m.config
+        .metadata
+        .as_ref()
+        .and_then(|md| md.get("fly_release_version"))
+        .cloned()
+}
+
+/// The app's machines that a deploy manages or a user made, not release commands.
+pub fn app_machines(machines: Vec<Machine>) -> Vec<Machine> {
+    machines
+        .into_iter()
+        .filter(|m| m.config.process_group() != "fly_app_release_command")
+        .collect()
+}
+
+pub async fn run(args: StatusArgs) -> Result<()> {
+    let client = config::client()?;
+    let app = args.app.name()?;
+    client.get_app(&app).await?;
+    let current = client.release(&app, "current").await.ok();
+    let machines = app_machines(client.list_machines(&app, false).await?);
+    let status = AppStatus {
+        name: app.clone(),
+        release: current.as_ref().map(|r| r.release.version),
+        release_status: current.as_ref().map(|r| r.release.status.clone()),
+        image: current.as_ref().map(|r| r.release.image_ref.clone()),
+        machines: machines
+            .iter()
+            .map(|m| MachineStatus {
+                id: m.id.clone(),
+                process_group: m.config.process_group().to_string(),
+                region: m.region.clone(),
+                state: m.state.clone(),
+                version: version_of(m),
+                checks_passing: m.checks.iter().filter(|c| c.status == "passing").count(),
+                checks_total: m.checks.len(),
+                updated_at: m.updated_at.clone(),
+            })
+            .collect(),
+    };
+    if args.json {
+        return output::json(&status);
+    }
+    println!("App");
+    println!("  Name     = {}", status.name);
+    match (&status.release, &status.image) {
+        (Some(v), Some(img)) => {
+            println!("  Release  = v{v}");
+            println!("  Image    = {img}");
+        }
+        _ => println!("  Release  = none (deploy with `hangar deploy`)"),
+    }
+    println!();
+    if status.machines.is_empty() {
+        println!("No machines are running for this app");
+        return Ok(());
+    }
+    let mut groups: BTreeMap<&str, Vec<&MachineStatus>> = BTreeMap::new();
+    for m in &status.machines {
+        groups.entry(&m.process_group).or_default().push(m);
+    }
+    println!("Machines");
+    let rows: Vec<Vec<String>> = groups
+        .values()
+        .flatten()
+        .map(|m| {
+            vec![
+                m.process_group.clone(),
+                m.id.clone(),
+                m.version
+                    .clone()
+                    .map(|v| format!("v{v}"))
+                    .unwrap_or_else(|| "-".into()),
+                m.region.clone(),
+                m.state.clone(),
+                if m.checks_total == 0 {
+                    String::new()
+                } else {
+                    format!("{} total, {} passing", m.checks_total, m.checks_passing)
+                },
+                m.updated_at.clone(),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "PROCESS",
+            "ID",
+            "VERSION",
+            "REGION",
+            "STATE",
+            "CHECKS",
+            "LAST UPDATED",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+/// `hangar apps restart APP`: restarts every started machine, one at a time.
+pub async fn restart(app: &str) -> Result<()> {
+    let client = config::client()?;
+    let machines = app_machines(client.list_machines(app, false).await?);
+    let mut restarted = 0;
+    for m in machines.iter().filter(|m| m.state == "started") {
+        println!("Restarting machine {}", m.id);
+        client.action(app, &m.id, "restart", None).await?;
+        client.wait(app, &m.id, "started", 60).await?;
+        restarted += 1;
+    }
+    println!("Restarted {restarted} machine(s) of {app}");
+    Ok(())
+}

@@ -1,0 +1,353 @@
+//! One deploy from start to end: the release command, machines for new groups, the
+//! strategy over existing machines, removing groups that left the config — and, when
+//! any of it fails, putting every machine it changed back on the previous release and
+//! marking the release failed, with the failing machine's last log lines.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use hangar_appconfig::machine::metadata;
+use hangar_store::{MachineRecord, ReleaseRecord};
+use hangar_types::{MachineConfig, MachineState};
+
+use super::{release_command, strategy, Plan, Reporter, Strategy};
+use crate::supervisor::MachineCmd;
+use crate::{clock, fleet, AppState};
+
+/// Whether a deploy manages the machine: made by a deploy, and not a release command.
+pub(crate) fn is_managed(m: &MachineRecord) -> bool {
+    let md = m.config.metadata.as_ref();
+    md.and_then(|md| md.get(metadata::PLATFORM_VERSION))
+        .is_some_and(|v| v == "v2")
+        && m.config.process_group() != metadata::RELEASE_COMMAND_GROUP
+}
+
+/// States a machine rests in between operations.
+const SETTLED: &[MachineState] = &[
+    MachineState::Started,
+    MachineState::Stopped,
+    MachineState::Created,
+    MachineState::Suspended,
+    MachineState::Failed,
+];
+
+/// Why a deploy failed, and the machine it failed on.
+#[derive(Debug)]
+pub(super) struct Failure {
+    pub message: String,
+    pub machine: Option<String>,
+}
+
+impl Failure {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            machine: None,
+        }
+    }
+
+    pub fn on(machine: &str, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            machine: Some(machine.into()),
+        }
+    }
+}
+
+/// What the deploy changed so far, to undo if it fails.
+#[derive(Default)]
+pub(super) struct Undo {
+    /// Machines updated in place: id, group, config before, whether it was started.
+    pub updated: Mutex<Vec<(String, String, MachineConfig, bool)>>,
+    /// Machines this deploy created.
+    pub created: Mutex<Vec<String>>,
+}
+
+/// What every step of a deploy shares.
+pub(super) struct Ctx<'a> {
+    pub state: &'a AppState,
+    pub plan: &'a Plan,
+    pub release: &'a ReleaseRecord,
+    pub reporter: &'a Reporter,
+    pub undo: &'a Undo,
+}
+
+impl Ctx<'_> {
+    /// The release's metadata on a machine config.
+    pub fn stamp(&self, mut mc: MachineConfig) -> MachineConfig {
+        let md = mc.metadata.get_or_insert_with(Default::default);
+        md.insert(metadata::RELEASE_ID.into(), self.release.id.clone());
+        md.insert(
+            metadata::RELEASE_VERSION.into(),
+            self.release.version.to_string(),
+        );
+        mc
+    }
+
+    /// Where new machines go: `primary_region`, else this host's region.
+    pub fn region(&self) -> String {
+        self.plan
+            .config
+            .primary_region
+            .clone()
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| self.state.region.to_string())
+    }
+}
+
+pub(super) async fn run(state: AppState, plan: Plan, release: ReleaseRecord, reporter: Reporter) {
+    let undo = Undo::default();
+    let ctx = Ctx {
+        state: &state,
+        plan: &plan,
+        release: &release,
+        reporter: &reporter,
+        undo: &undo,
+    };
+    let result = execute(&ctx).await;
+    let (status, error) = match result {
+        Ok(()) => {
+            if let Some(set) = &plan.secrets {
+                if let Err(e) = state.vault.restore(&plan.app.name, set).await {
+                    reporter.warning(format!("the app's secrets were not restored: {e}"));
+                }
+            }
+            reporter.finish(true, done_message(&ctx));
+            ("complete", None)
+        }
+        Err(f) => {
+            reporter.step(format!("deploy failed: {}", f.message));
+            if let Some(id) = &f.machine {
+                let lines = fleet::last_log_lines(&state, id, 20).await;
+                if !lines.is_empty() {
+                    reporter.step(format!("last log lines of machine {id}:"));
+                }
+                for l in lines {
+                    reporter.log(id, l);
+                }
+            }
+            roll_back(&ctx).await;
+            reporter.finish(false, format!("v{} failed: {}", release.version, f.message));
+            ("failed", Some(f.message))
+        }
+    };
+    let (id, now) = (release.id.clone(), clock::rfc3339_now());
+    let r = state
+        .store
+        .call(move |db| db.set_release_status(&id, status, error.as_deref(), &now))
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, release = %release.id, "record release status");
+    }
+}
+
+async fn execute(ctx: &Ctx<'_>) -> Result<(), Failure> {
+    let (state, plan, reporter) = (ctx.state, ctx.plan, ctx.reporter);
+    let app = plan.app.name.clone();
+    let all = {
+        let a = app.clone();
+        state
+            .store
+            .call(move |db| db.live_machines_of_app(&a))
+            .await
+            .map_err(|e| Failure::new(format!("list machines: {e}")))?
+    };
+    for m in all
+        .iter()
+        .filter(|m| m.config.process_group() == metadata::RELEASE_COMMAND_GROUP)
+    {
+        destroy(ctx, &m.id).await;
+    }
+    let managed: Vec<MachineRecord> = all.into_iter().filter(is_managed).collect();
+    let groups = plan.config.groups();
+    let mut by_group: BTreeMap<String, Vec<MachineRecord>> = BTreeMap::new();
+    let mut removed = Vec::new();
+    for m in managed {
+        let g = m.config.process_group().to_string();
+        if plan.restart_only || groups.contains(&g) {
+            by_group.entry(g).or_default().push(m);
+        } else {
+            removed.push(m);
+        }
+    }
+    let missing: Vec<String> = if plan.restart_only {
+        Vec::new()
+    } else {
+        groups
+            .iter()
+            .filter(|g| !by_group.contains_key(*g))
+            .cloned()
+            .collect()
+    };
+    reporter.step(format!(
+        "release v{}: {} strategy, image {}",
+        ctx.release.version,
+        plan.strategy.as_str(),
+        plan.image
+    ));
+    for m in &removed {
+        reporter.step(format!(
+            "process group '{}' is no longer in the config: machine {} will be destroyed",
+            m.config.process_group(),
+            m.id
+        ));
+    }
+    if !plan.restart_only && !plan.skip_release_command {
+        release_command::run(ctx).await?;
+    }
+    let first_deploy = by_group.is_empty();
+    if plan.strategy == Strategy::Canary && !first_deploy && !plan.restart_only {
+        strategy::canary(ctx, by_group.keys().cloned().collect()).await?;
+    }
+    for g in &missing {
+        strategy::create_group(ctx, g).await?;
+    }
+    let mut entries = Vec::new();
+    for (g, machines) in by_group {
+        for m in machines {
+            let config = if plan.restart_only {
+                m.config.clone()
+            } else {
+                super::group_config(plan, &g, Some(&m.config))
+                    .map_err(|e| Failure::on(&m.id, format!("machine {}: {e}", m.id)))?
+            };
+            entries.push(strategy::Entry {
+                config: ctx.stamp(config),
+                group: g.clone(),
+                machine: m,
+            });
+        }
+    }
+    if !entries.is_empty() {
+        match plan.strategy {
+            Strategy::Immediate => strategy::immediate(ctx, entries).await?,
+            Strategy::Bluegreen => strategy::bluegreen(ctx, entries).await?,
+            Strategy::Rolling | Strategy::Canary => strategy::rolling(ctx, entries).await?,
+        }
+    }
+    for m in &removed {
+        destroy(ctx, &m.id).await;
+        reporter.machine(
+            &m.id,
+            m.config.process_group(),
+            "destroyed (its group left the config)",
+        );
+    }
+    Ok(())
+}
+
+/// Destroys a machine, stopping it first (its requests finish); failures are reported.
+pub(super) async fn destroy(ctx: &Ctx<'_>, id: &str) {
+    let r = ctx
+        .state
+        .supervisor
+        .send(id, |reply| MachineCmd::Destroy { force: true, reply })
+        .await;
+    if let Err(e) = r {
+        ctx.reporter
+            .warning(format!("machine {id} was not destroyed: {e}; destroy it with `hangar machine destroy {id} --force`"));
+    }
+}
+
+/// Puts updated machines back on their previous config (and so the previous release's
+/// image and secrets) and removes the machines this deploy created.
+async fn roll_back(ctx: &Ctx<'_>) {
+    let updated = ctx
+        .undo
+        .updated
+        .lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default();
+    let created = ctx
+        .undo
+        .created
+        .lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default();
+    if updated.is_empty() && created.is_empty() {
+        ctx.reporter
+            .step("no machine was changed; the app stays on its current release");
+        return;
+    }
+    ctx.reporter.step(format!(
+        "rolling back: {} machine(s) return to the previous release, {} new machine(s) are removed",
+        updated.len(),
+        created.len()
+    ));
+    let restores = updated.into_iter().map(|(id, group, config, was_started)| async move {
+        // A machine mid-update takes no new config until it settles.
+        let _ = fleet::wait_state(ctx.state, &id, SETTLED, ctx.plan.wait_timeout).await;
+        let restored = ctx
+            .state
+            .supervisor
+            .send(&id, |reply| MachineCmd::Update {
+                config: Box::new(config),
+                skip_launch: !was_started,
+                reply,
+            })
+            .await;
+        match restored {
+            Err(e) => ctx
+                .reporter
+                .warning(format!("machine {id} could not be rolled back: {e}")),
+            Ok(_) if was_started => {
+                match fleet::wait_state(
+                    ctx.state,
+                    &id,
+                    &[MachineState::Started],
+                    ctx.plan.wait_timeout,
+                )
+                .await
+                {
+                    Ok(_) => ctx.reporter.machine(&id, &group, "back on the previous release"),
+                    Err(e) => ctx.reporter.warning(format!(
+                        "machine {id} is back on the previous release's config but did not start: {e}"
+                    )),
+                }
+            }
+            Ok(_) => ctx.reporter.machine(&id, &group, "back on the previous release"),
+        }
+    });
+    futures_util::future::join_all(restores).await;
+    for id in created {
+        destroy(ctx, &id).await;
+    }
+}
+
+/// What a finished deploy says: the version, and where the app answers.
+fn done_message(ctx: &Ctx<'_>) -> String {
+    let mut m = format!("v{} deployed successfully", ctx.release.version);
+    let host = ctx.state.edge.app_hostname(&ctx.plan.app.name);
+    let (http, https) = ctx.state.edge_ports;
+    let c = &ctx.plan.config;
+    let tls = c.http_service.is_some()
+        || c.services.iter().any(|s| {
+            s.ports
+                .iter()
+                .any(|p| p.port == Some(443) && p.handlers.iter().any(|h| h == "tls"))
+        });
+    let plain = c.services.iter().any(|s| {
+        s.ports
+            .iter()
+            .any(|p| p.port == Some(80) && p.handlers.iter().any(|h| h == "http"))
+    });
+    let port = |p: u16, default: u16| {
+        if p == default {
+            String::new()
+        } else {
+            format!(":{p}")
+        }
+    };
+    if tls {
+        m.push_str(&format!(
+            "\nVisit your newly deployed app at https://{host}{}/",
+            port(https, 443)
+        ));
+    } else if plain {
+        m.push_str(&format!(
+            "\nVisit your newly deployed app at http://{host}{}/",
+            port(http, 80)
+        ));
+    }
+    m
+}

@@ -1,0 +1,217 @@
+//! Machines as the API and the deployer change them: checking a config, creating a
+//! machine (record, launch event, optional lease, actor), and waiting for a state or for
+//! passing health checks.
+//!
+//! Everything here goes through the store and the machine actors; nothing changes a
+//! machine's state directly. Deciding which machines to change is the deployer's job.
+
+use std::time::Duration;
+
+use hangar_store::{AppRecord, LeaseRecord, MachineRecord};
+use hangar_types::{MachineConfig, MachineEvent, MachineState};
+
+use crate::api::ApiError;
+use crate::{clock, ids, AppState};
+
+/// A machine to create.
+pub struct NewMachine {
+    pub config: MachineConfig,
+    pub region: String,
+    pub name: Option<String>,
+    pub skip_launch: bool,
+    /// Created cordoned: the proxy sends it nothing until uncordoned.
+    pub cordoned: bool,
+    /// A lease to take at creation: owner and TTL in seconds.
+    pub lease: Option<(String, u64)>,
+}
+
+/// Checks a config as the API does: 400 naming the problem.
+pub fn check_config(state: &AppState, config: &MachineConfig) -> Result<(), ApiError> {
+    config.validate().map_err(ApiError::invalid)?;
+    state
+        .supervisor
+        .driver()
+        .check_config(config)
+        .map_err(ApiError::invalid)
+}
+
+/// Lets the driver fetch what the config needs (its image) before anything is stored.
+pub async fn prepare(state: &AppState, config: &MachineConfig) -> Result<(), ApiError> {
+    match state.supervisor.driver().prepare(config).await {
+        Ok(()) => Ok(()),
+        Err(hangar_runtime::DriverError::InvalidConfig(m)) => Err(ApiError::invalid(m)),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+/// Stores a new machine with its launch event (and lease) and hands it to its actor,
+/// which starts it unless `skip_launch`. The config must have been checked and prepared.
+pub async fn create(
+    state: &AppState,
+    app: &AppRecord,
+    new: NewMachine,
+) -> Result<(MachineRecord, MachineEvent, Option<LeaseRecord>), ApiError> {
+    let org_slug = app.org_slug.clone();
+    let org = state
+        .store
+        .call(move |db| db.org(&org_slug))
+        .await?
+        .ok_or_else(|| ApiError::internal("app's org is missing"))?;
+    let id = ids::machine_id();
+    let now = clock::rfc3339_now();
+    let record = MachineRecord {
+        id: id.clone(),
+        app_name: app.name.clone(),
+        name: new.name.unwrap_or_else(ids::machine_name),
+        region: new.region,
+        state: MachineState::Created,
+        instance_id: ids::ulid(),
+        private_ip: ids::private_ip(org.numeric_id, &id),
+        config: new.config,
+        cordoned: new.cordoned,
+        created_at: now.clone(),
+        updated_at: now,
+        runtime: None,
+    };
+    let launch = MachineEvent {
+        id: ids::ulid(),
+        kind: "launch".into(),
+        status: "created".into(),
+        source: "user".into(),
+        timestamp: clock::now_ms(),
+        request: None,
+    };
+    let lease = new.lease.map(|(owner, ttl)| LeaseRecord {
+        machine_id: id.clone(),
+        nonce: ids::lease_nonce(),
+        owner,
+        description: String::new(),
+        expires_at: clock::now_secs() + ttl as i64,
+    });
+    let (r, ev, l) = (record.clone(), launch.clone(), lease.clone());
+    let inserted = state
+        .store
+        .call(move |db| {
+            db.insert_machine(&r, &ev)?;
+            if let Some(l) = &l {
+                db.put_lease(l)?;
+            }
+            Ok(())
+        })
+        .await;
+    match inserted {
+        Ok(()) => {}
+        Err(e) if e.is_unique_violation() => {
+            return Err(ApiError::conflict(format!(
+            "already_exists: a machine named {:?} already exists in app {:?}; pick another name",
+            record.name, record.app_name
+        )))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(app = %record.app_name, machine = %record.id, "machine created");
+    state.supervisor.adopt_new(record.clone(), new.skip_launch);
+    Ok((record, launch, lease))
+}
+
+/// Waits until the machine is in one of `targets`; the state it reached, or a message
+/// saying which state it was stuck in.
+pub async fn wait_state(
+    state: &AppState,
+    machine_id: &str,
+    targets: &[MachineState],
+    timeout: Duration,
+) -> Result<MachineState, String> {
+    let Some(mut rx) = state.supervisor.watch(machine_id) else {
+        return Err(format!("machine {machine_id} is gone"));
+    };
+    let wait = async {
+        loop {
+            let current = rx.borrow_and_update().state;
+            if targets.contains(&current) {
+                return Ok(current);
+            }
+            if current == MachineState::Destroyed {
+                return Err(format!("machine {machine_id} was destroyed"));
+            }
+            if rx.changed().await.is_err() {
+                return Err(format!("machine {machine_id} is gone"));
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(r) => r,
+        Err(_) => {
+            let current = state
+                .supervisor
+                .watch(machine_id)
+                .map(|rx| rx.borrow().state.to_string())
+                .unwrap_or_else(|| "gone".into());
+            let want: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+            Err(format!(
+                "timeout reached waiting for machine {machine_id} to be {} (it is {current}); raise --wait-timeout if it needs longer to start",
+                want.join(" or ")
+            ))
+        }
+    }
+}
+
+/// How many health checks a config declares (top-level and per service).
+pub fn configured_checks(config: &MachineConfig) -> usize {
+    config.checks.as_ref().map_or(0, |c| c.len())
+        + config
+            .services
+            .iter()
+            .flatten()
+            .map(|s| s.checks.as_ref().map_or(0, Vec::len))
+            .sum::<usize>()
+}
+
+/// Waits until every configured check of the machine passes; a message naming the
+/// failing checks and their output if they do not within `timeout`.
+pub async fn wait_checks(
+    state: &AppState,
+    machine_id: &str,
+    config: &MachineConfig,
+    timeout: Duration,
+) -> Result<(), String> {
+    let want = configured_checks(config);
+    if want == 0 {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let results = state.supervisor.check_results(machine_id);
+        if results.len() >= want && results.iter().all(|c| c.status == "passing") {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let failing: Vec<String> = results
+                .iter()
+                .filter(|c| c.status != "passing")
+                .map(|c| format!("{} is {}: {}", c.name, c.status, c.output.trim()))
+                .collect();
+            let detail = if failing.is_empty() {
+                "no check has reported yet".to_string()
+            } else {
+                failing.join("; ")
+            };
+            return Err(format!(
+                "timeout reached waiting for health checks to pass for machine {machine_id}: {detail}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The machine's last `n` log lines, oldest first.
+pub async fn last_log_lines(state: &AppState, machine_id: &str, n: usize) -> Vec<String> {
+    let path = state.supervisor.driver().log_file(machine_id);
+    tokio::task::spawn_blocking(move || {
+        let (lines, _) = hangar_runtime::logs::read_all(&path);
+        let skip = lines.len().saturating_sub(n);
+        lines.into_iter().skip(skip).map(|l| l.message).collect()
+    })
+    .await
+    .unwrap_or_default()
+}

@@ -1,0 +1,154 @@
+//! Rows of releases: each deploy's version, image, config definition, sealed secrets
+//! snapshot, strategy and outcome. Versions count up per app from 1, chosen inside the
+//! insert's transaction. Running deploys is the server's job.
+
+use rusqlite::{params, OptionalExtension, Row};
+
+use crate::{Db, Result};
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct ReleaseRecord {
+    pub id: String,
+    pub app_name: String,
+    pub version: i64,
+    pub image: String,
+    /// The app config (fly.toml as JSON) the release deployed.
+    pub definition: String,
+    pub secrets_version: i64,
+    /// Every secret of the app at release time, sealed by the server as one value.
+    pub secrets: Vec<u8>,
+    /// `rolling`, `immediate`, `canary`, `bluegreen`.
+    pub strategy: String,
+    /// `pending`, `running`, `complete`, `failed`, `interrupted`.
+    pub status: String,
+    pub description: String,
+    pub user: String,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl std::fmt::Debug for ReleaseRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReleaseRecord")
+            .field("id", &self.id)
+            .field("app_name", &self.app_name)
+            .field("version", &self.version)
+            .field("image", &self.image)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+const COLUMNS: &str = "id, app_name, version, image, definition, secrets_version, secrets, \
+    strategy, status, description, user, error, created_at, updated_at";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<ReleaseRecord> {
+    Ok(ReleaseRecord {
+        id: r.get(0)?,
+        app_name: r.get(1)?,
+        version: r.get(2)?,
+        image: r.get(3)?,
+        definition: r.get(4)?,
+        secrets_version: r.get(5)?,
+        secrets: r.get(6)?,
+        strategy: r.get(7)?,
+        status: r.get(8)?,
+        description: r.get(9)?,
+        user: r.get(10)?,
+        error: r.get(11)?,
+        created_at: r.get(12)?,
+        updated_at: r.get(13)?,
+    })
+}
+
+impl Db<'_> {
+    /// Inserts a release with the next version of its app (its `version` is ignored)
+    /// and returns it as stored.
+    pub fn create_release(&mut self, mut r: ReleaseRecord) -> Result<ReleaseRecord> {
+        let tx = self.conn.transaction()?;
+        r.version = tx.query_row(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app_name = ?1",
+            [&r.app_name],
+            |row| row.get(0),
+        )?;
+        tx.execute(
+            &format!("INSERT INTO releases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+            params![
+                r.id, r.app_name, r.version, r.image, r.definition, r.secrets_version, r.secrets,
+                r.strategy, r.status, r.description, r.user, r.error, r.created_at, r.updated_at
+            ],
+        )?;
+        tx.commit()?;
+        Ok(r)
+    }
+
+    pub fn set_release_status(
+        &mut self,
+        id: &str,
+        status: &str,
+        error: Option<&str>,
+        now: &str,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE releases SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
+            params![id, status, error, now],
+        )?;
+        Ok(())
+    }
+
+    /// The app's releases, newest first.
+    pub fn releases(&mut self, app: &str, limit: i64) -> Result<Vec<ReleaseRecord>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM releases WHERE app_name = ?1 ORDER BY version DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![app, limit], from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn release(&mut self, id: &str) -> Result<Option<ReleaseRecord>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM releases WHERE id = ?1"),
+                [id],
+                from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn release_by_version(&mut self, app: &str, version: i64) -> Result<Option<ReleaseRecord>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM releases WHERE app_name = ?1 AND version = ?2"),
+                params![app, version],
+                from_row,
+            )
+            .optional()?)
+    }
+
+    /// The newest release that completed: what the app runs.
+    pub fn current_release(&mut self, app: &str) -> Result<Option<ReleaseRecord>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM releases WHERE app_name = ?1 AND status = 'complete' \
+                     ORDER BY version DESC LIMIT 1"
+                ),
+                [app],
+                from_row,
+            )
+            .optional()?)
+    }
+
+    /// Releases left `running` or `pending` by a server that stopped mid-deploy.
+    pub fn unfinished_releases(&mut self) -> Result<Vec<ReleaseRecord>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM releases WHERE status IN ('pending', 'running') ORDER BY created_at"
+        ))?;
+        let rows = stmt.query_map([], from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}

@@ -1,0 +1,116 @@
+//! Deploys and releases on the wire: what the CLI asks the server to deploy, the
+//! progress it streams back, and releases as listed (flytoml-and-deploys.md §7, §10).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::GoDuration;
+
+/// `POST /v1/apps/{app}/deploys`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeployRequest {
+    /// The app config (fly.toml read into JSON); for a restart-only deploy, none: the
+    /// current release's is used.
+    #[serde(default)]
+    pub config: Option<Value>,
+    /// The image to run; for a restart-only deploy, none: the current release's.
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub strategy: Option<String>,
+    #[serde(default)]
+    pub max_unavailable: Option<f64>,
+    #[serde(default)]
+    pub wait_timeout: Option<GoDuration>,
+    #[serde(default)]
+    pub release_command_timeout: Option<GoDuration>,
+    /// A second machine for groups with services (default true).
+    #[serde(default)]
+    pub ha: Option<bool>,
+    #[serde(default)]
+    pub skip_release_command: bool,
+    /// Overrides `primary_region`.
+    #[serde(default)]
+    pub primary_region: Option<String>,
+    /// Added to `[env]`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Only restart machines on the current image and config (new secrets).
+    #[serde(default)]
+    pub restart_only: bool,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `POST /v1/apps/{app}/releases/{version}/rollback`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    #[serde(default)]
+    pub strategy: Option<String>,
+    #[serde(default)]
+    pub wait_timeout: Option<GoDuration>,
+}
+
+/// A release as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    pub id: String,
+    pub version: i64,
+    /// `pending`, `running`, `complete`, `failed`, `interrupted`.
+    pub status: String,
+    /// As Fly shows it: `ROLLING`, `IMMEDIATE`, `CANARY`, `BLUEGREEN`.
+    pub strategy: String,
+    pub description: String,
+    pub user: String,
+    pub image_ref: String,
+    pub secrets_version: i64,
+    pub stable: bool,
+    pub in_progress: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseList {
+    pub releases: Vec<Release>,
+}
+
+/// A release with the config it deployed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseDetail {
+    #[serde(flatten)]
+    pub release: Release,
+    pub config: Value,
+}
+
+/// One line of a deploy's progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployEvent {
+    /// Counts up from 1 within a deploy; resume a stream with `?after=seq`.
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub at: i64,
+    /// `step`, `machine`, `progress`, `log`, `warning`, `complete`, `failed`.
+    pub kind: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Machines done and in all, for progress bars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u32>,
+}
+
+impl DeployEvent {
+    /// Whether the deploy has ended with this event.
+    pub fn is_final(&self) -> bool {
+        self.kind == "complete" || self.kind == "failed"
+    }
+}
