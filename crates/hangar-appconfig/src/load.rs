@@ -163,12 +163,14 @@ fn from_document(doc: Value, source: Source) -> Result<Loaded, LoadError> {
     let unknown_keys = unknown
         .into_iter()
         .map(|k| {
-            placed(
-                Diagnostic::warning(
-                    "unknown key, ignored; check its spelling against the fly.toml reference",
-                )
-                .key(&k),
+            let d = Diagnostic::warning(
+                "unknown key, ignored; check its spelling against the fly.toml reference",
             )
+            .key(&k);
+            match source.locate_key(&k) {
+                Some(l) => d.at(l),
+                None => d,
+            }
         })
         .collect();
     Ok(Loaded {
@@ -224,6 +226,29 @@ fn offset_location(text: &str, offset: usize) -> Location {
 }
 
 impl Source {
+    /// Where the key itself (not its value) was written.
+    fn locate_key(&self, key: &str) -> Option<Location> {
+        let Source::Toml(text) = self else {
+            return None;
+        };
+        let (parent, last) = match key.rsplit_once('.') {
+            Some((p, l)) => (p, l),
+            None => ("", key),
+        };
+        let doc = toml_edit::ImDocument::parse(text.as_str()).ok()?;
+        let mut item: &toml_edit::Item = doc.as_item();
+        for seg in segments(parent) {
+            item = match seg {
+                Segment::Key(k) => item.get(k.as_str())?,
+                Segment::Index(i) => item.get(i)?,
+            };
+        }
+        let (k, _) = item.as_table_like()?.get_key_value(last)?;
+        k.span()
+            .map(|s| offset_location(text, s.start))
+            .or_else(|| self.locate(key))
+    }
+
     fn locate(&self, key: &str) -> Option<Location> {
         let Source::Toml(text) = self else {
             return None;

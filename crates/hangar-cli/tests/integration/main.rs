@@ -20,3 +20,4 @@ mod logs;
 mod proxy;
 mod recovery;
 mod requests;
+mod workflow;
