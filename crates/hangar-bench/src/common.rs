@@ -80,6 +80,11 @@ pub struct BenchServer {
 
 impl BenchServer {
     pub async fn start(driver: &str) -> Result<BenchServer> {
+        Self::start_with(driver, &[]).await
+    }
+
+    /// A server with extra `hangar server` arguments.
+    pub async fn start_with(driver: &str, extra: &[&str]) -> Result<BenchServer> {
         let hangar = hangar_binary()?;
         let dir = tempfile::tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -100,6 +105,7 @@ impl BenchServer {
                 "--https-listen",
                 "127.0.0.1:0",
             ])
+            .args(extra)
             .env("HANGAR_CONFIG", dir.path().join("cli.toml"))
             .env("HANGAR_LOG", "warn")
             .stdout(Stdio::null())

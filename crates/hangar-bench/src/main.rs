@@ -4,11 +4,13 @@
 //! `hangar-bench [process]` benchmarks the process driver; `hangar-bench containerd`
 //! the containerd driver (root, containerd, runc, docker-registry, busybox-static and
 //! skopeo needed); `hangar-bench proxy` the edge proxy (nginx and wrk needed, containerd
-//! used when available). `--hangar PATH` names the `hangar` binary (default: next to this one).
+//! used when available); `hangar-bench deploy` deploys to 10 machines with each
+//! strategy (root, containerd and buildah needed). `--hangar PATH` names the `hangar` binary (default: next to this one).
 //! Run from a release build: `cargo run --release -p hangar-bench -- containerd`.
 
 mod common;
 mod containerd;
+mod deploy;
 mod process;
 mod proxy;
 
@@ -18,8 +20,9 @@ async fn main() -> anyhow::Result<()> {
         None | Some("process") | Some("--hangar") => process::main().await,
         Some("containerd") => containerd::main().await,
         Some("proxy") => proxy::main().await,
+        Some("deploy") => deploy::main().await,
         Some(other) => {
-            anyhow::bail!("unknown benchmark {other:?}: use process, containerd or proxy")
+            anyhow::bail!("unknown benchmark {other:?}: use process, containerd, proxy or deploy")
         }
     }
 }

@@ -128,12 +128,15 @@ impl Client {
         query: &[(&str, String)],
         mut on_event: impl FnMut(&hangar_types::build::BuildEvent),
     ) -> Result<String> {
-        let url = format!("{}/v1/apps/{app}/builds", self.base);
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in query {
+            q.append_pair(k, v);
+        }
+        let url = format!("{}/v1/apps/{app}/builds?{}", self.base, q.finish());
         let mut res = self
             .http
             .post(&url)
             .bearer_auth(&self.token)
-            .query(query)
             .header("content-type", "application/gzip")
             .body(context)
             .send()
