@@ -107,10 +107,17 @@ fn split(events: &[DeployEvent]) -> Split {
                 spans.push((a, e.at));
                 machines.push(e.at - a);
             }
-        } else if m == "blue machine destroyed" {
-            // Draining the old machines is part of the strategy's own work.
-            spans.push((e.at - 1, e.at));
         }
+    }
+    // Draining and destroying the blue machines is the strategy's own work.
+    if let Some(moved) = at(&|e| e.message.starts_with("traffic moved to green")) {
+        let last_blue = events
+            .iter()
+            .filter(|e| e.message == "blue machine destroyed")
+            .map(|e| e.at)
+            .max()
+            .unwrap_or(moved);
+        spans.push((moved, last_blue));
     }
     if rc.1 > rc.0 {
         spans.push(rc);
@@ -148,12 +155,13 @@ async fn client_side_rolling(s: &BenchServer, app: &str, round: usize) -> Result
             config: Some(config),
             ..Default::default()
         };
-        s.client.update_machine(app, &m.id, &req, None).await?;
-        s.client.wait(app, &m.id, "started", 60).await?;
+        let updated = s.client.update_machine(app, &m.id, &req, None).await?;
+        // The new version started, and its own checks (results start empty each run).
         let until = Instant::now() + Duration::from_secs(60);
         loop {
             let now = s.client.get_machine(app, &m.id).await?;
-            if !now.checks.is_empty() && now.checks.iter().all(|c| c.status == "passing") {
+            let fresh = now.instance_id == updated.instance_id && now.state == "started";
+            if fresh && !now.checks.is_empty() && now.checks.iter().all(|c| c.status == "passing") {
                 break;
             }
             if Instant::now() > until {
