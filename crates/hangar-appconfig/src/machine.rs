@@ -99,23 +99,21 @@ impl AppConfig {
                     ))),
                 },
             };
-            checks.insert(
-                name.clone(),
-                MachineCheck {
-                    check_type: c.kind.clone(),
-                    port: Some(port),
-                    interval: c.interval,
-                    timeout: c.timeout,
-                    grace_period: c.grace_period,
-                    method: c.method.as_ref().map(|m| m.to_ascii_uppercase()),
-                    path: c.path.clone(),
-                    protocol: c.protocol.clone(),
-                    tls_skip_verify: c.tls_skip_verify,
-                    tls_server_name: c.tls_server_name.clone(),
-                    headers: headers(&c.headers),
-                    kind: None,
-                },
-            );
+            let as_service = ServiceCheck {
+                interval: c.interval,
+                timeout: c.timeout,
+                grace_period: c.grace_period,
+                method: c.method.as_ref().map(|m| m.to_ascii_uppercase()),
+                path: c.path.clone(),
+                protocol: c.protocol.clone(),
+                tls_skip_verify: c.tls_skip_verify,
+                tls_server_name: c.tls_server_name.clone(),
+                headers: c.headers.clone(),
+            };
+            let mut mcheck = check(c.kind.as_deref().unwrap_or_default(), &as_service);
+            mcheck.check_type = c.kind.clone();
+            mcheck.port = Some(port);
+            checks.insert(name.clone(), mcheck);
         }
         mc.checks = (!checks.is_empty()).then_some(checks);
         let mut env = self.env.clone();

@@ -20,20 +20,6 @@ use crate::common::{hangar_binary, ratio, BenchServer};
 
 const MACHINES: usize = 10;
 
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
-        let target = to.join(e.file_name());
-        if e.file_type()?.is_dir() {
-            copy_dir(&e.path(), &target)?;
-        } else {
-            std::fs::copy(e.path(), &target)?;
-        }
-    }
-    Ok(())
-}
-
 /// Runs the CLI against the server in `dir`; its standard output, or why it failed.
 fn cli(s: &BenchServer, dir: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new(hangar_binary()?)
@@ -189,13 +175,9 @@ pub async fn main() -> Result<()> {
         &["--registry-listen", &format!("127.0.0.1:{registry_port}")],
     )
     .await?;
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/web");
     let work = tempfile::tempdir()?;
-    let dir: PathBuf = work.path().join("web");
-    copy_dir(&examples, &dir)?;
-    std::fs::copy("/bin/busybox", dir.join("busybox")).context("copy /bin/busybox")?;
+    let dir: PathBuf = hangar_testkit::example("web", "bench", work.path());
     let toml = std::fs::read_to_string(dir.join("fly.toml"))?
-        .replace("app = \"hangar-web\"", "app = \"bench\"")
         .replace("force_https = true", "force_https = false")
         .replace(
             "[deploy]\n  strategy = \"rolling\"",

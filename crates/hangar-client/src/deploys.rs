@@ -133,41 +133,19 @@ impl Client {
             q.append_pair(k, v);
         }
         let url = format!("{}/v1/apps/{app}/builds?{}", self.base, q.finish());
-        let mut res = self
+        let req = self
             .http
             .post(&url)
-            .bearer_auth(&self.token)
             .header("content-type", "application/gzip")
-            .body(context)
-            .send()
-            .await
-            .map_err(|source| crate::ClientError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
-        let status = res.status();
-        if !status.is_success() {
-            let text = res.text().await.unwrap_or_default();
-            return Err(crate::api_error(status, &text));
-        }
-        let mut pending = Vec::new();
+            .body(context);
         let mut outcome: Option<hangar_types::build::BuildEvent> = None;
-        while let Some(chunk) = res
-            .chunk()
-            .await
-            .map_err(|e| crate::ClientError::Decode(e.to_string()))?
-        {
-            pending.extend_from_slice(&chunk);
-            while let Some(i) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=i).collect();
-                if let Ok(e) = serde_json::from_slice::<hangar_types::build::BuildEvent>(&line) {
-                    on_event(&e);
-                    if e.kind != "log" {
-                        outcome = Some(e);
-                    }
-                }
+        self.send_ndjson(req, |e: hangar_types::build::BuildEvent| {
+            on_event(&e);
+            if e.kind != "log" {
+                outcome = Some(e);
             }
-        }
+        })
+        .await?;
         match outcome {
             Some(e) if e.kind == "done" => e
                 .image

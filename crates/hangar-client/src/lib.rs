@@ -334,12 +334,20 @@ impl Client {
     pub async fn stream_ndjson<T: DeserializeOwned>(
         &self,
         path: &str,
-        mut on_item: impl FnMut(T),
+        on_item: impl FnMut(T),
     ) -> Result<()> {
         let url = format!("{}/v1{path}", self.base);
-        let mut res = self
-            .http
-            .get(&url)
+        self.send_ndjson(self.http.get(&url), on_item).await
+    }
+
+    /// Sends `req` with the token and calls `on_item` for each NDJSON line of the
+    /// answer as it arrives.
+    pub(crate) async fn send_ndjson<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        mut on_item: impl FnMut(T),
+    ) -> Result<()> {
+        let mut res = req
             .bearer_auth(&self.token)
             .send()
             .await

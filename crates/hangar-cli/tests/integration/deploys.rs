@@ -31,36 +31,10 @@ fn can_run() -> bool {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
-
 /// A copy of `examples/<name>` named `app`, with a static busybox beside its Dockerfile.
 pub(crate) fn example(name: &str, app: &str) -> (tempfile::TempDir, PathBuf) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
-        .join(name);
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join(name);
-    copy_dir(&root, &dir);
-    std::fs::copy("/bin/busybox", dir.join("busybox")).unwrap();
-    edit(&dir.join("fly.toml"), |t| {
-        let first = t
-            .lines()
-            .find(|l| l.starts_with("app = "))
-            .unwrap()
-            .to_string();
-        t.replace(&first, &format!("app = \"{app}\""))
-    });
+    let dir = hangar_testkit::example(name, app, tmp.path());
     (tmp, dir)
 }
 

@@ -65,17 +65,23 @@ fn invalid_config(errors: Vec<String>) -> ApiError {
 fn read_config(value: serde_json::Value) -> Result<AppConfig, ApiError> {
     let loaded =
         hangar_appconfig::from_value(value).map_err(|e| invalid_config(vec![e.to_string()]))?;
-    let errors: Vec<String> = loaded
-        .config
+    check(&loaded.config)?;
+    Ok(loaded.config)
+}
+
+/// A 422 listing every error `Validate` finds.
+fn check(config: &AppConfig) -> Result<(), ApiError> {
+    let errors: Vec<String> = config
         .validate()
         .into_iter()
         .filter(|d| d.is_error())
         .map(|d| d.to_string())
         .collect();
-    if !errors.is_empty() {
-        return Err(invalid_config(errors));
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid_config(errors))
     }
-    Ok(loaded.config)
 }
 
 async fn current_release(state: &AppState, app: &str) -> Result<Option<ReleaseRecord>, ApiError> {
@@ -121,15 +127,7 @@ async fn plan(state: &AppState, app: AppRecord, req: DeployRequest) -> Result<Pl
         .unwrap_or_else(|| config.strategy());
     let strategy = Strategy::parse(&strategy_name).map_err(ApiError::unprocessable)?;
     config.deploy.get_or_insert_with(Default::default).strategy = Some(strategy.as_str().into());
-    let errors: Vec<String> = config
-        .validate()
-        .into_iter()
-        .filter(|d| d.is_error())
-        .map(|d| d.to_string())
-        .collect();
-    if !errors.is_empty() {
-        return Err(invalid_config(errors));
-    }
+    check(&config)?;
     let d = config.deploy.clone().unwrap_or_default();
     let max_unavailable = req.max_unavailable.or(d.max_unavailable).unwrap_or(0.33);
     if max_unavailable <= 0.0 {
