@@ -38,6 +38,7 @@ pub struct DeployArgs {
     /// Create a second machine for new process groups with services
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub ha: bool,
+    /// Do not run [deploy] release_command
     #[arg(long)]
     pub skip_release_command: bool,
     /// Start the deploy and return without following it
@@ -46,6 +47,7 @@ pub struct DeployArgs {
     /// Set an environment variable: KEY=VALUE (repeatable)
     #[arg(short = 'e', long = "env")]
     pub env: Vec<String>,
+    /// Region for new machines and the release command (over primary_region)
     #[arg(long)]
     pub primary_region: Option<String>,
     #[command(flatten)]
