@@ -200,7 +200,8 @@ impl AppConfig {
         }))
     }
 
-    /// Every `[[files]]` entry, for every group (flyctl merges them app-wide).
+    /// Every `[[files]]` entry, for every group (flyctl merges them app-wide). Local
+    /// files must have been read in by [`AppConfig::inline_local_files`] where they are.
     fn machine_files(&self) -> Result<Option<Vec<MachineFile>>, ConversionError> {
         if self.files.is_empty() {
             return Ok(None);
@@ -208,15 +209,16 @@ impl AppConfig {
         let b64 = base64::engine::general_purpose::STANDARD;
         let mut out = Vec::new();
         for f in &self.files {
-            let raw_value = match (&f.raw_value, &f.local_path) {
-                (Some(raw), _) => Some(b64.encode(raw)),
-                (None, Some(path)) => Some(b64.encode(std::fs::read(path).map_err(|e| {
-                    err(format!(
-                        "[[files]] {}: read local_path {path}: {e}",
+            let raw_value = match (&f.raw_value, &f.local_content, &f.local_path) {
+                (Some(raw), _, _) => Some(b64.encode(raw)),
+                (None, Some(content), _) => Some(content.clone()),
+                (None, None, Some(path)) => {
+                    return Err(err(format!(
+                        "[[files]] {}: local_path {path} is read where fly.toml is (hangar deploy does it); send its content instead",
                         f.guest_path
-                    ))
-                })?)),
-                (None, None) => None,
+                    )))
+                }
+                (None, None, None) => None,
             };
             out.push(MachineFile {
                 guest_path: f.guest_path.clone(),
@@ -228,7 +230,42 @@ impl AppConfig {
         Ok(Some(out))
     }
 
-    /// The inline or file `machine_config` (`[experimental]` wins), as JSON.
+    /// Reads what fly.toml names on the local disk — `[[files]] local_path` and a
+    /// `machine_config` file — into the config, so whoever converts it needs no access
+    /// to that disk. Paths are relative to `dir`.
+    pub fn inline_local_files(&mut self, dir: &std::path::Path) -> Result<(), ConversionError> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        for f in &mut self.files {
+            if f.raw_value.is_some() || f.local_content.is_some() {
+                continue;
+            }
+            if let Some(path) = &f.local_path {
+                let bytes = std::fs::read(dir.join(path)).map_err(|e| {
+                    err(format!(
+                        "[[files]] {}: read local_path {path}: {e}",
+                        f.guest_path
+                    ))
+                })?;
+                f.local_content = Some(b64.encode(bytes));
+            }
+        }
+        let slots = [
+            self.experimental
+                .as_mut()
+                .and_then(|e| e.machine_config.as_mut()),
+            self.machine_config.as_mut(),
+        ];
+        for mc in slots.into_iter().flatten() {
+            if !mc.trim().is_empty() && !mc.trim_start().starts_with('{') {
+                let path = dir.join(mc.as_str());
+                *mc = std::fs::read_to_string(&path)
+                    .map_err(|e| err(format!("machine_config: read {}: {e}", path.display())))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The inline `machine_config` (`[experimental]` wins), as JSON.
     fn machine_config_overlay(&self) -> Result<Option<Value>, ConversionError> {
         let Some(src) = self
             .experimental
@@ -239,13 +276,12 @@ impl AppConfig {
         else {
             return Ok(None);
         };
-        let text = if src.trim_start().starts_with('{') {
-            src
-        } else {
-            std::fs::read_to_string(&src)
-                .map_err(|e| err(format!("machine_config: read {src}: {e}")))?
-        };
-        serde_json::from_str(&text)
+        if !src.trim_start().starts_with('{') {
+            return Err(err(format!(
+                "machine_config {src} is a file, read where fly.toml is (hangar deploy does it); send its JSON instead"
+            )));
+        }
+        serde_json::from_str(&src)
             .map(Some)
             .map_err(|e| err(format!("machine_config is not valid JSON: {e}")))
     }

@@ -427,4 +427,8 @@ pub struct File {
     pub secret_name: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub processes: Vec<String>,
+    /// `local_path`'s content in base64, read where fly.toml is (see
+    /// [`AppConfig::inline_local_files`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_content: Option<String>,
 }

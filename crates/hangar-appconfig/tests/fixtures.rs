@@ -534,3 +534,37 @@ fn wrong_values_and_syntax_name_key_line_and_column() {
         errs[0]
     );
 }
+
+#[test]
+fn local_files_are_read_where_fly_toml_is_and_never_by_the_converter() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.conf"), b"listen 8080\n").unwrap();
+    std::fs::write(
+        dir.path().join("mc.json"),
+        r#"{"dns": {"skip_registration": true}}"#,
+    )
+    .unwrap();
+    let text = "app = 'f'\nmachine_config = 'mc.json'\n[[files]]\nguest_path = '/etc/app.conf'\nlocal_path = 'app.conf'\n";
+    let mut c = parse(text, Format::Toml).expect("parses").config;
+    let e = c
+        .to_machine_config("app", None)
+        .expect_err("not read by the converter");
+    assert!(
+        e.0.contains("is a file") || e.0.contains("local_path"),
+        "{e}"
+    );
+    c.inline_local_files(dir.path()).expect("inlined");
+    let mc = c.to_machine_config("app", None).expect("converts");
+    let files = mc.files.expect("files");
+    assert_eq!(files[0].raw_value.as_deref(), Some("bGlzdGVuIDgwODAK"));
+    assert_eq!(mc.dns, Some(json!({"skip_registration": true})));
+    let missing = parse(
+        "[[files]]\nguest_path = '/x'\nlocal_path = 'nope'\n",
+        Format::Toml,
+    )
+    .expect("parses")
+    .config
+    .inline_local_files(dir.path())
+    .expect_err("missing file");
+    assert!(missing.0.contains("read local_path nope"), "{missing}");
+}

@@ -142,12 +142,20 @@ mod tests {
             secret_name: Some("TLS_KEY".into()),
             ..Default::default()
         };
-        assert!(check(std::slice::from_ref(&f)).is_ok(), "checked at start, not at create");
+        assert!(
+            check(std::slice::from_ref(&f)).is_ok(),
+            "checked at start, not at create"
+        );
         let secrets = Secrets([("TLS_KEY".to_string(), "c2VjcmV0".to_string())].into());
         write(dir.path(), std::slice::from_ref(&f), &secrets).unwrap();
         let got = std::fs::read(dir.path().join("etc/app/key.pem")).unwrap();
         assert_eq!(got, b"secret");
-        let e = write(dir.path(), &[f], &Secrets::default()).unwrap_err().to_string();
-        assert!(e.contains("secret TLS_KEY is not set") && !e.contains("c2VjcmV0"), "{e}");
+        let e = write(dir.path(), &[f], &Secrets::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("secret TLS_KEY is not set") && !e.contains("c2VjcmV0"),
+            "{e}"
+        );
     }
 }

@@ -118,8 +118,13 @@ pub async fn run(args: DeployArgs) -> Result<()> {
         println!("image: {image}");
         return Ok(());
     }
+    let mut config = loaded.config.clone();
+    // [[files]] local_path and a machine_config file are read here, where they are.
+    config
+        .inline_local_files(&dir)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let req = DeployRequest {
-        config: Some(serde_json::to_value(&loaded.config)?),
+        config: Some(serde_json::to_value(&config)?),
         image: Some(image),
         strategy: args.strategy.clone(),
         max_unavailable: args.max_unavailable,
