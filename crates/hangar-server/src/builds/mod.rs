@@ -142,8 +142,9 @@ impl Builder {
         .await
         .map_err(|e| format!("unpack the build context: {e}"))??;
         let result = async {
+            // A regular file, not a link that could name one outside the context.
             let dockerfile = inside(&dir, &req.dockerfile)
-                .filter(|p| p.is_file())
+                .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
                 .ok_or_else(|| {
                     format!(
                         "Dockerfile {:?} is not in the build context; add it, or set [build] dockerfile in fly.toml",
