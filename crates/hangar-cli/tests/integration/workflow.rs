@@ -420,3 +420,40 @@ async fn a_missing_dockerfile_or_a_broken_build_leaves_the_app_on_its_release() 
     assert_eq!(before["machines"], after["machines"]);
     assert_eq!(after["release"], 1);
 }
+
+#[tokio::test]
+async fn a_deploy_holds_leases_and_stops_at_a_machine_leased_by_someone_else() {
+    let s = TestServer::start().await;
+    let dir = proc_app(&s);
+    let d = dir.path();
+    ok(&s, d, &["deploy", "--image", "busybox", "--ha=false"]);
+    let id = status(&s, "proc")["machines"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lease_path = format!("/apps/proc/machines/{id}/lease");
+    let r = s.call("POST", &format!("{lease_path}?ttl=60"), None).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let nonce = r.body["data"]["nonce"].as_str().unwrap().to_string();
+    let e = fails(&s, d, &["deploy", "--image", "busybox", "-e", "STEP=2"]);
+    assert!(e.contains(&format!("machine {id} is leased by")), "{e}");
+    assert_eq!(
+        status(&s, "proc")["machines"][0]["version"],
+        "1",
+        "nothing changed"
+    );
+    let r = s
+        .call_with(
+            "DELETE",
+            &lease_path,
+            None,
+            &[("fly-machine-lease-nonce", &nonce)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    ok(&s, d, &["deploy", "--image", "busybox", "-e", "STEP=3"]);
+    assert_eq!(status(&s, "proc")["machines"][0]["version"], "3");
+    // The deploy's own leases are gone once it ends.
+    let r = s.call("GET", &lease_path, None).await;
+    assert_eq!(r.status, 404, "{r:?}");
+}

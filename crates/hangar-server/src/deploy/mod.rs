@@ -8,6 +8,7 @@
 //! [`strategy`], the release command in [`release_command`], progress in [`progress`].
 //! The API that takes deploy requests and streams progress is `api::deploys`.
 
+mod leases;
 pub mod progress;
 mod release_command;
 mod run;

@@ -61,6 +61,8 @@ pub(super) struct Undo {
     pub updated: Mutex<Vec<(String, String, MachineConfig, bool)>>,
     /// Machines this deploy created.
     pub created: Mutex<Vec<String>>,
+    /// Machines this deploy holds leases on.
+    pub leased: Mutex<Vec<String>>,
 }
 
 /// What every step of a deploy shares.
@@ -131,6 +133,8 @@ pub(super) async fn run(state: AppState, plan: Plan, release: ReleaseRecord, rep
             ("failed", Some(f.message))
         }
     };
+    // Held through any rollback; released whatever the outcome.
+    super::leases::release(&ctx).await;
     let (id, now) = (release.id.clone(), clock::rfc3339_now());
     let r = state
         .store
@@ -170,6 +174,9 @@ async fn execute(ctx: &Ctx<'_>) -> Result<(), Failure> {
             removed.push(m);
         }
     }
+    let mut to_lease: Vec<String> = by_group.values().flatten().map(|m| m.id.clone()).collect();
+    to_lease.extend(removed.iter().map(|m| m.id.clone()));
+    super::leases::take(ctx, to_lease).await?;
     let missing: Vec<String> = if plan.restart_only {
         Vec::new()
     } else {
