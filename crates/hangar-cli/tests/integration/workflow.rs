@@ -457,3 +457,47 @@ async fn a_deploy_holds_leases_and_stops_at_a_machine_leased_by_someone_else() {
     let r = s.call("GET", &lease_path, None).await;
     assert_eq!(r.status, 404, "{r:?}");
 }
+
+#[tokio::test]
+async fn a_detached_deploy_runs_on_and_a_server_stop_marks_it_interrupted() {
+    let mut s = TestServer::start().await;
+    let dir = proc_app(&s);
+    let d = dir.path();
+    std::fs::write(
+        d.join("fly.toml"),
+        format!("{PROC_TOML}\n[deploy]\n  release_command = \"sleep 30\"\n"),
+    )
+    .unwrap();
+    let out = ok(&s, d, &["deploy", "--image", "busybox", "--detach"]);
+    assert!(
+        out.contains("Release v1 created") && out.contains("runs on the server"),
+        "{out}"
+    );
+    let releases: Value =
+        serde_json::from_str(&ok(&s, d, &["releases", "-a", "proc", "--json"])).unwrap();
+    assert_eq!(releases[0]["status"], "running");
+    assert_eq!(releases[0]["in_progress"], true);
+    s.kill9();
+    s.spawn().await;
+    let releases: Value =
+        serde_json::from_str(&ok(&s, d, &["releases", "-a", "proc", "--json"])).unwrap();
+    assert_eq!(releases[0]["status"], "interrupted", "{releases}");
+    assert!(releases[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("deploy again"));
+    // Following it now tells how it ended.
+    let r = s
+        .call(
+            "GET",
+            &format!(
+                "/apps/proc/releases/{}/progress",
+                releases[0]["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["kind"], "failed", "{r:?}");
+    assert!(r.body["message"].as_str().unwrap().contains("interrupted"), "{r:?}");
+}
