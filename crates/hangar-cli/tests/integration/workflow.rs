@@ -499,5 +499,50 @@ async fn a_detached_deploy_runs_on_and_a_server_stop_marks_it_interrupted() {
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["kind"], "failed", "{r:?}");
-    assert!(r.body["message"].as_str().unwrap().contains("interrupted"), "{r:?}");
+    assert!(
+        r.body["message"].as_str().unwrap().contains("interrupted"),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn machine_checks_test_each_updated_machine_and_a_failing_one_rolls_back() {
+    let s = TestServer::start().await;
+    let dir = proc_app(&s);
+    let d = dir.path();
+    let with_check = |script: &str| {
+        format!("{PROC_TOML}\n[[machine_checks]]\n  command = [\"/bin/sh\", \"-c\", {script:?}]\n")
+    };
+    std::fs::write(
+        d.join("fly.toml"),
+        with_check("test \"$FLY_TEST_COMMAND\" = 1 && echo checking $FLY_TEST_MACHINE_IP"),
+    )
+    .unwrap();
+    ok(&s, d, &["deploy", "--image", "busybox", "--ha=false"]);
+    let ip = status(&s, "proc")["machines"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m = s.machine("proc", &ip).await;
+    let private_ip = m["private_ip"].as_str().unwrap().to_string();
+    let out = ok(&s, d, &["deploy", "--image", "busybox", "-e", "STEP=2"]);
+    assert!(out.contains("machine check passed"), "{out}");
+    std::fs::write(
+        d.join("fly.toml"),
+        with_check("echo bad news for $FLY_TEST_MACHINE_IP; exit 3"),
+    )
+    .unwrap();
+    let out = s.cli_in(d, &["deploy", "--image", "busybox", "-e", "STEP=3"]);
+    assert!(!out.status.success());
+    let (o, e) = (stdout(&out), stderr(&out));
+    assert!(
+        e.contains("machine check `/bin/sh -c") && e.contains("exited with status 3"),
+        "{e}"
+    );
+    assert!(
+        o.contains(&format!("bad news for {private_ip}")),
+        "the test's output: {o}"
+    );
+    assert!(o.contains("back on the previous release"), "{o}");
+    assert_eq!(status(&s, "proc")["machines"][0]["version"], "2");
 }

@@ -9,6 +9,7 @@
 //! The API that takes deploy requests and streams progress is `api::deploys`.
 
 mod leases;
+mod machine_checks;
 pub mod progress;
 mod release_command;
 mod run;

@@ -81,7 +81,7 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<(), Failure> {
 }
 
 /// The exit code of the machine's latest `exit` event.
-async fn last_exit_code(ctx: &Ctx<'_>, id: &str) -> Option<i64> {
+pub(super) async fn last_exit_code(ctx: &Ctx<'_>, id: &str) -> Option<i64> {
     let mid = id.to_string();
     let events = ctx
         .state

@@ -106,6 +106,15 @@ async fn update_one(ctx: &Ctx<'_>, e: &Entry, wait: bool) -> Result<(), Failure>
     }
     if wait {
         wait_healthy(ctx, &id, &e.group, &e.config).await?;
+        super::machine_checks::run(
+            ctx,
+            &id,
+            &e.group,
+            &e.config,
+            &e.machine.private_ip,
+            &e.machine.region,
+        )
+        .await?;
         ctx.reporter.machine(&id, &e.group, "updated and healthy");
     } else {
         ctx.reporter.machine(&id, &e.group, "updated");
@@ -185,7 +194,7 @@ async fn launch(
     region: String,
     skip_launch: bool,
     cordoned: bool,
-) -> Result<String, Failure> {
+) -> Result<MachineRecord, Failure> {
     let (record, _, _) = fleet::create(
         ctx.state,
         &ctx.plan.app,
@@ -205,7 +214,7 @@ async fn launch(
             e.message
         ))
     })?;
-    Ok(record.id)
+    Ok(record)
 }
 
 /// A group with no machines gets one, and with `--ha` a second for services (or a
@@ -216,7 +225,9 @@ pub(super) async fn create_group(ctx: &Ctx<'_>, group: &str) -> Result<(), Failu
     let has_services = config.services.as_ref().is_some_and(|s| !s.is_empty());
     let wait = ctx.plan.strategy != super::Strategy::Immediate;
     let region = ctx.region();
-    let first = launch(ctx, group, config.clone(), region.clone(), false, false).await?;
+    let first = launch(ctx, group, config.clone(), region.clone(), false, false)
+        .await?
+        .id;
     if let Ok(mut c) = ctx.undo.created.lock() {
         c.push(first.clone());
     }
@@ -245,7 +256,8 @@ pub(super) async fn create_group(ctx: &Ctx<'_>, group: &str) -> Result<(), Failu
             skip,
             false,
         )
-        .await?;
+        .await?
+        .id;
         if let Ok(mut c) = ctx.undo.created.lock() {
             c.push(second.clone());
         }
@@ -271,9 +283,23 @@ pub(super) async fn canary(ctx: &Ctx<'_>, groups: Vec<String>) -> Result<(), Fai
             hangar_appconfig::machine::metadata::CANARY.into(),
             "true".into(),
         );
-        let id = launch(ctx, &g, config.clone(), ctx.region(), false, true).await?;
+        let canary = launch(ctx, &g, config.clone(), ctx.region(), false, true).await?;
+        let id = canary.id.clone();
         ctx.reporter.machine(&id, &g, "canary created");
-        let healthy = wait_healthy(ctx, &id, &g, &config).await;
+        let healthy = match wait_healthy(ctx, &id, &g, &config).await {
+            Ok(()) => {
+                super::machine_checks::run(
+                    ctx,
+                    &id,
+                    &g,
+                    &config,
+                    &canary.private_ip,
+                    &canary.region,
+                )
+                .await
+            }
+            Err(f) => Err(f),
+        };
         if let Err(f) = healthy {
             let lines = fleet::last_log_lines(ctx.state, &id, 20).await;
             destroy(ctx, &id).await;
@@ -307,7 +333,8 @@ pub(super) async fn bluegreen(ctx: &Ctx<'_>, entries: Vec<Entry>) -> Result<(), 
                 !start,
                 true,
             )
-            .await?;
+            .await?
+            .id;
             ctx.reporter.machine(
                 &id,
                 &e.group,
