@@ -162,7 +162,17 @@ async fn execute(ctx: &Ctx<'_>) -> Result<(), Failure> {
     {
         destroy(ctx, &m.id).await;
     }
-    let managed: Vec<MachineRecord> = all.into_iter().filter(is_managed).collect();
+    let (managed, unmanaged): (Vec<MachineRecord>, Vec<MachineRecord>) =
+        all.into_iter().partition(is_managed);
+    let others = unmanaged
+        .iter()
+        .filter(|m| m.config.process_group() != metadata::RELEASE_COMMAND_GROUP)
+        .count();
+    if others > 0 {
+        reporter.warning(format!(
+            "{others} machine(s) of {app} were not made by a deploy (hangar machine run, the Machines API); the deploy leaves them as they are"
+        ));
+    }
     let groups = plan.config.groups();
     let mut by_group: BTreeMap<String, Vec<MachineRecord>> = BTreeMap::new();
     let mut removed = Vec::new();
