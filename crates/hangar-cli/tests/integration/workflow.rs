@@ -546,3 +546,45 @@ async fn machine_checks_test_each_updated_machine_and_a_failing_one_rolls_back()
     assert!(o.contains("back on the previous release"), "{o}");
     assert_eq!(status(&s, "proc")["machines"][0]["version"], "2");
 }
+
+#[tokio::test]
+async fn a_deploy_right_after_an_immediate_one_waits_for_machines_to_settle() {
+    let s = TestServer::start().await;
+    let dir = proc_app(&s);
+    let d = dir.path();
+    // Machines that take a second to stop, so the next deploy finds them mid-change.
+    let slow = PROC_TOML.replace(
+        "app = \"/bin/sh -c 'env > env.txt; exec sleep 3600'\"",
+        "app = \"/bin/sh -c 'trap \\\"sleep 1; exit 0\\\" TERM; while :; do sleep 0.1; done'\"",
+    );
+    assert_ne!(slow, PROC_TOML);
+    std::fs::write(d.join("fly.toml"), slow).unwrap();
+    ok(&s, d, &["deploy", "--image", "busybox", "--ha=false"]);
+    ok(&s, d, &["scale", "count", "3", "-a", "proc", "--yes"]);
+    // An immediate deploy returns while its machines restart; the next one must not
+    // take "replacing" for "stopped" and leave them down.
+    ok(
+        &s,
+        d,
+        &[
+            "deploy",
+            "--image",
+            "busybox",
+            "--strategy",
+            "immediate",
+            "-e",
+            "STEP=2",
+        ],
+    );
+    ok(&s, d, &["deploy", "--image", "busybox", "-e", "STEP=3"]);
+    let st = status(&s, "proc");
+    let machines = st["machines"].as_array().unwrap();
+    assert_eq!(machines.len(), 3, "{st}");
+    for m in machines {
+        assert_eq!(
+            (m["state"].as_str(), m["version"].as_str()),
+            (Some("started"), Some("3")),
+            "{st}"
+        );
+    }
+}

@@ -148,14 +148,39 @@ pub(super) async fn run(state: AppState, plan: Plan, release: ReleaseRecord, rep
 async fn execute(ctx: &Ctx<'_>) -> Result<(), Failure> {
     let (state, plan, reporter) = (ctx.state, ctx.plan, ctx.reporter);
     let app = plan.app.name.clone();
-    let all = {
+    let list = || async {
         let a = app.clone();
         state
             .store
             .call(move |db| db.live_machines_of_app(&a))
             .await
-            .map_err(|e| Failure::new(format!("list machines: {e}")))?
+            .map_err(|e| Failure::new(format!("list machines: {e}")))
     };
+    // A machine mid-change (an immediate deploy does not wait, a user may be starting
+    // one) is waited for: what the deploy does to each depends on the state it rests in.
+    let mut all = list().await?;
+    let moving: Vec<String> = all
+        .iter()
+        .filter(|m| !SETTLED.contains(&m.state))
+        .map(|m| m.id.clone())
+        .collect();
+    if !moving.is_empty() {
+        for id in &moving {
+            if let Err(e) = fleet::wait_state(state, id, SETTLED, plan.wait_timeout).await {
+                let gone = state
+                    .supervisor
+                    .watch(id)
+                    .is_none_or(|rx| rx.borrow().state == MachineState::Destroyed);
+                if !gone {
+                    return Err(Failure::on(
+                        id,
+                        format!("machine {id} did not settle before the deploy: {e}"),
+                    ));
+                }
+            }
+        }
+        all = list().await?;
+    }
     for m in all
         .iter()
         .filter(|m| m.config.process_group() == metadata::RELEASE_COMMAND_GROUP)

@@ -71,9 +71,16 @@ pub(super) async fn wait_healthy(
 /// Updates one machine in place; with `wait`, until it is started and healthy.
 async fn update_one(ctx: &Ctx<'_>, e: &Entry, wait: bool) -> Result<(), Failure> {
     let id = e.machine.id.clone();
-    let started = was_started(&e.machine);
+    // Its state now, not when the deploy listed it: autostop may have stopped it since.
+    let now = ctx
+        .state
+        .supervisor
+        .watch(&id)
+        .map(|rx| rx.borrow().state)
+        .unwrap_or(e.machine.state);
+    let started = matches!(now, MachineState::Started | MachineState::Starting);
     let skip_launch = !matches!(
-        e.machine.state,
+        now,
         MachineState::Started | MachineState::Starting | MachineState::Failed
     );
     ctx.reporter.machine(
