@@ -85,20 +85,22 @@ fn code_of(status: i32) -> i32 {
 }
 
 fn main() {
+    let pid1 = std::process::id() == 1;
+    let mut all = SigSet([0; 16]);
+    if pid1 {
+        // First thing: a PID 1 drops signals it has no handler for, so a stop sent
+        // while it starts up would be lost. Blocked, they wait for sigwait below.
+        // SAFETY: `all` is a valid sigset_t-sized buffer; this process has one thread.
+        unsafe {
+            sigfillset(&mut all);
+            sigprocmask(SIG_BLOCK, &all, std::ptr::null_mut());
+        }
+    }
     let mut cmd = command();
-    if std::process::id() != 1 {
+    if !pid1 {
         let err = cmd.exec();
         fail(&cmd, err);
     }
-    let mut all = SigSet([0; 16]);
-    // SAFETY: `all` is a valid sigset_t-sized buffer; blocking signals in this
-    // single-threaded process only changes how they are delivered (to sigwait below).
-    // std resets the mask in the child it spawns.
-    unsafe {
-        sigfillset(&mut all);
-        sigprocmask(SIG_BLOCK, &all, std::ptr::null_mut());
-    }
-    // std resets signal dispositions in children, not the mask: the child unblocks.
     // SAFETY: the closure runs in the child between fork and exec and only calls
     // async-signal-safe sigprocmask on a valid, empty set.
     unsafe {

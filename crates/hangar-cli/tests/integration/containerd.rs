@@ -138,18 +138,28 @@ async fn lifecycle_stop_suspend_restart_policy() {
         return;
     };
     // Stop: the signal is honoured when handled, SIGKILL follows the timeout otherwise.
-    let polite = run(&s, "life", json!({"image": image, "init": {"exec": ["/bin/sh", "-c", "trap 'echo got term; exit 0' TERM; while :; do sleep 0.1; done"]}})).await;
+    let polite = run(&s, "life", json!({"image": image, "init": {"exec": ["/bin/sh", "-c", "trap 'echo got term; exit 0' TERM; touch /tmp/trapped; while :; do sleep 0.1; done"]}})).await;
     // The init passes the stop signal (SIGINT by default) on, so a process stops on it
     // unless it ignores it.
     let stubborn = run(
         &s,
         "life",
         json!({"image": image, "stop_config": {"timeout": "1s"},
-               "init": {"exec": ["/bin/sh", "-c", "trap '' INT TERM; while :; do sleep 0.1; done"]}}),
+               "init": {"exec": ["/bin/sh", "-c", "trap '' INT TERM; touch /tmp/trapped; while :; do sleep 0.1; done"]}}),
     )
     .await;
     s.wait_state("life", &polite, "started").await;
     s.wait_state("life", &stubborn, "started").await;
+    // A signal sent before the shell set its trap would meet the default action.
+    for id in [&polite, &stubborn] {
+        eventually(10, "the shell's trap to be set", || async {
+            sh(&s, "life", id, "test -e /tmp/trapped && echo yes")
+                .await
+                .contains("yes")
+                .then_some(())
+        })
+        .await;
+    }
     s.call(
         "POST",
         &format!("/apps/life/machines/{polite}/stop"),

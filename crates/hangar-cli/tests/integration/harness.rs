@@ -104,7 +104,21 @@ impl TestServer {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
-        s.spawn().await;
+        // A port picked free may be taken by someone else before the server binds it:
+        // then the server says so and exits, and it gets other ports.
+        for _ in 0..5 {
+            match s.try_spawn().await {
+                Ok(()) => break,
+                Err(log) if log.contains("Address already in use") => {
+                    s.port = free_port();
+                    s.http_port = free_port();
+                    s.https_port = free_port();
+                    s.registry_port = free_port();
+                }
+                Err(log) => panic!("server did not come up: {log}"),
+            }
+        }
+        assert!(s.child.is_some(), "server did not come up: {}", s.log());
         s.token = std::fs::read_to_string(s.data_dir().join("admin-token"))
             .expect("admin token file")
             .trim()
@@ -122,6 +136,14 @@ impl TestServer {
 
     /// Starts (or restarts) the server process and waits until it answers.
     pub async fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn().await {
+            panic!("server did not come up: {log}");
+        }
+    }
+
+    /// Starts the server process and waits until it answers; its log if it exits or
+    /// does not answer within 20 s.
+    async fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -161,14 +183,17 @@ impl TestServer {
                 .await
             {
                 if r.status().is_success() {
-                    return;
+                    return Ok(());
                 }
             }
-            assert!(
-                Instant::now() < until,
-                "server did not come up: {}",
-                self.log()
-            );
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            if exited || Instant::now() > until {
+                self.child = None;
+                return Err(self.log());
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
