@@ -235,7 +235,10 @@ impl Server {
             edge_ports: (http_addr.port(), https_addr.port()),
             builder: builds::Builder::new(config.registry_listen, &config.data_dir),
         };
-        deploy::mark_interrupted(&state).await;
+        let interrupted = deploy::mark_interrupted(&state).await;
+        if !interrupted.is_empty() {
+            tokio::spawn(deploy::undo_all(state.clone(), interrupted));
+        }
         Ok(Server {
             api_addr,
             http_addr,

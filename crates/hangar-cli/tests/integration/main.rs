@@ -10,6 +10,7 @@ mod bad_input;
 mod cli;
 mod containerd;
 mod containerd_net;
+mod deploy_safety;
 mod deploys;
 mod edge_tls;
 mod edge_traffic;

@@ -11,6 +11,7 @@
 mod leases;
 mod machine_checks;
 pub mod progress;
+mod recover;
 mod release_command;
 mod run;
 mod strategy;
@@ -26,6 +27,7 @@ use crate::api::ApiError;
 use crate::{clock, fleet, ids, AppState};
 
 pub use progress::{Registry, Reporter};
+pub use recover::{mark_interrupted, undo_all};
 
 /// How machines move to the new release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,26 +203,4 @@ async fn create_release(
         .store
         .call(move |db| db.create_release(record))
         .await?)
-}
-
-/// Marks releases a stopped server left running as interrupted.
-pub async fn mark_interrupted(state: &AppState) {
-    let now = clock::rfc3339_now();
-    let r = state
-        .store
-        .call(move |db| {
-            for r in db.unfinished_releases()? {
-                db.set_release_status(
-                    &r.id,
-                    "interrupted",
-                    Some("the server stopped while this release was deploying; deploy again"),
-                    &now,
-                )?;
-            }
-            Ok(())
-        })
-        .await;
-    if let Err(e) = r {
-        tracing::warn!(error = %e, "mark interrupted releases");
-    }
 }

@@ -146,7 +146,7 @@ impl MachineActor {
                 let old = std::mem::replace(&mut self.m.config, *config);
                 let (signal, timeout) = Self::stop_defaults(&old, None, None);
                 let version = ids::ulid();
-                let r = self.record_version(&version, state).await;
+                let r = self.record_version(&version, state, skip_launch).await;
                 if r.is_err() {
                     self.m.config = old;
                 }
@@ -296,14 +296,20 @@ impl MachineActor {
             .flatten()
     }
 
-    async fn record_version(&mut self, version: &str, prev: MachineState) -> Result<()> {
+    async fn record_version(
+        &mut self,
+        version: &str,
+        prev: MachineState,
+        skip_launch: bool,
+    ) -> Result<()> {
         let event = MachineEvent {
             id: ids::ulid(),
             kind: "update".into(),
             status: MachineState::Replacing.as_str().into(),
             source: "user".into(),
             timestamp: clock::now_ms(),
-            request: Some(json!({ "previous_state": prev.as_str() })),
+            // What the update means to do next, for a restart that finds it cut short.
+            request: Some(json!({ "previous_state": prev.as_str(), "skip_launch": skip_launch })),
         };
         let (id, v, cfg, ev, now) = (
             self.m.id.clone(),

@@ -8,6 +8,23 @@ use tracing::{info, warn};
 use super::{lost_exit, MachineActor, Proc};
 
 impl MachineActor {
+    /// Whether the machine's latest update was to leave it running: it was started and
+    /// not told to stay stopped.
+    async fn update_meant_to_start(&self) -> bool {
+        let id = self.m.id.clone();
+        let events = self
+            .ctx
+            .store
+            .call(move |db| db.events(&id, 10))
+            .await
+            .unwrap_or_default();
+        events
+            .iter()
+            .find(|e| e.kind == "update")
+            .and_then(|e| e.request.as_ref())
+            .is_some_and(|r| r["previous_state"] == "started" && r["skip_launch"] != true)
+    }
+
     /// Brings the stored state in line with what the driver reports. Returns true when
     /// the machine ended up destroyed.
     pub(super) async fn reconcile(&mut self) -> bool {
@@ -56,17 +73,24 @@ impl MachineActor {
                 let status = self.stop_process(sig, t).await;
                 self.record_requested_exit(status).await
             }
-            (S::Stopping | S::Replacing, false, status) => self.record_requested_exit(status).await,
-            (
-                S::Started | S::Starting | S::Restarting | S::Suspended | S::Suspending,
-                false,
-                Some(status),
-            ) => {
-                return self.on_exit(status).await;
+            (S::Replacing, false, status) => {
+                // An update cut short: finish it as it meant to end.
+                if self.update_meant_to_start().await {
+                    self.start_new("flyd").await;
+                    Ok(())
+                } else {
+                    self.record_requested_exit(status).await
+                }
             }
-            (S::Starting | S::Restarting, false, None) => {
+            (S::Stopping, false, status) => self.record_requested_exit(status).await,
+            // A start the server did not finish: the handle it holds, if any, is the
+            // previous run's, which has ended. Start it now.
+            (S::Starting | S::Restarting, false, _) => {
                 self.finish_start().await;
                 Ok(())
+            }
+            (S::Started | S::Suspended | S::Suspending, false, Some(status)) => {
+                return self.on_exit(status).await;
             }
             (S::Started | S::Suspended | S::Suspending, false, None) => {
                 return self.on_exit(lost_exit()).await;
