@@ -23,13 +23,15 @@ pub use model::*;
 pub use validate::STRATEGIES;
 
 impl AppConfig {
-    /// The config as fly.toml text, with the header flyctl writes.
-    pub fn to_toml(&self, generated_at: &str) -> String {
-        let body = toml::to_string_pretty(self).unwrap_or_default();
-        format!(
+    /// The config as fly.toml text, with the header flyctl writes; an error when a
+    /// value has no TOML form (a JSON `null` inside a table, for one).
+    pub fn to_toml(&self, generated_at: &str) -> Result<String, String> {
+        let body = toml::to_string_pretty(self)
+            .map_err(|e| format!("the config cannot be written as TOML: {e}"))?;
+        Ok(format!(
             "# fly.toml app configuration file generated for {} on {generated_at}\n#\n# See https://fly.io/docs/reference/configuration/ for information about how to use this file.\n#\n\n{body}",
             self.app
-        )
+        ))
     }
 
     /// The deploy strategy: `[deploy] strategy`, else rolling.

@@ -223,7 +223,7 @@ fn full_reference_parses_round_trips_and_fails_validation_for_its_reasons() {
     let as_yaml = serde_yaml::to_string(&c).expect("yaml");
     let from_yaml = parse(&as_yaml, Format::Yaml).expect("yaml parses").config;
     assert_eq!(from_yaml, c);
-    let as_toml = c.to_toml("2026-01-01T00:00:00Z");
+    let as_toml = c.to_toml("2026-01-01T00:00:00Z").expect("writes");
     assert!(as_toml.starts_with("# fly.toml app configuration file generated for everything"));
     let from_toml = parse(&as_toml, Format::Toml).expect("toml parses").config;
     assert_eq!(from_toml, c);
@@ -567,4 +567,16 @@ fn local_files_are_read_where_fly_toml_is_and_never_by_the_converter() {
     .inline_local_files(dir.path())
     .expect_err("missing file");
     assert!(missing.0.contains("read local_path nope"), "{missing}");
+}
+
+#[test]
+fn a_config_toml_cannot_hold_is_an_error_not_an_empty_file() {
+    let c = parse(
+        r#"{"app": "n", "experimental": {"attached": {"secrets": null}}}"#,
+        Format::Json,
+    )
+    .expect("parses")
+    .config;
+    let e = c.to_toml("now").expect_err("null has no TOML form");
+    assert!(e.contains("cannot be written as TOML"), "{e}");
 }

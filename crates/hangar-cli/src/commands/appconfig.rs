@@ -169,7 +169,10 @@ pub async fn run(cmd: ConfigCmd) -> Result<()> {
             if path.exists() {
                 super::confirm(&format!("Overwrite {}?", path.display()), yes)?;
             }
-            let text = loaded.config.to_toml(&now_rfc3339());
+            let text = loaded
+                .config
+                .to_toml(&now_rfc3339())
+                .map_err(|e| anyhow::anyhow!(e))?;
             std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
             println!("Wrote config file {}", path.display());
         }

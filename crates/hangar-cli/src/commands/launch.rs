@@ -127,7 +127,10 @@ pub async fn run(args: LaunchArgs) -> Result<()> {
         };
         let name = args.name.clone().unwrap_or_else(|| name_from_dir(&dir));
         let cfg = generate(&name, args.region.as_deref(), port, args.image.as_deref());
-        std::fs::write(&toml_path, cfg.to_toml(&now_rfc3339()))
+        let text = cfg
+            .to_toml(&now_rfc3339())
+            .map_err(|e| anyhow::anyhow!(e))?;
+        std::fs::write(&toml_path, text)
             .with_context(|| format!("write {}", toml_path.display()))?;
         println!(
             "Wrote config file {} (internal port {port})",
@@ -182,7 +185,7 @@ mod tests {
         assert_eq!(exposed_port("FROM x\nEXPOSE 3000/tcp\n"), Some(3000));
         assert_eq!(exposed_port("FROM x\n"), None);
         let cfg = generate("my-app", Some("ord"), 3000, None);
-        let text = cfg.to_toml("now");
+        let text = cfg.to_toml("now").expect("writes");
         let back = hangar_appconfig::parse(&text, hangar_appconfig::Format::Toml)
             .expect("parses")
             .config;

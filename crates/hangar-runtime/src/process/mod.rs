@@ -219,7 +219,8 @@ impl Driver for ProcessDriver {
                 DriverError::io(format!("start shim {}", self.shim_program.display()), e)
             })?;
         if let Some(mut pipe) = child.stdin.take() {
-            let line = serde_json::to_vec(&secret_env).unwrap_or_default();
+            let line = serde_json::to_vec(&secret_env)
+                .map_err(|e| DriverError::io("encode the secrets", e.into()))?;
             pipe.write_all(&line)
                 .await
                 .map_err(|e| DriverError::io("hand secrets to the shim", e))?;

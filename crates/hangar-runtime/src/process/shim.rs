@@ -82,9 +82,27 @@ pub fn run(dir: &Path) -> i32 {
     };
     // Values from secrets come through stdin, never through the run directory.
     let mut secret_env = String::new();
-    let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut secret_env);
     let secret_env: BTreeMap<String, String> =
-        serde_json::from_str(secret_env.trim()).unwrap_or_default();
+        match std::io::Read::read_to_string(&mut std::io::stdin(), &mut secret_env)
+            .map_err(|e| e.to_string())
+            .and_then(|_| {
+                if secret_env.trim().is_empty() {
+                    Ok(BTreeMap::new())
+                } else {
+                    serde_json::from_str(secret_env.trim()).map_err(|e| {
+                        format!("malformed at line {} column {}", e.line(), e.column())
+                    })
+                }
+            }) {
+            Ok(env) => env,
+            Err(e) => {
+                // Never the values themselves: only why they could not be read.
+                reply(&ShimReply::Failed {
+                    error: format!("read the machine's secrets from the server: {e}"),
+                });
+                return 2;
+            }
+        };
     let spawned = Command::new(program)
         .args(args)
         .env_clear()

@@ -117,27 +117,23 @@ pub async fn start(state: &AppState, plan: Plan, user: String) -> Result<Release
             "no machines available to deploy: app {app} has no deployed machines; the secrets are staged for its first deploy"
         )));
     }
-    let mut sample = None;
+    let mut configs = Vec::new();
     for g in plan.config.groups() {
         let mc = group_config(&plan, &g, None)
             .map_err(|e| ApiError::unprocessable(format!("process group '{g}': {e}")))?;
         fleet::check_config(state, &mc)
             .map_err(|e| ApiError::unprocessable(format!("process group '{g}': {}", e.message)))?;
-        sample.get_or_insert(mc);
+        configs.push(mc);
     }
-    if plan.strategy == Strategy::Bluegreen {
-        let any_checks = plan.config.groups().iter().any(|g| {
-            group_config(&plan, g, None)
-                .map(|mc| fleet::configured_checks(&mc) > 0)
-                .unwrap_or(false)
-        });
-        if !any_checks {
-            return Err(ApiError::unprocessable(
-                "You need to define at least 1 check in order to use blue-green deployments: add [[http_service.checks]] or [checks.<name>] to fly.toml",
-            ));
-        }
+    if plan.strategy == Strategy::Bluegreen
+        && !configs.iter().any(|mc| fleet::configured_checks(mc) > 0)
+    {
+        return Err(ApiError::unprocessable(
+            "You need to define at least 1 check in order to use blue-green deployments: add [[http_service.checks]] or [checks.<name>] to fly.toml",
+        ));
     }
-    if let Some(mc) = &sample {
+    // Every group runs the same image: pulling it once checks it for all.
+    if let Some(mc) = configs.first() {
         fleet::prepare(state, mc).await.map_err(|e| {
             ApiError::unprocessable(format!(
                 "image {} cannot be used: {}",
@@ -178,7 +174,7 @@ async fn create_release(
         None => state.vault.snapshot(&plan.app.name).await?,
         Some(set) => {
             let (_, version) = state.vault.list(&plan.app.name).await?;
-            (version, state.vault.seal_snapshot(&plan.app.name, set))
+            (version, state.vault.seal_snapshot(&plan.app.name, set)?)
         }
     };
     let now = clock::rfc3339_now();

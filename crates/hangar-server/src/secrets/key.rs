@@ -24,6 +24,8 @@ pub enum KeyError {
     BadFile { path: String },
     #[error("master key file {path}: {error}")]
     Io { path: String, error: std::io::Error },
+    #[error("a value could not be sealed: {0}")]
+    Seal(String),
     #[error("a sealed value could not be opened: it was sealed with another master key or was altered; set HANGAR_MASTER_KEY (or {KEY_FILE} in the data dir) to the key it was sealed with")]
     Open,
 }
@@ -97,7 +99,7 @@ impl MasterKey {
     }
 
     /// Seals `plaintext`, bound to `place` (who it belongs to): nonce ‖ ciphertext.
-    pub fn seal(&self, place: &str, plaintext: &[u8]) -> Vec<u8> {
+    pub fn seal(&self, place: &str, plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {
         let nonce: [u8; NONCE_LEN] = rand::random();
         let sealed = self
             .cipher
@@ -108,10 +110,10 @@ impl MasterKey {
                     aad: place.as_bytes(),
                 },
             )
-            .unwrap_or_default();
+            .map_err(|_| KeyError::Seal(format!("{} bytes is too large", plaintext.len())))?;
         let mut out = nonce.to_vec();
         out.extend(sealed);
-        out
+        Ok(out)
     }
 
     /// Opens what [`MasterKey::seal`] sealed for the same `place`.
@@ -156,7 +158,7 @@ mod tests {
     #[test]
     fn seal_open_and_refuse_another_place_or_key() {
         let k = MasterKey::from_bytes([7; 32]);
-        let sealed = k.seal("app/A", b"hunter2");
+        let sealed = k.seal("app/A", b"hunter2").expect("seals");
         assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
         assert_eq!(k.open("app/A", &sealed).expect("opens"), b"hunter2");
         assert!(k.open("app/B", &sealed).is_err());
@@ -179,7 +181,11 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         let b = MasterKey::load(None, &dir).expect("read");
-        assert_eq!(b.open("p", &a.seal("p", b"v")).expect("same key"), b"v");
+        assert_eq!(
+            b.open("p", &a.seal("p", b"v").expect("seals"))
+                .expect("same key"),
+            b"v"
+        );
         assert!(matches!(
             MasterKey::load(Some("short"), &dir),
             Err(KeyError::BadEnv)

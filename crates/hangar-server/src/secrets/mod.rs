@@ -124,7 +124,7 @@ impl Vault {
                     }
                     let p = place(app, &name);
                     Some((
-                        self.key.seal(&p, v.as_bytes()),
+                        self.key.seal(&p, v.as_bytes())?,
                         self.key.digest(&p, v.as_bytes()),
                     ))
                 }
@@ -154,13 +154,14 @@ impl Vault {
     pub async fn snapshot(&self, app: &str) -> Result<(i64, Vec<u8>), VaultError> {
         let (_, version) = self.list(app).await?;
         let set = self.current(app).await?;
-        Ok((version, self.seal_snapshot(app, &set)))
+        Ok((version, self.seal_snapshot(app, &set)?))
     }
 
     /// Seals a set of secrets as one value for a release.
-    pub fn seal_snapshot(&self, app: &str, set: &Secrets) -> Vec<u8> {
-        let json = serde_json::to_vec(&set.0).unwrap_or_default();
-        self.key.seal(&snapshot_place(app), &json)
+    pub fn seal_snapshot(&self, app: &str, set: &Secrets) -> Result<Vec<u8>, VaultError> {
+        let json = serde_json::to_vec(&set.0)
+            .map_err(|e| VaultError::Invalid(format!("encode the secrets: {e}")))?;
+        Ok(self.key.seal(&snapshot_place(app), &json)?)
     }
 
     /// Opens a release's snapshot.
