@@ -43,6 +43,7 @@ pub fn route_error(e: &RouteError) -> Response<Body> {
     let status = match e {
         RouteError::NoApp(_) | RouteError::NoMachine { .. } => StatusCode::NOT_FOUND,
         RouteError::StartTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        RouteError::NotServing(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     text(status, e.to_string())
@@ -180,11 +181,7 @@ async fn respond(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
     {
-        let available = inner
-            .instances
-            .borrow()
-            .get(&app)
-            .is_some_and(|l| l.iter().any(|i| i.machine_id == preferred && i.can_serve()));
+        let available = route::machine_serves(inner, &app, &preferred);
         if available && want.instance.is_none() {
             want.instance = Some(preferred);
         } else if let Ok(v) = HeaderValue::from_str(&preferred) {
@@ -239,11 +236,11 @@ async fn once(
 ) -> Response<Body> {
     let mut refused = 0;
     let result = loop {
-        let target = match route::route(inner, want).await {
-            Ok(t) => t,
+        let routed = match route::route(inner, want).await {
+            Ok(r) => r,
             Err(e) => return route_error(&e),
         };
-        match send_to(inner, conn, &mut req, &target, request_id).await {
+        match send_to(inner, conn, &mut req, routed, request_id).await {
             // Nothing was taken from the request yet: try again (the machine may be
             // starting, or going away).
             Err(ForwardError::Connect(..)) if refused < replay::CONNECT_RETRIES => {
@@ -265,18 +262,20 @@ async fn once(
     }
 }
 
-/// Connects to the target machine (a `Connect` error leaves `req` untouched), then
-/// prepares `req` and sends it, counted against the machine.
+/// Connects to the routed machine (a `Connect` error leaves `req` untouched), then
+/// prepares `req` and sends it; it stays counted against the machine (as it has been
+/// since it was picked) until the answer has been passed on.
 pub async fn send_to(
     inner: &Inner,
     conn: &Conn,
     req: &mut Request<Body>,
-    target: &route::Target,
+    routed: route::Routed,
     request_id: &str,
 ) -> Result<Response<Body>, ForwardError> {
-    // Counted from before the connection is made, so a stop that drains the machine
-    // waits for this request too.
-    let guard = inner.load.enter(&target.instance.machine_id);
+    let route::Routed {
+        target,
+        load: guard,
+    } = routed;
     let checkout = pool::checkout(target.addr)
         .await
         .map_err(|e| ForwardError::Connect(target.addr, e))?;

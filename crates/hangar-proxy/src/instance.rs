@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// One machine as the proxy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,9 +17,22 @@ pub struct Instance {
     pub cordoned: bool,
     /// Where the machine's services listen.
     pub address: Option<IpAddr>,
-    /// Whether its service checks pass (true when it has none).
-    pub healthy: bool,
+    /// What its service checks say.
+    pub health: Health,
+    /// When its current run began (set as it becomes `started`); `None` when not known.
+    pub started_at: Option<Instant>,
     pub services: Vec<Service>,
+}
+
+/// The verdict of a machine's service checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Every service check passes, or it has none.
+    Passing,
+    /// Some check has not run yet in this run of the machine, and none fails.
+    Pending,
+    /// A service check fails.
+    Failing,
 }
 
 /// A TCP service of a machine (`services[]` with `protocol = "tcp"`).
@@ -129,7 +143,12 @@ impl Instance {
 
     /// Started, passing its checks, not cordoned, and reachable.
     pub fn can_serve(&self) -> bool {
-        self.state == "started" && self.healthy && !self.cordoned && self.address.is_some()
+        self.health == Health::Passing && self.is_up()
+    }
+
+    /// Started, not cordoned and reachable, whatever its checks say.
+    pub fn is_up(&self) -> bool {
+        self.state == "started" && !self.cordoned && self.address.is_some()
     }
 }
 

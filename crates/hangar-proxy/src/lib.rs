@@ -21,15 +21,15 @@ mod ports;
 mod proxy_proto;
 mod replay;
 mod route;
+mod wake;
 
 pub use certs::{certified_key, challenge_key, CertTable};
-pub use instance::{AutostopMode, Entry, Handler, Instance, InstanceSet, Port, Service};
+pub use instance::{AutostopMode, Entry, Handler, Health, Instance, InstanceSet, Port, Service};
 pub use load::Load;
 pub use ports::AppAddresses;
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -52,6 +52,8 @@ pub struct ProxyConfig {
     pub https_port: Option<u16>,
     /// How long a machine may take to begin its answer.
     pub response_timeout: Duration,
+    /// How long a request may queue while every machine is at its hard limit.
+    pub queue_timeout: Duration,
 }
 
 pub(crate) struct Inner {
@@ -61,8 +63,8 @@ pub(crate) struct Inner {
     load: Arc<Load>,
     certs: Arc<CertTable>,
     next: AtomicUsize,
-    /// One start at a time per app, so a burst of requests starts one machine.
-    starting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Machines being started for traffic, each started once however many wait on it.
+    wakes: wake::Wakes,
 }
 
 /// The proxy, ready to serve.
@@ -88,7 +90,7 @@ impl Proxy {
                 load,
                 certs,
                 next: AtomicUsize::new(0),
-                starting: Mutex::default(),
+                wakes: wake::Wakes::default(),
             }),
             addresses,
         }

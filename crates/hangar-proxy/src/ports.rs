@@ -192,14 +192,17 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let want = Want::app(app, Entry::Port(local.port()));
-    let target = match route::route(inner, &want).await {
-        Ok(t) => t,
+    // Counted against the machine from the moment it is picked until the connection ends.
+    let route::Routed {
+        target,
+        load: _counted,
+    } = match route::route(inner, &want).await {
+        Ok(r) => r,
         Err(e) => {
             tracing::info!(%app, port = local.port(), error = %e, "no machine for a connection");
             return Ok(());
         }
     };
-    let _counted = inner.load.enter(&target.instance.machine_id);
     let mut machine = TcpStream::connect(target.addr).await?;
     let _ = machine.set_nodelay(true);
     if port.has(&Handler::ProxyProto) {

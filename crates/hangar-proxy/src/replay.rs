@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::forward::ForwardError;
 use crate::http::{forward_error, route_error, send_to, text, Conn};
-use crate::route::{self, RouteError, Target, Want};
+use crate::route::{self, RouteError, Routed, Target, Want};
 use crate::Inner;
 
 /// Fly's limit on replays of one request.
@@ -267,10 +267,7 @@ fn apply(template: &mut Request<()>, t: &Transform) -> Result<(), String> {
 /// Whether the machine can still take requests.
 fn serving(inner: &Inner, target: &Target) -> bool {
     let i = &target.instance;
-    inner.instances.borrow().get(&i.app).is_some_and(|l| {
-        l.iter()
-            .any(|m| m.machine_id == i.machine_id && m.can_serve())
-    })
+    route::machine_serves(inner, &i.app, &i.machine_id)
 }
 
 fn micros_now() -> u128 {
@@ -293,7 +290,7 @@ async fn route_replay(
     inner: &Inner,
     want: &Want,
     pending: &Option<Pending>,
-) -> Result<(Target, Option<String>), RouteError> {
+) -> Result<(Routed, Option<String>), RouteError> {
     let routed = match pending.as_ref().and_then(|p| p.timeout) {
         Some(t) => match tokio::time::timeout(t, route::route(inner, want)).await {
             Ok(r) => r.map_err(|e| (e, "no_candidate")),
@@ -345,10 +342,11 @@ pub async fn replaying(
     let mut connect_failures = 0;
     let mut replays = 0;
     while replays <= MAX_REPLAYS {
-        let (target, failed) = match route_replay(inner, &want, &pending).await {
+        let (routed, failed) = match route_replay(inner, &want, &pending).await {
             Ok(t) => t,
             Err(e) => return route_error(&e),
         };
+        let target = routed.target.clone();
         let mut req = copy_of(&template, body.clone());
         let extra = [
             ("fly-replay-src", &replay_src),
@@ -359,7 +357,7 @@ pub async fn replaying(
                 req.headers_mut().insert(name, v);
             }
         }
-        let resp = match send_to(inner, conn, &mut req, &target, request_id).await {
+        let resp = match send_to(inner, conn, &mut req, routed, request_id).await {
             Ok(r) => r,
             // Nothing reached the machine (it is stopping, or not listening yet): the
             // kept request goes to another machine, as Fly's proxy retries.
@@ -442,10 +440,7 @@ pub async fn replaying(
             exclude: instructions.elsewhere.then(|| machine.clone()),
         };
         if let Some(preferred) = &instructions.prefer_instance {
-            let available = inner.instances.borrow().get(&want.app).is_some_and(|l| {
-                l.iter()
-                    .any(|i| i.machine_id == *preferred && i.can_serve())
-            });
+            let available = route::machine_serves(inner, &want.app, preferred);
             if available {
                 want.instance = Some(preferred.clone());
             }

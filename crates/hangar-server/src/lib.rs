@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub https_listen: SocketAddr,
     /// How long a machine may take to begin answering a proxied request.
     pub proxy_response_timeout: std::time::Duration,
+    /// How long a proxied request may queue while every machine is at its hard limit.
+    pub proxy_queue_timeout: std::time::Duration,
     /// Pools of dedicated app addresses.
     pub ip_pools: edge::Pools,
     /// The ACME CA for custom hostnames, and the challenge tried first.
@@ -91,6 +93,8 @@ pub struct Server {
 }
 
 /// Every `interval`, stops (or suspends) what autostop finds idle, through the actors.
+/// A machine gets at least one interval (and never less than a few seconds) after it
+/// starts before autostop may take it: one woken for a request serves what follows it.
 async fn autostop(
     supervisor: supervisor::Supervisor,
     load: Arc<hangar_proxy::Load>,
@@ -105,7 +109,8 @@ async fn autostop(
             _ = tokio::time::sleep(interval) => {}
         }
         let set = instances.borrow().clone();
-        for d in hangar_proxy::autostop::pass(&set, &primary_region, |id| load.of(id)) {
+        let min_age = interval.max(MIN_RUN);
+        for d in hangar_proxy::autostop::pass(&set, &primary_region, |id| load.of(id), min_age) {
             tracing::info!(app = %d.app, machine = %d.machine_id, mode = ?d.mode, "autostop");
             let suspended = d.mode == hangar_proxy::AutostopMode::Suspend
                 && supervisor
@@ -126,6 +131,9 @@ async fn autostop(
         }
     }
 }
+
+/// The least time a started machine runs before autostop may stop it.
+const MIN_RUN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Starts machines for the proxy through their actors.
 struct ActorStarter(supervisor::Supervisor);
@@ -252,6 +260,7 @@ impl Server {
                 region: config.region.clone(),
                 https_port: Some(https_addr.port()),
                 response_timeout: config.proxy_response_timeout,
+                queue_timeout: config.proxy_queue_timeout,
             },
             autostop_interval: config.autostop_interval,
             state,

@@ -55,6 +55,10 @@ pub struct ServerArgs {
     /// How long a machine may take to begin answering a proxied request (a Go duration)
     #[arg(long, env = "HANGAR_PROXY_RESPONSE_TIMEOUT", default_value = "60s")]
     pub proxy_response_timeout: String,
+    /// How long a request may queue while every machine of its app is at its hard limit,
+    /// before it gets a 503 (a Go duration)
+    #[arg(long, env = "HANGAR_PROXY_QUEUE_TIMEOUT", default_value = "30s")]
+    pub proxy_queue_timeout: String,
     /// Dedicated IPv4 addresses for apps come from here
     #[arg(long, env = "HANGAR_IP_POOL_V4", default_value = "127.0.1.0/24")]
     pub ip_pool_v4: String,
@@ -222,6 +226,9 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("invalid --proxy-response-timeout: {e}"))?
             .0
             .max(std::time::Duration::from_millis(100)),
+        proxy_queue_timeout: hangar_types::GoDuration::parse(&args.proxy_queue_timeout)
+            .map_err(|e| anyhow::anyhow!("invalid --proxy-queue-timeout: {e}"))?
+            .0,
         ip_pools: edge::Pools::parse(&args.ip_pool_v4, &args.ip_pool_v6)
             .map_err(|e| anyhow::anyhow!(e))?,
         acme: edge::AcmeSettings {

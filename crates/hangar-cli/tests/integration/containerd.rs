@@ -30,12 +30,22 @@ fn can_run() -> bool {
 }
 
 pub(crate) async fn setup(app: &str) -> Option<(TestRegistry, TestServer, String)> {
+    setup_with(app, &[]).await
+}
+
+/// A containerd server with extra `hangar server` arguments, an app, and a busybox image.
+pub(crate) async fn setup_with(
+    app: &str,
+    args: &[&str],
+) -> Option<(TestRegistry, TestServer, String)> {
     if !can_run() {
         return None;
     }
     let registry = TestRegistry::start();
     let image = registry.push_busybox("hangar/busybox", "1").await;
-    let s = TestServer::start_with(&["--driver", "containerd"]).await;
+    let mut all = vec!["--driver", "containerd"];
+    all.extend_from_slice(args);
+    let s = TestServer::start_with(&all).await;
     s.create_app(app).await;
     Some((registry, s, image))
 }

@@ -1,7 +1,8 @@
 //! Traffic through the edge under stress and instruction: `fly-replay` to another
 //! region, machine and app; hostile and broken clients and machines answered without
 //! tying the proxy up; no failed request while machines stop, update and autostop; and
-//! a burst at an app with only stopped machines starting exactly one.
+//! bursts at an app with only stopped machines waking one machine under the soft limit,
+//! and past it more, none of them twice.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -415,8 +416,37 @@ async fn no_failed_requests_while_machines_stop_update_and_autostop() {
     );
 }
 
+/// How many times the machine has been started (its `started` events).
+pub(crate) async fn starts(s: &TestServer, app: &str, id: &str) -> usize {
+    s.events(app, id)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "start" && e["status"] == "started")
+        .count()
+}
+
+async fn burst(s: &TestServer, app: &str, n: usize) -> Vec<u16> {
+    let client = reqwest::Client::new();
+    let port = s.http_port;
+    let host = format!("{app}.localhost");
+    let requests = (0..n).map(|_| {
+        let (client, host) = (client.clone(), host.clone());
+        tokio::spawn(async move {
+            let r = client
+                .get(format!("http://127.0.0.1:{port}/"))
+                .header("host", host)
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        })
+    });
+    futures_join(requests.collect()).await
+}
+
 #[tokio::test]
-async fn a_burst_at_stopped_machines_starts_exactly_one() {
+async fn a_burst_at_stopped_machines_starts_each_at_most_once() {
     let s = TestServer::start().await;
     s.create_app("burst").await;
     let mut ids = Vec::new();
@@ -435,30 +465,40 @@ async fn a_burst_at_stopped_machines_starts_exactly_one() {
         s.wait_state("burst", &id, "stopped").await;
         ids.push(id);
     }
-    let client = reqwest::Client::new();
-    let port = s.http_port;
-    let requests = (0..100).map(|_| {
-        let client = client.clone();
-        tokio::spawn(async move {
-            let r = client
-                .get(format!("http://127.0.0.1:{port}/"))
-                .header("host", "burst.localhost")
-                .timeout(Duration::from_secs(60))
-                .send()
-                .await
-                .unwrap();
-            r.status().as_u16()
-        })
-    });
-    let statuses = futures_join(requests.collect()).await;
+    // Under the soft limit (20), a burst wakes one machine.
+    let statuses = burst(&s, "burst", 10).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    let mut started = 0;
+    let mut started = Vec::new();
     for id in &ids {
         if s.machine("burst", id).await["state"] == "started" {
-            started += 1;
+            started.push(id.clone());
         }
     }
-    assert_eq!(started, 1, "exactly one machine started for the burst");
+    assert_eq!(
+        started.len(),
+        1,
+        "one machine for a burst under its soft limit"
+    );
+    for id in &ids {
+        s.call("POST", &format!("/apps/burst/machines/{id}/stop"), None)
+            .await;
+        s.wait_state("burst", id, "stopped").await;
+    }
+    // Past it, others are woken, each once.
+    let mut before = Vec::new();
+    for id in &ids {
+        before.push(starts(&s, "burst", id).await);
+    }
+    let statuses = burst(&s, "burst", 100).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    for (id, was) in ids.iter().zip(before) {
+        let now = starts(&s, "burst", id).await;
+        assert!(
+            now <= was + 1,
+            "machine {id} started {} times for one burst",
+            now - was
+        );
+    }
 }
 
 /// Serves its name at `/` and, after 3 s, at `/cgi-bin/slow`.

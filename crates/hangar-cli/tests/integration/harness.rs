@@ -168,7 +168,10 @@ impl TestServer {
             .args(&self.server_args)
             .envs(self.server_env.iter().map(|(k, v)| (k, v)))
             .env("HANGAR_CONFIG", self.dir.path().join("cli.toml"))
-            .env("HANGAR_LOG", "info")
+            .env(
+                "HANGAR_LOG",
+                std::env::var("HANGAR_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

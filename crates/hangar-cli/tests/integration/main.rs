@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod acme;
+mod autostart;
 mod bad_input;
 mod cli;
 mod containerd;

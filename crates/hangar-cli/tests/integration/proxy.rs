@@ -355,13 +355,16 @@ async fn http_checks_send_headers_and_speak_tls() {
 }
 
 #[tokio::test]
-async fn hard_limits_refuse_and_forced_instances_are_honoured() {
-    let s = TestServer::start().await;
+async fn hard_limits_queue_and_forced_instances_are_honoured() {
+    let s = TestServer::start_with(&["--driver", "process", "--proxy-queue-timeout", "3s"]).await;
     s.create_app("lim").await;
     let port = free_port();
-    let cgi = "#!/bin/sh\\nsleep 4\\necho Content-Type: text/plain\\necho\\necho slow\\n";
+    let cgi = |secs: u32| {
+        format!("#!/bin/sh\\nsleep {secs}\\necho Content-Type: text/plain\\necho\\necho slow\\n")
+    };
     let script = format!(
-        "mkdir -p www/cgi-bin && echo busy > www/index.html && printf '{cgi}' > www/cgi-bin/slow && chmod +x www/cgi-bin/slow && exec busybox httpd -f -p 127.0.0.1:{port} -h www"
+        "mkdir -p www/cgi-bin && echo busy > www/index.html && printf '{}' > www/cgi-bin/slow && printf '{}' > www/cgi-bin/slower && chmod +x www/cgi-bin/* && exec busybox httpd -f -p 127.0.0.1:{port} -h www",
+        cgi(1), cgi(6)
     );
     let m = s
         .create_machine(
@@ -378,12 +381,26 @@ async fn hard_limits_refuse_and_forced_instances_are_honoured() {
         (get(&s, &host, "/").await.0 == 200).then_some(())
     })
     .await;
+    // At the hard limit a request queues until the machine has room, then is served.
     let slow = get(&s, &host, "/cgi-bin/slow");
     let second = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         get(&s, &host, "/").await
     };
     let ((first_status, _), (status, body)) = tokio::join!(slow, second);
+    assert_eq!(first_status, 200);
+    assert_eq!(
+        (status, body.trim()),
+        (200, "busy"),
+        "a queued request is served"
+    );
+    // A queue that does not move within --proxy-queue-timeout is refused.
+    let slower = get(&s, &host, "/cgi-bin/slower");
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        get(&s, &host, "/").await
+    };
+    let ((first_status, _), (status, body)) = tokio::join!(slower, second);
     assert_eq!(first_status, 200);
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("hard limit"), "{body}");
@@ -405,4 +422,46 @@ async fn hard_limits_refuse_and_forced_instances_are_honoured() {
         assert_eq!(r.status(), 200);
         assert_eq!(r.text().await.unwrap().trim(), "alpha");
     }
+}
+
+#[tokio::test]
+async fn a_woken_machine_serves_before_its_checks_run_and_leaves_when_they_fail() {
+    let s = TestServer::start().await;
+    s.create_app("woken").await;
+    let port = free_port();
+    let script = format!(
+        "mkdir -p www && echo page > www/index.html && exec busybox httpd -f -p 127.0.0.1:{port} -h www"
+    );
+    let m = s
+        .create_machine(
+            "woken",
+            &script,
+            json!({"services": [{"protocol": "tcp", "internal_port": port, "autostop": "stop",
+                "checks": [{"type": "http", "path": "/health.txt", "grace_period": "2s",
+                    "interval": "300ms", "timeout": "1s"}]}]}),
+        )
+        .await;
+    let id = m["id"].as_str().unwrap().to_string();
+    s.wait_state("woken", &id, "started").await;
+    s.call("POST", &format!("/apps/woken/machines/{id}/stop"), None)
+        .await;
+    s.wait_state("woken", &id, "stopped").await;
+    let host = format!("woken.localhost:{}", s.http_port);
+
+    // Started for the request, it answers as soon as it listens: its checks, still in
+    // their grace period, have not run.
+    let (status, body) = get(&s, &host, "/").await;
+    assert_eq!((status, body.trim()), (200, "page"));
+    let checks = s.machine("woken", &id).await["checks"].clone();
+    assert!(
+        checks.as_array().is_none_or(|c| c.is_empty()),
+        "answered before any check ran: {checks}"
+    );
+    // Once its check fails (there is no /health.txt) it gets no more traffic.
+    eventually(10, "the check to fail", || async {
+        let c = s.machine("woken", &id).await["checks"].clone();
+        (c[0]["status"] == "critical").then_some(())
+    })
+    .await;
+    assert_eq!(get(&s, &host, "/").await.0, 503);
 }

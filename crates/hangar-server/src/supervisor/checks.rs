@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hangar_proxy::Health;
 use hangar_types::machine_config::MachineCheck;
 use hangar_types::{CheckStatus, MachineConfig};
 use tokio_util::sync::CancellationToken;
@@ -43,14 +44,20 @@ impl CheckResults {
         }
     }
 
-    /// Whether every service check of the machine passes.
-    fn services_pass(&self, machine_id: &str, names: &[String]) -> bool {
+    /// What the machine's service checks say together: failing when one fails, pending
+    /// while one has not run yet, else passing.
+    fn services_health(&self, machine_id: &str, names: &[String]) -> Health {
         let map = self.by_machine.lock().unwrap_or_else(|p| p.into_inner());
         let list = map.get(machine_id);
-        names.iter().all(|n| {
-            list.and_then(|l| l.iter().find(|c| &c.name == n))
-                .is_some_and(|c| c.status == "passing")
-        })
+        let mut health = Health::Passing;
+        for n in names {
+            match list.and_then(|l| l.iter().find(|c| &c.name == n)) {
+                Some(c) if c.status != "passing" => return Health::Failing,
+                Some(_) => {}
+                None => health = Health::Pending,
+            }
+        }
+        health
     }
 
     pub fn forget(&self, machine_id: &str) {
@@ -274,7 +281,7 @@ pub fn spawn(
                     },
                 );
                 if p.service {
-                    instances.set_healthy(&id, results.services_pass(&id, &names));
+                    instances.set_health(&id, results.services_health(&id, &names));
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => return,

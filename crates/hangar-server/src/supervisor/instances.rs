@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use hangar_proxy::{AutostopMode, Handler, Instance, InstanceSet, Port, Service};
+use hangar_proxy::{AutostopMode, Handler, Health, Instance, InstanceSet, Port, Service};
 use hangar_store::MachineRecord;
 use hangar_types::machine_config::{Autostop, MachinePort};
 use hangar_types::MachineState;
@@ -68,7 +68,13 @@ pub fn instance_of(m: &MachineRecord, address: Option<IpAddr>) -> Instance {
         state: m.state.to_string(),
         cordoned: m.cordoned,
         address,
-        healthy: super::checks::service_check_names(&m.config).is_empty(),
+        // Nothing has been checked yet in this run of the machine.
+        health: if super::checks::service_check_names(&m.config).is_empty() {
+            Health::Passing
+        } else {
+            Health::Pending
+        },
+        started_at: None,
         services,
     }
 }
@@ -116,11 +122,20 @@ impl Instances {
             machines.remove(&instance.machine_id);
         } else {
             let mut instance = instance;
-            // A machine that stays started keeps the health its checks last reported.
-            if let Some(prev) = machines.get(&instance.machine_id) {
-                if prev.state == "started" && instance.state == "started" {
-                    instance.healthy = prev.healthy;
+            // A machine that stays started keeps the health its checks last reported,
+            // and the moment its run began.
+            let prev = machines
+                .get(&instance.machine_id)
+                .filter(|p| p.state == "started" && instance.state == "started");
+            match prev {
+                Some(prev) => {
+                    instance.health = prev.health;
+                    instance.started_at = prev.started_at;
                 }
+                None if instance.state == "started" => {
+                    instance.started_at = Some(std::time::Instant::now());
+                }
+                None => {}
             }
             machines.insert(instance.machine_id.clone(), instance);
         }
@@ -128,7 +143,7 @@ impl Instances {
     }
 
     /// Records what the machine's service checks say and republishes.
-    pub fn set_healthy(&self, machine_id: &str, healthy: bool) {
+    pub fn set_health(&self, machine_id: &str, health: Health) {
         let mut by_app = self.by_app.lock().unwrap_or_else(|p| p.into_inner());
         let Some((app, i)) = by_app
             .iter_mut()
@@ -136,10 +151,10 @@ impl Instances {
         else {
             return;
         };
-        if i.healthy == healthy {
+        if i.health == health {
             return;
         }
-        i.healthy = healthy;
+        i.health = health;
         self.publish(&mut by_app, app);
     }
 
