@@ -111,8 +111,17 @@ fn patch_check_durations(check: &mut Obj) {
     }
 }
 
-/// `headers = [{name, value}]` becomes a map; `headers = []` is dropped.
+/// `headers = [{name, value}]` becomes a map; `headers = []` is dropped; values that
+/// are numbers or booleans (`fly-healthcheck = 1`) become strings, as flyctl reads them.
 fn patch_check_headers(check: &mut Obj) {
+    if let Some(Value::Object(map)) = check.get_mut("headers") {
+        for v in map.values_mut() {
+            if matches!(v, Value::Number(_) | Value::Bool(_)) {
+                *v = Value::String(stringify(v));
+            }
+        }
+        return;
+    }
     if let Some(Value::Array(list)) = check.get("headers") {
         if list.is_empty() {
             check.remove("headers");
@@ -330,6 +339,20 @@ fn patch_mounts(doc: &mut Obj) {
     }
     for m in &mut all {
         if let Value::Object(o) = m {
+            // flyctl reads a zero threshold, and empty sizes, as "not set": only a
+            // non-zero threshold turns auto-extend on.
+            if o.get("auto_extend_size_threshold")
+                .is_some_and(|t| t.as_f64() == Some(0.0))
+            {
+                o.remove("auto_extend_size_threshold");
+            }
+            for key in ["auto_extend_size_increment", "auto_extend_size_limit"] {
+                if o.get(key)
+                    .is_some_and(|v| v.as_str() == Some("") || v.as_f64() == Some(0.0))
+                {
+                    o.remove(key);
+                }
+            }
             size_to_string(o, "initial_size");
             size_to_string(o, "auto_extend_size_increment");
             size_to_string(o, "auto_extend_size_limit");

@@ -166,8 +166,21 @@ fn legacy_shapes_read_as_their_current_forms() {
         c.build.as_ref().and_then(|b| b.build_target.as_deref()),
         Some("release")
     );
+    // Header values that are numbers or booleans read as strings.
+    let headers = &s.http_checks[1].headers;
+    assert_eq!(
+        (
+            headers["fly-healthcheck"].as_str(),
+            headers["metoo"].as_str(),
+            headers["origin"].as_str()
+        ),
+        ("1", "true", "hangar")
+    );
     assert!(c.experimental.is_none() && c.processes.is_empty());
     assert_eq!(c.mounts[0].source, "data");
+    // A zero threshold means "not set": no auto-extend, and no error.
+    assert_eq!(c.mounts[0].auto_extend_size_threshold, None);
+    assert!(errors(&c).is_empty(), "{:?}", errors(&c));
     assert_eq!(c.metrics[0].port, 9091);
 
     let c = cfg("old-pg-checks.toml");
