@@ -593,3 +593,49 @@ fn a_config_toml_cannot_hold_is_an_error_not_an_empty_file() {
     let e = c.to_toml("now").expect_err("null has no TOML form");
     assert!(e.contains("cannot be written as TOML"), "{e}");
 }
+
+/// Where a JSON value holds a `null` or an empty list or map, which Fly's servers omit.
+fn empties(v: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Null => out.push(format!("null at {at}")),
+        serde_json::Value::Array(a) => {
+            if a.is_empty() {
+                out.push(format!("[] at {at}"));
+            }
+            for (i, x) in a.iter().enumerate() {
+                empties(x, &format!("{at}[{i}]"), out);
+            }
+        }
+        serde_json::Value::Object(o) => {
+            if o.is_empty() {
+                out.push(format!("{{}} at {at}"));
+            }
+            for (k, x) in o {
+                empties(x, &format!("{at}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn machine_configs_leave_out_empty_fields_as_fly_does() {
+    for name in VALID.iter().filter(|n| n.starts_with("tomachine")) {
+        let c = cfg(name);
+        for g in c.groups() {
+            let mc = c
+                .to_machine_config(&g, None)
+                .unwrap_or_else(|e| panic!("{name} group {g}: {e}"));
+            let mut found = Vec::new();
+            empties(
+                &serde_json::to_value(&mc).expect("json"),
+                "config",
+                &mut found,
+            );
+            // `init` is a struct Fly always sends, and an empty command list in it
+            // means "none of the image's": both are kept.
+            found.retain(|f| !f.ends_with("config.init") && !f.contains("config.init."));
+            assert!(found.is_empty(), "{name} group {g}: {found:?}");
+        }
+    }
+}

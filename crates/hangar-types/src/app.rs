@@ -19,15 +19,22 @@ pub struct App {
     pub machine_count: i64,
     #[serde(default)]
     pub network: String,
+    /// Where the edge proxy serves the app (`<app>.<app-domain>`), as Fly's app
+    /// `hostname`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The app's URL through the edge proxy, as Fly's `appUrl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_url: Option<String>,
 }
 
-/// One app in `GET /v1/apps`; `network` is an object here, as the 2024 schema has it.
+/// One app in `GET /v1/apps`; `network` is the network's name, as Fly's servers send it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListApp {
     pub id: String,
     pub name: String,
     pub machine_count: i64,
-    pub network: serde_json::Value,
+    pub network: String,
     #[serde(default)]
     pub organization: Option<Organization>,
     #[serde(default)]

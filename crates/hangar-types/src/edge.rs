@@ -29,12 +29,12 @@ pub struct IpNetwork {
 pub struct IpAssignment {
     pub ip: String,
     pub region: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_name: Option<String>,
     pub shared: bool,
     #[serde(default)]
     pub egress: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<IpNetwork>,
     pub created_at: String,
     /// `v4`, `shared_v4`, `v6` or `private_v6` (flyctl shows it as the Type column).
@@ -77,6 +77,7 @@ impl std::fmt::Debug for ImportCertificateRequest {
 pub struct CertificateSummary {
     pub hostname: String,
     pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_provider: Option<String>,
     pub acme_dns_configured: bool,
     pub acme_alpn_configured: bool,
@@ -93,6 +94,7 @@ pub struct CertificateSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CertificateList {
     pub certificates: Vec<CertificateSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
     pub total_count: usize,
 }
@@ -110,7 +112,9 @@ pub struct Certificate {
     pub source: String,
     pub status: String,
     pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
     pub issued: Vec<IssuedCertificate>,
 }
@@ -146,7 +150,9 @@ pub struct CertificateDetail {
     pub acme_requested: bool,
     /// `pending_validation` or `active`.
     pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limited_until: Option<String>,
     pub certificates: Vec<Certificate>,
     pub validation: Validation,

@@ -15,6 +15,7 @@ pub mod lease;
 pub mod logs;
 pub mod machine;
 pub mod machine_config;
+pub mod omit;
 pub mod requests;
 pub mod secrets;
 pub mod signal;

@@ -26,7 +26,7 @@ pub struct Machine {
     pub updated_at: String,
     #[serde(default)]
     pub events: Vec<MachineEvent>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
@@ -102,7 +102,7 @@ pub struct MachineEvent {
     pub status: String,
     pub source: String,
     pub timestamp: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::value")]
     pub request: Option<Value>,
 }
 

@@ -18,17 +18,17 @@ type Extra = Option<Value>;
 pub struct MachineConfig {
     #[serde(default)]
     pub image: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::map")]
     pub env: Option<BTreeMap<String, String>>,
     #[serde(default, deserialize_with = "null_default")]
     pub init: MachineInit,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest: Option<MachineGuest>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::vec")]
     pub services: Option<Vec<MachineService>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::map")]
     pub checks: Option<BTreeMap<String, MachineCheck>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::map")]
     pub metadata: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<MachineRestart>,
@@ -36,36 +36,36 @@ pub struct MachineConfig {
     pub auto_destroy: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::vec")]
     pub processes: Option<Vec<MachineProcess>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::vec")]
     pub files: Option<Vec<MachineFile>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_config: Option<StopConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::vec")]
     pub standbys: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_machine_autostart: Option<bool>,
     // Stored and echoed; acted on by later parts of the platform.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::value")]
     pub mounts: Extra,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::value")]
     pub statics: Extra,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::value")]
     pub dns: Extra,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::value")]
     pub metrics: Extra,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::value")]
     pub rootfs: Extra,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::value")]
     pub cache_drive: Extra,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::value")]
     pub spot: Extra,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::value")]
     pub containers: Extra,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::value")]
     pub volumes: Extra,
 }
 
@@ -78,6 +78,8 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// An empty `exec`, `entrypoint` or `cmd` is kept (unlike other empty lists): `[]`
+/// says "none of the image's", which absence does not.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MachineInit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,7 +92,7 @@ pub struct MachineInit {
     pub tty: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swap_size_mb: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::vec")]
     pub kernel_args: Option<Vec<String>>,
 }
 
@@ -108,11 +110,11 @@ pub struct MachineGuest {
     pub gpu_kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_dedication_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::vec")]
     pub kernel_args: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_memory_mb: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::value")]
     pub persist_rootfs: Extra,
 }
 
@@ -169,11 +171,11 @@ pub struct MachineProcess {
     pub cmd: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::map")]
     pub env: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::value")]
     pub env_from: Extra,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::value")]
     pub secrets: Extra,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_app_secrets: Option<bool>,
@@ -199,7 +201,7 @@ pub struct MachineService {
     pub protocol: String,
     #[serde(default)]
     pub internal_port: u16,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::vec")]
     pub ports: Option<Vec<MachinePort>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autostart: Option<bool>,
@@ -209,9 +211,9 @@ pub struct MachineService {
     pub min_machines_running: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<ServiceConcurrency>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::vec")]
     pub checks: Option<Vec<MachineCheck>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_instance_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_instance_description: Option<String>,
@@ -264,15 +266,15 @@ pub struct MachinePort {
     pub start_port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_port: Option<u16>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::vec")]
     pub handlers: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_https: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::value")]
     pub tls_options: Extra,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::value")]
     pub http_options: Extra,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::value")]
     pub proxy_proto_options: Extra,
 }
 
@@ -309,7 +311,7 @@ pub struct MachineCheck {
     pub tls_skip_verify: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_server_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::omit::value")]
     pub headers: Extra,
     /// Top-level checks only: `informational` (default) or `readiness`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,7 @@
 //! What real Fly clients send: token forms, empty POST bodies, `?kill=`, numeric
-//! signals, nanosecond durations, unknown fields, `name` or `app_name`; and
-//! `Idempotency-Key` on creates.
+//! signals, nanosecond durations, unknown fields, `name` or `app_name`, updates by
+//! PUT; `Idempotency-Key` on creates; and what they parse: no `null` or empty list
+//! where Fly sends nothing, and an app's network as its name.
 
 use serde_json::json;
 
@@ -175,4 +176,90 @@ async fn config_files_land_in_the_machine_directory() {
         .await;
     assert_eq!(r.status, 400);
     assert!(r.error().contains(".."), "{r:?}");
+}
+
+/// Where a JSON value holds a `null` or an empty list, which Fly's servers omit.
+fn nulls_and_empty_lists(v: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Null => out.push(format!("null at {at}")),
+        serde_json::Value::Array(a) => {
+            if a.is_empty() {
+                out.push(format!("[] at {at}"));
+            }
+            for (i, x) in a.iter().enumerate() {
+                nulls_and_empty_lists(x, &format!("{at}[{i}]"), out);
+            }
+        }
+        serde_json::Value::Object(o) => {
+            for (k, x) in o {
+                nulls_and_empty_lists(x, &format!("{at}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn answers_strict_clients_can_parse_and_updates_by_put() {
+    let s = TestServer::start().await;
+    s.create_app("strict").await;
+    let m = s
+        .create_machine(
+            "strict",
+            "exec sleep 300",
+            json!({"mounts": [], "env": {}, "metadata": {}, "files": [], "standbys": [],
+                "services": [{"protocol": "tcp", "internal_port": 8080, "force_instance_key": null,
+                    "ports": [{"port": 80, "handlers": ["http"]}], "checks": []}]}),
+        )
+        .await;
+    let id = m["id"].as_str().unwrap().to_string();
+    s.wait_state("strict", &id, "started").await;
+    for (what, body) in [
+        ("create answer", m),
+        ("machine", s.machine("strict", &id).await),
+        (
+            "listing",
+            s.call("GET", "/apps/strict/machines", None).await.body,
+        ),
+        (
+            "versions",
+            s.call("GET", &format!("/apps/strict/machines/{id}/versions"), None)
+                .await
+                .body,
+        ),
+        (
+            "addresses",
+            s.call("GET", "/apps/strict/ip_assignments", None)
+                .await
+                .body,
+        ),
+        (
+            "certificates",
+            s.call("GET", "/apps/strict/certificates", None).await.body,
+        ),
+    ] {
+        let mut found = Vec::new();
+        nulls_and_empty_lists(&body, what, &mut found);
+        // `init`'s lists mean "none of the image's", and are kept.
+        found.retain(|f| !f.contains(".init."));
+        assert!(found.is_empty(), "{what}: {found:?}\n{body}");
+    }
+    // An app's network is its name, a string.
+    let apps = s.call("GET", "/apps?org_slug=personal", None).await.body;
+    assert!(apps["apps"][0]["network"].is_string(), "{apps}");
+
+    // PUT is the same update as POST.
+    let mut config = s.machine("strict", &id).await["config"].clone();
+    config["env"] = json!({"BY": "put"});
+    let r = s
+        .call(
+            "PUT",
+            &format!("/apps/strict/machines/{id}"),
+            Some(json!({"config": config})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["config"]["env"]["BY"], "put");
+    s.wait_state("strict", &id, "started").await;
+    assert_eq!(s.machine("strict", &id).await["config"]["env"]["BY"], "put");
 }

@@ -10,7 +10,6 @@ use hangar_types::app::validate_app_name;
 use hangar_types::{
     App, CreateAppRequest, CreateAppResponse, ListApp, ListAppsResponse, Organization,
 };
-use serde_json::json;
 
 use super::{idempotency, ApiError, JsonBody, Params};
 use crate::auth::Caller;
@@ -78,6 +77,8 @@ pub(super) fn view(app: &AppRecord) -> App {
         status: status_of(app),
         machine_count: app.machine_count,
         network: app.network.clone(),
+        hostname: None,
+        app_url: None,
     }
 }
 
@@ -105,7 +106,7 @@ async fn list(
                 id: a.id.clone(),
                 name: a.name.clone(),
                 machine_count: a.machine_count,
-                network: json!({ "name": a.network }),
+                network: a.network.clone(),
                 organization: Some(org_of(a)),
                 status: status_of(a),
             })
@@ -190,7 +191,16 @@ async fn show(
     Extension(caller): Extension<Caller>,
     Path(app): Path<String>,
 ) -> Result<Json<App>, ApiError> {
-    Ok(Json(view(&load_app(&state, &caller, &app).await?)))
+    let mut app = view(&load_app(&state, &caller, &app).await?);
+    let hostname = state.edge.app_hostname(&app.name);
+    let https = state.edge_ports.1;
+    app.app_url = Some(if https == 443 {
+        format!("https://{hostname}")
+    } else {
+        format!("https://{hostname}:{https}")
+    });
+    app.hostname = Some(hostname);
+    Ok(Json(app))
 }
 
 /// Deletes the app after destroying its machines (killing running ones).

@@ -37,7 +37,7 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
         )
         .route(
             "/apps/{app}/machines/{id}",
-            get(show).post(update).delete(destroy),
+            get(show).post(update).put(update).delete(destroy),
         )
 }
 
@@ -155,7 +155,7 @@ struct ListedMachine<'a> {
     updated_at: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     events: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "hangar_types::omit::vec")]
     checks: Option<Vec<CheckStatus>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lease: Option<Lease>,
