@@ -73,6 +73,44 @@ pub fn write_if_absent(cfg: &CliConfig) -> Result<Option<PathBuf>> {
     Ok(Some(path))
 }
 
+/// Writes the config (mode 0600), replacing the file whole: a new file beside it,
+/// renamed over it, so a crash leaves either the old config or the new one.
+pub fn save(cfg: &CliConfig) -> Result<PathBuf> {
+    let path = config_path();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let text = toml::to_string(cfg).context("encode CLI config")?;
+    let tmp = path.with_extension("toml.new");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("write CLI config {}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("write CLI config {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("write CLI config {}", path.display()))?;
+    Ok(path)
+}
+
+/// The API URL a client command uses: `HANGAR_API_URL`, else the config's.
+pub fn api_url(cfg: &CliConfig) -> String {
+    env("HANGAR_API_URL")
+        .or_else(|| cfg.api_url.clone())
+        .unwrap_or_else(|| DEFAULT_API_URL.to_string())
+}
+
+/// The token a client command uses, and where it came from.
+pub fn token(cfg: &CliConfig) -> Option<(String, &'static str)> {
+    env("HANGAR_API_TOKEN")
+        .map(|t| (t, "HANGAR_API_TOKEN"))
+        .or_else(|| env("FLY_API_TOKEN").map(|t| (t, "FLY_API_TOKEN")))
+        .or_else(|| cfg.access_token.clone().map(|t| (t, "the CLI config")))
+}
+
 fn env(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.trim().is_empty())
 }
@@ -80,12 +118,9 @@ fn env(key: &str) -> Option<String> {
 /// The API URL and token a client command uses.
 pub fn client() -> Result<hangar_client::Client> {
     let cfg = load()?;
-    let url = env("HANGAR_API_URL")
-        .or(cfg.api_url)
-        .unwrap_or_else(|| DEFAULT_API_URL.to_string());
-    let token = env("HANGAR_API_TOKEN")
-        .or_else(|| env("FLY_API_TOKEN"))
-        .or(cfg.access_token)
-        .context("no API token: set HANGAR_API_TOKEN, or start `hangar server` once to write the CLI config")?;
+    let url = api_url(&cfg);
+    let (token, _) = token(&cfg).context(
+        "no API token: run `hangar auth login`, set HANGAR_API_TOKEN, or start `hangar server` once to write the CLI config",
+    )?;
     Ok(hangar_client::Client::new(&url, &token))
 }

@@ -19,6 +19,14 @@ pub struct ConfigArg {
     pub config: PathBuf,
 }
 
+impl Default for ConfigArg {
+    fn default() -> Self {
+        ConfigArg {
+            config: PathBuf::from("."),
+        }
+    }
+}
+
 impl ConfigArg {
     pub fn path(&self) -> PathBuf {
         hangar_appconfig::resolve(&self.config)
@@ -70,14 +78,24 @@ fn diagnostics(loaded: &Loaded, strict: bool) -> (Vec<Diagnostic>, Vec<Diagnosti
     all.into_iter().partition(Diagnostic::is_error)
 }
 
+/// The directory holding `path` (`.` for a bare file name).
+pub fn dir_of(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
 /// The app a command acts on: `-a`, else the config's `app`.
 pub fn app_name(app: &AppArg, config: Option<&AppConfig>) -> Result<String> {
-    if let Ok(name) = app.name() {
+    if let Some(name) = app.given() {
         return Ok(name);
     }
     match config.map(|c| c.app.clone()).filter(|a| !a.is_empty()) {
         Some(a) => Ok(a),
-        None => bail!("no app given: pass -a APP, or set app = \"...\" in fly.toml"),
+        None => bail!(
+            "no app given: pass -a APP, or set app = \"...\" in {}",
+            app.config.path().display()
+        ),
     }
 }
 
@@ -97,8 +115,6 @@ pub enum ConfigCmd {
     Show {
         #[command(flatten)]
         app: AppArg,
-        #[command(flatten)]
-        config: ConfigArg,
         #[arg(long)]
         local: bool,
     },
@@ -106,8 +122,6 @@ pub enum ConfigCmd {
     Save {
         #[command(flatten)]
         app: AppArg,
-        #[command(flatten)]
-        config: ConfigArg,
         /// Overwrite an existing file without asking
         #[arg(short = 'y', long)]
         yes: bool,
@@ -141,8 +155,9 @@ pub async fn run(cmd: ConfigCmd) -> Result<()> {
             load(&path, strict)?;
             println!("✓ Configuration is valid");
         }
-        ConfigCmd::Show { app, config, local } => {
-            if local || (app.name().is_err() && config.exists()) {
+        ConfigCmd::Show { app, local } => {
+            let config = &app.config;
+            if local || (app.given().is_none() && config.exists()) {
                 return output::json(&config.load()?.config);
             }
             let loaded = config.exists().then(|| config.load()).transpose()?;
@@ -153,8 +168,8 @@ pub async fn run(cmd: ConfigCmd) -> Result<()> {
                 .with_context(|| format!("app {name} has no deployed release to show"))?;
             output::json(&release.config)?;
         }
-        ConfigCmd::Save { app, config, yes } => {
-            let path = config.path();
+        ConfigCmd::Save { app, yes } => {
+            let path = app.config.path();
             let local = path
                 .is_file()
                 .then(|| hangar_appconfig::load(&path).ok())

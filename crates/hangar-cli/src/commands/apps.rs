@@ -1,9 +1,9 @@
-//! `hangar apps create|list|show|destroy`.
+//! `hangar apps create|list|show|restart|destroy`.
 
 use anyhow::Result;
 use clap::Subcommand;
 
-use super::confirm;
+use super::{confirm, AppArg};
 use crate::{config, output};
 
 #[derive(Subcommand)]
@@ -31,7 +31,18 @@ pub enum AppsCmd {
         json: bool,
     },
     /// Restart every started machine of an app, one at a time
-    Restart { name: String },
+    Restart {
+        /// The app (else -a, or the app in fly.toml)
+        name: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+        /// Kill each machine instead of stopping it with its kill signal
+        #[arg(long)]
+        force_stop: bool,
+        /// Move on once a machine is started, without waiting for its checks
+        #[arg(long)]
+        skip_health_checks: bool,
+    },
     /// Destroy an app and all its machines
     #[command(alias = "delete")]
     Destroy {
@@ -90,7 +101,18 @@ pub async fn run(cmd: AppsCmd) -> Result<()> {
                 ]],
             );
         }
-        AppsCmd::Restart { name } => super::status::restart(&name).await?,
+        AppsCmd::Restart {
+            name,
+            app,
+            force_stop,
+            skip_health_checks,
+        } => {
+            let name = match name {
+                Some(n) => n,
+                None => app.name()?,
+            };
+            super::status::restart(&name, force_stop, !skip_health_checks).await?
+        }
         AppsCmd::Destroy { name, yes } => {
             confirm(&format!("Destroy app {name} and all its machines?"), yes)?;
             client.delete_app(&name).await?;

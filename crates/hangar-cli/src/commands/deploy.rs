@@ -10,7 +10,7 @@ use clap::Args;
 use hangar_types::deploy::DeployRequest;
 use hangar_types::GoDuration;
 
-use super::appconfig::{app_name, ConfigArg};
+use super::appconfig::app_name;
 use super::{build, progress, AppArg};
 use crate::config;
 
@@ -18,8 +18,6 @@ use crate::config;
 pub struct DeployArgs {
     #[command(flatten)]
     pub app: AppArg,
-    #[command(flatten)]
-    pub config: ConfigArg,
     /// Deploy this image instead of building one
     #[arg(short = 'i', long)]
     pub image: Option<String>,
@@ -89,10 +87,11 @@ pub fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>> {
 }
 
 pub async fn run(args: DeployArgs) -> Result<()> {
-    let loaded = args.config.load().with_context(|| {
+    let config_arg = &args.app.config;
+    let loaded = config_arg.load().with_context(|| {
         format!(
             "read {} (run `hangar launch` to make one)",
-            args.config.path().display()
+            config_arg.path().display()
         )
     })?;
     let app = app_name(&args.app, Some(&loaded.config))?;
@@ -103,9 +102,7 @@ pub async fn run(args: DeployArgs) -> Result<()> {
     let dir = loaded
         .path
         .as_deref()
-        .and_then(|p| p.parent())
-        .map(|p| p.to_path_buf())
-        .unwrap_or_else(|| ".".into());
+        .map_or_else(|| ".".into(), super::appconfig::dir_of);
     let image = match args
         .image
         .clone()
@@ -119,6 +116,8 @@ pub async fn run(args: DeployArgs) -> Result<()> {
         return Ok(());
     }
     let mut config = loaded.config.clone();
+    // `-a` wins over the file's app, as in flyctl.
+    config.app = app.clone();
     // [[files]] local_path and a machine_config file are read here, where they are.
     config
         .inline_local_files(&dir)

@@ -9,7 +9,7 @@ use clap::Args;
 use hangar_appconfig::{AppConfig, AutoStop};
 use serde::Serialize;
 
-use super::appconfig::{app_name, ConfigArg};
+use super::appconfig::app_name;
 use super::AppArg;
 use crate::{config, output};
 
@@ -17,8 +17,6 @@ use crate::{config, output};
 pub struct DoctorArgs {
     #[command(flatten)]
     pub app: AppArg,
-    #[command(flatten)]
-    pub config: ConfigArg,
     #[arg(long)]
     pub json: bool,
 }
@@ -367,12 +365,12 @@ pub fn examine(
 }
 
 pub async fn run(args: DoctorArgs) -> Result<()> {
-    let loaded = args.config.load()?;
+    let loaded = args.app.config.load()?;
     let c = &loaded.config;
     let dockerfile = loaded
         .path
         .as_deref()
-        .and_then(|p| p.parent())
+        .map(super::appconfig::dir_of)
         .map(|d| {
             d.join(
                 c.build

@@ -155,8 +155,10 @@ pub async fn run(args: LaunchArgs) -> Result<()> {
         super::confirm("Deploy now?", false)?;
     }
     deploy::run(DeployArgs {
-        app: AppArg { app: Some(name) },
-        config: ConfigArg { config: toml_path },
+        app: AppArg {
+            app: Some(name),
+            config: ConfigArg { config: toml_path },
+        },
         image: args.image.clone(),
         strategy: None,
         wait_timeout: None,

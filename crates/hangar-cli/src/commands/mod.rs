@@ -11,6 +11,7 @@ mod ips;
 mod launch;
 mod logs;
 mod machine;
+mod open;
 mod ports;
 mod progress;
 mod releases;
@@ -18,6 +19,7 @@ mod scale;
 mod secrets;
 mod server;
 mod status;
+mod version;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -49,9 +51,13 @@ pub enum Command {
     Machine(machine::MachineCmd),
     /// Show an app's logs, following them
     Logs(logs::LogsArgs),
-    /// Who the current token is
+    /// Log in and out, and show the current token and who it is
     #[command(subcommand)]
     Auth(auth::AuthCmd),
+    /// Open the app's URL in a browser (printing it)
+    Open(open::OpenArgs),
+    /// Show this binary's version
+    Version(version::VersionArgs),
     /// Manage an app's IP addresses
     #[command(subcommand)]
     Ips(ips::IpsCmd),
@@ -97,6 +103,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Machine(c) => machine::run(c).await,
         Command::Logs(a) => logs::run(a).await.map(|_| ExitCode::SUCCESS),
         Command::Auth(c) => auth::run(c).await.map(|_| ExitCode::SUCCESS),
+        Command::Open(a) => open::run(a).await.map(|_| ExitCode::SUCCESS),
+        Command::Version(a) => version::run(a).map(|_| ExitCode::SUCCESS),
         Command::Ips(c) => ips::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Certs(c) => certs::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Launch(a) => launch::run(a).await.map(|_| ExitCode::SUCCESS),
@@ -115,21 +123,53 @@ fn unreachable_shim() -> Result<ExitCode> {
     bail!("the shim runs before the async runtime starts")
 }
 
-/// The app a command acts on: `-a/--app`, else `HANGAR_APP` or `FLY_APP`.
+/// The app a command acts on, found as flyctl finds it: `-a/--app` (or `HANGAR_APP`),
+/// else `FLY_APP`, else the `app` of the fly.toml that `-c/--config` names (by default
+/// the one in the current directory).
 #[derive(Args, Clone)]
 pub struct AppArg {
-    /// Application name
+    /// Application name (default: the app in fly.toml)
     #[arg(short = 'a', long = "app", env = "HANGAR_APP")]
     pub app: Option<String>,
+    #[command(flatten)]
+    pub config: appconfig::ConfigArg,
 }
 
 impl AppArg {
-    pub fn name(&self) -> Result<String> {
+    /// An app named on the command line or in the environment, fly.toml aside.
+    pub fn given(&self) -> Option<String> {
         self.app
             .clone()
             .or_else(|| std::env::var("FLY_APP").ok())
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| anyhow::anyhow!("no app given: pass -a APP (or set HANGAR_APP)"))
+            .filter(|a| !a.trim().is_empty())
+    }
+
+    /// The app to act on: given, else from fly.toml.
+    pub fn name(&self) -> Result<String> {
+        if let Some(app) = self.given() {
+            return Ok(app);
+        }
+        let path = self.config.path();
+        if !path.is_file() {
+            bail!(
+                "no app given: pass -a APP, or run this where a fly.toml names the app (or point -c/--config at one; {} does not exist)",
+                path.display()
+            );
+        }
+        let loaded = hangar_appconfig::load(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "no app given, and {} cannot be read for one: {e}",
+                path.display()
+            )
+        })?;
+        let app = loaded.config.app.trim().to_string();
+        if app.is_empty() {
+            bail!(
+                "no app given: pass -a APP, or set app = \"...\" in {}",
+                path.display()
+            );
+        }
+        Ok(app)
     }
 }
 

@@ -141,17 +141,51 @@ pub async fn run(args: StatusArgs) -> Result<()> {
     Ok(())
 }
 
-/// `hangar apps restart APP`: restarts every started machine, one at a time.
-pub async fn restart(app: &str) -> Result<()> {
+/// `hangar apps restart [APP]`: restarts every started machine, one at a time, each
+/// waited for until it is started and (unless told not to) passing its checks.
+pub async fn restart(app: &str, force_stop: bool, wait_checks: bool) -> Result<()> {
     let client = config::client()?;
     let machines = app_machines(client.list_machines(app, false).await?);
     let mut restarted = 0;
+    let action = if force_stop {
+        "restart?force_stop=true"
+    } else {
+        "restart"
+    };
     for m in machines.iter().filter(|m| m.state == "started") {
         println!("Restarting machine {}", m.id);
-        client.action(app, &m.id, "restart", None).await?;
+        client.action(app, &m.id, action, None).await?;
         client.wait(app, &m.id, "started", 60).await?;
+        if wait_checks {
+            wait_for_checks(&client, app, &m.id).await?;
+        }
         restarted += 1;
     }
     println!("Restarted {restarted} machine(s) of {app}");
     Ok(())
+}
+
+/// Waits up to five minutes for every check of the machine to pass.
+async fn wait_for_checks(client: &hangar_client::Client, app: &str, id: &str) -> Result<()> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let m = client.get_machine(app, id).await?;
+        let expected = m.config.checks.as_ref().map_or(0, |c| c.len())
+            + m.config
+                .services
+                .iter()
+                .flatten()
+                .map(|s| s.checks.as_ref().map_or(0, Vec::len))
+                .sum::<usize>();
+        let passing = m.checks.iter().filter(|c| c.status == "passing").count();
+        if passing >= expected {
+            return Ok(());
+        }
+        if std::time::Instant::now() > until {
+            anyhow::bail!(
+                "machine {id} restarted, but its checks did not pass within 5 minutes ({passing} of {expected} passing); see `hangar machine status {id} -a {app}`"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }

@@ -15,6 +15,7 @@ mod deploy_safety;
 mod deploys;
 mod edge_tls;
 mod edge_traffic;
+mod flyctl_habits;
 mod harness;
 mod leases;
 mod lifecycle;

@@ -132,8 +132,11 @@ async fn restart(
 ) -> Result<Json<OkResponse>, ApiError> {
     let id = guarded(&s, &c, &app, &id, &h).await?;
     let timeout = check_stop_timeout(duration_param(&q, "timeout")?)?;
-    let signal = signal_param(&q)?;
-    q.flag("force_stop")?;
+    let signal = match (signal_param(&q)?, q.flag("force_stop")?) {
+        // A forced stop kills the machine rather than asking it to stop.
+        (None, true) => Some(Signal::SIGKILL),
+        (signal, _) => signal,
+    };
     s.supervisor
         .send(&id, |reply| MachineCmd::Restart {
             signal,

@@ -1,5 +1,8 @@
-//! `hangar machine ...`: run, list, status, start, stop, restart, suspend, destroy,
-//! update, wait, exec, leases, cordon, uncordon — flyctl's `fly machine` commands.
+//! `hangar machine ...`: run, clone, list, status, start, stop, restart, suspend,
+//! destroy, update, wait, exec, leases, cordon, uncordon — flyctl's `fly machine`
+//! commands.
+
+mod clone;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -52,6 +55,8 @@ pub enum MachineCmd {
         #[arg(long)]
         autostart: Option<bool>,
     },
+    /// Create a machine with another machine's config
+    Clone(clone::CloneArgs),
     /// List an app's machines
     #[command(alias = "ls")]
     List {
@@ -190,7 +195,7 @@ fn env_pairs(list: &[String]) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
-fn split(s: &str, what: &str) -> Result<Vec<String>> {
+pub(super) fn split(s: &str, what: &str) -> Result<Vec<String>> {
     hangar_types::requests::shell_split(s)
         .with_context(|| format!("invalid {what} {s:?}: unbalanced quotes"))
 }
@@ -203,7 +208,7 @@ fn need_ids(ids: &[String]) -> Result<()> {
 }
 
 /// Calls `wait` in 60-second slices until `state` or the overall deadline.
-async fn wait_for(
+pub(super) async fn wait_for(
     client: &Client,
     app: &str,
     id: &str,
@@ -255,6 +260,7 @@ const HEADERS: [&str; 9] = [
 pub async fn run(cmd: MachineCmd) -> Result<ExitCode> {
     let client = config::client()?;
     match cmd {
+        MachineCmd::Clone(args) => clone::run(&client, args).await?,
         MachineCmd::Run {
             image,
             command,
