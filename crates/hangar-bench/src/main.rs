@@ -14,8 +14,20 @@ mod deploy;
 mod process;
 mod proxy;
 
+/// Runs the benchmark; a failure is one `Error: ...` line and a non-zero exit, never a
+/// backtrace, whatever `RUST_BACKTRACE` says.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     match std::env::args().nth(1).as_deref() {
         None | Some("process") | Some("--hangar") => process::main().await,
         Some("containerd") => containerd::main().await,
