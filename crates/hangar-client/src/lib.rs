@@ -2,6 +2,7 @@
 //! benchmark use it. It owns HTTP, authentication headers and error decoding; it has no
 //! opinion on output formats.
 
+mod billing;
 mod deploys;
 mod edge;
 

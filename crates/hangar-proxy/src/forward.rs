@@ -1,8 +1,11 @@
 //! Sending one request on to a machine over HTTP/1.1: the headers Fly's proxy adds,
 //! hop-by-hop headers removed, a bounded wait for the answer, and — for `Upgrade`
-//! requests such as WebSockets — splicing the two upgraded connections together.
+//! requests such as WebSockets — splicing the two upgraded connections together. The
+//! bytes a machine sends back are counted as its app's egress.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -151,13 +154,15 @@ pub fn prepare(req: &mut Request<Body>, origin: &Origin, region: &str, request_i
     set(headers, "fly-request-id", request_id);
 }
 
-/// Sends `req` and waits up to `timeout` for the answer's head; the body then streams.
+/// Sends `req` and waits up to `timeout` for the answer's head; the body then streams,
+/// its bytes counted in `egress`.
 pub async fn send(
     mut req: Request<Body>,
     checkout: pool::Checkout,
     target: SocketAddr,
     timeout: Duration,
     guard: LoadGuard,
+    egress: Arc<AtomicU64>,
 ) -> Result<Response<Body>, ForwardError> {
     let client_upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
     let mut sender = checkout.sender;
@@ -191,7 +196,10 @@ pub async fn send(
                 };
                 let mut client = TokioIo::new(client);
                 let mut machine = TokioIo::new(machine);
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut machine).await;
+                if let Ok((_, out)) = tokio::io::copy_bidirectional(&mut client, &mut machine).await
+                {
+                    egress.fetch_add(out, Ordering::Relaxed);
+                }
             });
             return Ok(resp.map(|_| Body::empty()));
         }
@@ -204,6 +212,7 @@ pub async fn send(
             body,
             _guard: guard,
             connection: Some((target, sender)),
+            egress,
         }),
     ))
 }
@@ -215,6 +224,8 @@ struct Counted {
     body: hyper::body::Incoming,
     _guard: LoadGuard,
     connection: Option<(SocketAddr, hyper::client::conn::http1::SendRequest<Body>)>,
+    /// The app's bytes out.
+    egress: Arc<AtomicU64>,
 }
 
 impl Drop for Counted {
@@ -235,7 +246,13 @@ impl http_body::Body for Counted {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.egress.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

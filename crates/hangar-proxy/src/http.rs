@@ -287,6 +287,7 @@ pub async fn send_to(
         target.addr,
         inner.config.response_timeout,
         guard,
+        inner.egress.counter(&target.instance.app),
     )
     .await
 }

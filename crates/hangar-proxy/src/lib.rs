@@ -11,6 +11,7 @@
 
 pub mod autostop;
 mod certs;
+mod egress;
 mod forward;
 mod http;
 mod instance;
@@ -24,6 +25,7 @@ mod route;
 mod wake;
 
 pub use certs::{certified_key, challenge_key, CertTable};
+pub use egress::Egress;
 pub use instance::{AutostopMode, Entry, Handler, Health, Instance, InstanceSet, Port, Service};
 pub use load::Load;
 pub use ports::AppAddresses;
@@ -62,6 +64,8 @@ pub(crate) struct Inner {
     starter: Arc<dyn Starter>,
     load: Arc<Load>,
     certs: Arc<CertTable>,
+    /// Bytes out per app, for billing.
+    egress: Arc<Egress>,
     next: AtomicUsize,
     /// Machines being started for traffic, each started once however many wait on it.
     wakes: wake::Wakes,
@@ -81,6 +85,7 @@ impl Proxy {
         starter: Arc<dyn Starter>,
         load: Arc<Load>,
         certs: Arc<CertTable>,
+        egress: Arc<Egress>,
     ) -> Proxy {
         Proxy {
             inner: Arc::new(Inner {
@@ -89,6 +94,7 @@ impl Proxy {
                 starter,
                 load,
                 certs,
+                egress,
                 next: AtomicUsize::new(0),
                 wakes: wake::Wakes::default(),
             }),

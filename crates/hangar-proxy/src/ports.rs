@@ -213,6 +213,10 @@ where
         };
         machine.write_all(&header).await?;
     }
-    tokio::io::copy_bidirectional(&mut client, &mut machine).await?;
+    let (_, out) = tokio::io::copy_bidirectional(&mut client, &mut machine).await?;
+    inner
+        .egress
+        .counter(app)
+        .fetch_add(out, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }

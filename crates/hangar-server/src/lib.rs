@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod billing;
 mod bootstrap;
 pub mod builds;
 pub mod clock;
@@ -59,6 +60,8 @@ pub struct ServerConfig {
     pub master_key: Option<String>,
     /// Where the platform registry (Distribution) listens once a build needs it.
     pub registry_listen: SocketAddr,
+    /// What usage costs (Fly's list prices unless the operator gives a table).
+    pub prices: hangar_types::billing::PriceTable,
 }
 
 /// Shared state of the API handlers.
@@ -76,6 +79,8 @@ pub struct AppState {
     pub edge_ports: (u16, u16),
     /// Image builds and the platform registry.
     pub builder: builds::Builder,
+    /// Usage metered for billing.
+    pub meter: Arc<billing::Meter>,
 }
 
 /// A started server: where it listens, what bootstrap did, and how to stop it.
@@ -89,6 +94,7 @@ pub struct Server {
     https_listener: TcpListener,
     proxy: hangar_proxy::ProxyConfig,
     autostop_interval: std::time::Duration,
+    egress: Arc<hangar_proxy::Egress>,
     state: AppState,
 }
 
@@ -131,6 +137,10 @@ async fn autostop(
         }
     }
 }
+
+/// How often running meters are counted into the store: at most this much is lost to
+/// a crash.
+const METER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The least time a started machine runs before autostop may stop it.
 const MIN_RUN: std::time::Duration = std::time::Duration::from_secs(2);
@@ -186,13 +196,18 @@ impl Server {
         let bootstrap = bootstrap::run(&store, &config).await?;
         let master_key = secrets::MasterKey::load(config.master_key.as_deref(), &config.data_dir)?;
         let vault = secrets::Vault::new(store.clone(), master_key);
+        let egress = Arc::new(hangar_proxy::Egress::default());
+        let meter =
+            billing::Meter::load(store.clone(), config.prices.clone(), egress.clone()).await?;
         let supervisor = supervisor::Supervisor::new(
             store.clone(),
             driver,
             config.region.clone(),
             vault.clone(),
+            meter.clone(),
         );
         supervisor.take_charge().await?;
+        meter.settle();
         let listener = TcpListener::bind(config.api_listen)
             .await
             .map_err(|error| ServerError::Listen {
@@ -242,6 +257,7 @@ impl Server {
             deploys: deploy::Registry::default(),
             edge_ports: (http_addr.port(), https_addr.port()),
             builder: builds::Builder::new(config.registry_listen, &config.data_dir),
+            meter,
         };
         let interrupted = deploy::mark_interrupted(&state).await;
         if !interrupted.is_empty() {
@@ -263,6 +279,7 @@ impl Server {
                 queue_timeout: config.proxy_queue_timeout,
             },
             autostop_interval: config.autostop_interval,
+            egress,
             state,
         })
     }
@@ -271,6 +288,12 @@ impl Server {
     /// Machines are left running.
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), ServerError> {
         let load = self.state.supervisor.load();
+        let meter = tokio::spawn(
+            self.state
+                .meter
+                .clone()
+                .run(METER_INTERVAL, shutdown.clone()),
+        );
         tokio::spawn(autostop(
             self.state.supervisor.clone(),
             load.clone(),
@@ -291,6 +314,7 @@ impl Server {
             Arc::new(ActorStarter(self.state.supervisor.clone())),
             load,
             self.state.edge.cert_table(),
+            self.egress.clone(),
         );
         let proxy =
             tokio::spawn(proxy.serve(self.http_listener, self.https_listener, shutdown.clone()));
@@ -305,6 +329,7 @@ impl Server {
             self.state.edge.unroute_v6_pool().await;
         }
         self.state.supervisor.shutdown().await;
+        let _ = meter.await;
         result
     }
 }

@@ -1,6 +1,6 @@
 //! Durable state of the platform: orgs, tokens, apps, machines with their versions and
 //! events, leases and idempotency keys, app addresses and certificates, sealed secrets
-//! and releases, in SQLite (WAL mode) with versioned migrations.
+//! and releases, metered usage, in SQLite (WAL mode) with versioned migrations.
 //!
 //! The store knows rows, not rules: it does not decide which transitions are legal or
 //! what an API answers; the server's services and the machine supervisor do. Every call
@@ -15,6 +15,7 @@ mod machines;
 mod migrations;
 mod releases;
 mod secrets;
+mod usage;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,7 @@ pub use machines::{
 };
 pub use releases::ReleaseRecord;
 pub use secrets::{SecretChange, SecretRecord};
+pub use usage::{OpenUsage, UsageKey, UsageRecord, UsageWrite};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

@@ -144,6 +144,30 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (app_name, version)
     );
     "#,
+    // 4: metered usage: totals per month, and what is being metered right now.
+    r#"
+    CREATE TABLE usage (
+        month TEXT NOT NULL,
+        org_slug TEXT NOT NULL,
+        app_name TEXT NOT NULL,
+        item TEXT NOT NULL,
+        size TEXT NOT NULL,
+        memory_mb INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        quantity REAL NOT NULL,
+        PRIMARY KEY (month, org_slug, app_name, item, size, memory_mb, state)
+    );
+    CREATE TABLE usage_open (
+        subject TEXT PRIMARY KEY,
+        org_slug TEXT NOT NULL,
+        app_name TEXT NOT NULL,
+        item TEXT NOT NULL,
+        size TEXT NOT NULL,
+        memory_mb INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        since_ms INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<()> {

@@ -6,6 +6,7 @@
 //! drivers or HTTP routing; the server and the client both build on it.
 
 pub mod app;
+pub mod billing;
 pub mod build;
 pub mod deploy;
 pub mod duration;

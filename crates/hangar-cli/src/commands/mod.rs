@@ -3,6 +3,7 @@
 mod appconfig;
 mod apps;
 mod auth;
+mod billing;
 mod build;
 mod certs;
 mod deploy;
@@ -54,6 +55,8 @@ pub enum Command {
     /// Log in and out, and show the current token and who it is
     #[command(subcommand)]
     Auth(auth::AuthCmd),
+    /// Show what an org used this month, and what it costs
+    Billing(billing::BillingArgs),
     /// Open the app's URL in a browser (printing it)
     Open(open::OpenArgs),
     /// Show this binary's version
@@ -103,6 +106,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Machine(c) => machine::run(c).await,
         Command::Logs(a) => logs::run(a).await.map(|_| ExitCode::SUCCESS),
         Command::Auth(c) => auth::run(c).await.map(|_| ExitCode::SUCCESS),
+        Command::Billing(a) => billing::run(a).await.map(|_| ExitCode::SUCCESS),
         Command::Open(a) => open::run(a).await.map(|_| ExitCode::SUCCESS),
         Command::Version(a) => version::run(a).map(|_| ExitCode::SUCCESS),
         Command::Ips(c) => ips::run(c).await.map(|_| ExitCode::SUCCESS),

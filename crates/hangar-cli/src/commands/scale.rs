@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use hangar_appconfig::compute;
 use hangar_client::Client;
+use hangar_types::billing;
 use hangar_types::requests::CreateMachineRequest;
 use hangar_types::{Machine, MachineConfig};
 use serde::Serialize;
@@ -350,13 +351,25 @@ struct GroupScale {
     cpus: u32,
     memory_mb: u32,
     regions: Vec<String>,
+    /// What one machine of this size costs for 30 days running, and the group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    monthly_per_machine: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    monthly: Option<f64>,
 }
 
 async fn show(client: &Client, app: &str, json: bool) -> Result<()> {
     let machines = app_machines(client.list_machines(app, false).await?);
+    // The estimate needs the server's price table; the sizes are shown without it.
+    let prices = client.prices().await.ok();
     let mut groups: BTreeMap<String, GroupScale> = BTreeMap::new();
     for m in &machines {
         let g = m.config.guest.clone().unwrap_or_default();
+        let (preset, billed_memory) = billing::billed_size(m.config.guest.as_ref());
+        let each = prices
+            .as_ref()
+            .and_then(|p| p.machine_per_second(&preset, billed_memory))
+            .map(|s| s * billing::SECONDS_PER_30_DAYS);
         let e = groups
             .entry(m.config.process_group().to_string())
             .or_insert_with(|| GroupScale {
@@ -364,10 +377,13 @@ async fn show(client: &Client, app: &str, json: bool) -> Result<()> {
                 count: 0,
                 cpu_kind: g.cpu_kind.clone().unwrap_or_else(|| "shared".into()),
                 cpus: g.cpus.unwrap_or(1),
-                memory_mb: g.memory_mb.unwrap_or(256),
+                memory_mb: billed_memory,
                 regions: Vec::new(),
+                monthly_per_machine: each,
+                monthly: None,
             });
         e.count += 1;
+        e.monthly = e.monthly_per_machine.map(|each| each * e.count as f64);
         if !e.regions.contains(&m.region) {
             e.regions.push(m.region.clone());
         }
@@ -386,11 +402,23 @@ async fn show(client: &Client, app: &str, json: bool) -> Result<()> {
                 g.cpus.to_string(),
                 format!("{} MB", g.memory_mb),
                 g.regions.join(","),
+                match (g.monthly_per_machine, g.monthly) {
+                    (Some(each), Some(all)) => format!("${each:.2} each, ${all:.2}"),
+                    _ => "-".into(),
+                },
             ]
         })
         .collect();
     output::table(
-        &["NAME", "COUNT", "KIND", "CPUS", "MEMORY", "REGIONS"],
+        &[
+            "NAME",
+            "COUNT",
+            "KIND",
+            "CPUS",
+            "MEMORY",
+            "REGIONS",
+            "PER 30 DAYS RUNNING",
+        ],
         &rows,
     );
     Ok(())

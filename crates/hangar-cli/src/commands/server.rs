@@ -93,6 +93,10 @@ pub struct ServerArgs {
     /// Where the platform registry (Distribution) listens; builds push there
     #[arg(long, env = "HANGAR_REGISTRY_LISTEN", default_value = "127.0.0.1:5000")]
     pub registry_listen: SocketAddr,
+    /// A price table (TOML, or JSON by extension) for `hangar billing`, instead of
+    /// Fly's list prices
+    #[arg(long, env = "HANGAR_PRICE_TABLE")]
+    pub price_table: Option<std::path::PathBuf>,
     /// Use the containerd listening here instead of starting a private one
     #[arg(long, env = "HANGAR_CONTAINERD_SOCKET")]
     pub containerd_socket: Option<PathBuf>,
@@ -245,6 +249,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         },
         master_key: std::env::var("HANGAR_MASTER_KEY").ok(),
         registry_listen: args.registry_listen,
+        prices: price_table(args.price_table.as_deref())?,
     };
     let server = Server::start(cfg, driver)
         .await
@@ -300,4 +305,25 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+/// The operator's price table, or Fly's list prices; an error naming the file and the
+/// problem.
+fn price_table(path: Option<&std::path::Path>) -> Result<hangar_types::billing::PriceTable> {
+    let Some(path) = path else {
+        return Ok(hangar_types::billing::PriceTable::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("read the price table {}: {e}", path.display()))?;
+    let table: hangar_types::billing::PriceTable = if path.extension().is_some_and(|e| e == "json")
+    {
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{e}"))
+    } else {
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+    .map_err(|e| anyhow::anyhow!("the price table {} is not valid: {e}", path.display()))?;
+    table
+        .validate()
+        .map_err(|e| anyhow::anyhow!("the price table {}: {e}", path.display()))?;
+    Ok(table)
 }

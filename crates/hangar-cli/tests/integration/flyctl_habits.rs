@@ -42,7 +42,9 @@ async fn every_command_takes_the_app_from_fly_toml() {
     let out = ok(&s, d, &["secrets", "set", "--stage", "FROM_TOML=yes"]);
     assert!(out.contains("FROM_TOML") || out.contains("staged"), "{out}");
     assert!(ok(&s, d, &["secrets", "list"]).contains("FROM_TOML"));
-    assert!(ok(&s, d, &["scale", "show"]).contains("app"));
+    // The size, and what it costs for 30 days at the server's prices.
+    let out = ok(&s, d, &["scale", "show"]);
+    assert!(out.contains("app") && out.contains("$1.94 each"), "{out}");
     let machines = json(&s, d, &["machine", "list", "--json"]);
     let started = machines
         .as_array()

@@ -8,6 +8,7 @@
 mod acme;
 mod autostart;
 mod bad_input;
+mod billing;
 mod cli;
 mod containerd;
 mod containerd_net;

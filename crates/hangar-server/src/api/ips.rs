@@ -91,6 +91,7 @@ async fn allocate(
             body.service_name,
         )
         .await?;
+    state.meter.count_now();
     Ok(Json(view(record, &app.org_slug)))
 }
 
@@ -101,6 +102,7 @@ async fn release(
 ) -> Result<StatusCode, ApiError> {
     let app = load_app(&state, &caller, &app).await?;
     if state.edge.release(&app.name, &ip).await? {
+        state.meter.count_now();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!(

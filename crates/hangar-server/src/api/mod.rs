@@ -6,6 +6,7 @@
 
 mod actions;
 mod apps;
+mod billing;
 mod builds;
 mod certificates;
 mod deploys;
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .merge(secrets::routes())
         .merge(deploys::routes())
         .merge(builds::routes())
+        .merge(billing::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_token,

@@ -128,6 +128,8 @@ pub(crate) struct Context {
     pub load: Arc<hangar_proxy::Load>,
     /// Where machines get their secrets at start.
     pub vault: crate::secrets::Vault,
+    /// Meters what runs, for billing.
+    pub meter: Arc<crate::billing::Meter>,
 }
 
 /// The registry of machine actors. Cheap to clone.
@@ -145,6 +147,7 @@ impl Supervisor {
         driver: Arc<dyn Driver>,
         region: String,
         vault: crate::secrets::Vault,
+        meter: Arc<crate::billing::Meter>,
     ) -> Self {
         Self {
             ctx: Arc::new(Context {
@@ -152,6 +155,7 @@ impl Supervisor {
                 driver,
                 region,
                 vault,
+                meter,
                 instances: Default::default(),
                 checks: Default::default(),
                 load: Arc::default(),
@@ -214,6 +218,7 @@ impl Supervisor {
             &machine,
             self.ctx.driver.address(&id),
         ));
+        self.ctx.meter.machine(&machine);
         self.lock().insert(
             id.clone(),
             ActorHandle {

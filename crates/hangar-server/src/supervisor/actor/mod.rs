@@ -209,12 +209,13 @@ impl MachineActor {
         self.checks = Some(cancel);
     }
 
-    /// Tells the proxy how the machine looks now.
+    /// Tells the proxy (and the meter) how the machine looks now.
     fn publish_instance(&self) {
         let address = self.ctx.driver.address(&self.m.id);
         self.ctx
             .instances
             .put(instances::instance_of(&self.m, address));
+        self.ctx.meter.machine(&self.m);
     }
 
     /// Logs a failed transition; the machine keeps its last recorded state.
