@@ -107,7 +107,10 @@ impl BenchServer {
             ])
             .args(extra)
             .env("HANGAR_CONFIG", dir.path().join("cli.toml"))
-            .env("HANGAR_LOG", "warn")
+            .env(
+                "HANGAR_LOG",
+                std::env::var("HANGAR_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("start {}", hangar.display()))?;

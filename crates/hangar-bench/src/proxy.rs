@@ -82,7 +82,18 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM, so the master takes its workers down (after SIGKILL they would live on),
+    /// then SIGKILL if it lingers.
     fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -264,42 +275,98 @@ async fn first_byte(client: &reqwest::Client, port: u16, host: &str) -> Result<D
     Ok(elapsed)
 }
 
+/// Stops (or suspends) the machine and times the first byte of a request that wakes it.
+async fn wakes(
+    s: &BenchServer,
+    client: &reqwest::Client,
+    app: &str,
+    id: &str,
+    suspend: bool,
+) -> Result<Duration> {
+    if suspend {
+        s.client.action(app, id, "suspend", None).await?;
+        s.client.wait(app, id, "suspended", 60).await?;
+    } else {
+        s.client
+            .action(app, id, "stop", Some(&json!({"signal": "SIGKILL"})))
+            .await?;
+        s.client.wait(app, id, "stopped", 60).await?;
+    }
+    first_byte(client, s.http_port, &format!("{app}.localhost")).await
+}
+
 async fn wake_latency() -> Result<()> {
     let containerd = hangar_testkit::containerd_available().is_ok();
     let driver = if containerd { "containerd" } else { "process" };
     let registry = containerd.then(hangar_testkit::TestRegistry::start);
     let s = BenchServer::start(driver).await?;
-    s.client.create_app("wake", "personal").await?;
-    let port = free_port()?;
-    let mut config = json!({"init": {"exec": ["/bin/sh", "-c",
-            format!("mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec busybox httpd -f -p {port} -h /tmp/www")]},
-        "services": [{"protocol": "tcp", "internal_port": port,
-            "ports": [{"port": 80, "handlers": ["http"]}]}]});
-    config["image"] = match &registry {
+    let image = match &registry {
         Some(r) => json!(r.push_busybox("bench/busybox", "1").await),
         None => json!("busybox"),
     };
-    let id = create(&s, "wake", config).await?;
+    // The same web machine twice: once with no check, once with an HTTP check on its
+    // service (1 s grace period, 1 s interval) that a woken request must not wait for.
+    let mut ids = Vec::new();
+    for (app, checks) in [
+        ("wake", json!([])),
+        (
+            "wakecheck",
+            json!([{"type": "http", "path": "/", "grace_period": "1s", "interval": "1s"}]),
+        ),
+    ] {
+        s.client.create_app(app, "personal").await?;
+        let port = free_port()?;
+        let config = json!({"image": image, "init": {"exec": ["/bin/sh", "-c",
+                format!("mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec busybox httpd -f -p {port} -h /tmp/www")]},
+            "services": [{"protocol": "tcp", "internal_port": port, "checks": checks,
+                "ports": [{"port": 80, "handlers": ["http"]}]}]});
+        ids.push((app, create(&s, app, config).await?));
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()?;
-    first_byte(&client, s.http_port, "wake.localhost").await?;
-    let mut from_stopped = Vec::new();
-    let mut from_suspended = Vec::new();
-    for _ in 0..ROUNDS {
-        s.client
-            .action("wake", &id, "stop", Some(&json!({"signal": "SIGKILL"})))
-            .await?;
-        s.client.wait("wake", &id, "stopped", 60).await?;
-        from_stopped.push(first_byte(&client, s.http_port, "wake.localhost").await?);
-        s.client.action("wake", &id, "suspend", None).await?;
-        s.client.wait("wake", &id, "suspended", 60).await?;
-        from_suspended.push(first_byte(&client, s.http_port, "wake.localhost").await?);
+    for (app, _) in &ids {
+        // Ready once: the check has passed before the rounds begin.
+        let until = Instant::now() + Duration::from_secs(30);
+        while first_byte(&client, s.http_port, &format!("{app}.localhost"))
+            .await
+            .is_err()
+        {
+            if Instant::now() > until {
+                bail!("{app} never answered through the proxy");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
-    let (a, b) = (Stats::new(from_stopped), Stats::new(from_suspended));
+    let (mut stopped, mut checked, mut suspended) = (Vec::new(), Vec::new(), Vec::new());
+    let (plain, with_check) = (&ids[0], &ids[1]);
+    for _ in 0..ROUNDS {
+        stopped.push(wakes(&s, &client, plain.0, &plain.1, false).await?);
+        checked.push(wakes(&s, &client, with_check.0, &with_check.1, false).await?);
+        suspended.push(wakes(&s, &client, plain.0, &plain.1, true).await?);
+    }
+    let (a, c, b) = (
+        Stats::new(stopped),
+        Stats::new(checked),
+        Stats::new(suspended),
+    );
     println!("first byte through the proxy, {driver} driver, {ROUNDS} rounds:");
-    println!("  from stopped:   p50 {} p99 {}", ms(a.p50()), ms(a.p99()));
-    println!("  from suspended: p50 {} p99 {}", ms(b.p50()), ms(b.p99()));
+    println!(
+        "  from stopped:                 p50 {} p99 {}",
+        ms(a.p50()),
+        ms(a.p99())
+    );
+    println!(
+        "  from stopped, with a check:   p50 {} p99 {} ({:.2}x the machine without one)",
+        ms(c.p50()),
+        ms(c.p99()),
+        c.p50().as_secs_f64() / a.p50().as_secs_f64().max(1e-9)
+    );
+    println!(
+        "  from suspended:               p50 {} p99 {}",
+        ms(b.p50()),
+        ms(b.p99())
+    );
     Ok(())
 }
 

@@ -359,14 +359,21 @@ async fn accepts(addr: SocketAddr) -> bool {
     )
 }
 
-/// Waits until the woken machine accepts connections on `port`.
+/// How often the waiter whose turn it is tries a started machine's service port.
+const PROBE_EVERY: Duration = Duration::from_millis(2);
+
+/// Waits until the woken machine accepts connections on `port`. One waiter at a time
+/// tries the port; the others wait to hear it answered, so a burst waiting on one
+/// machine does not flood it with connection attempts while it boots.
 async fn wait_for(inner: &Inner, app: &str, wake: &Wake, port: u16) -> Result<Target, Waited> {
     let deadline = tokio::time::Instant::from_std(wake.since + START_WAIT);
     let mut instances = inner.instances.clone();
     let mut outcome = wake.outcome.subscribe();
+    let mut accepting = wake.watch_accepting();
     loop {
         instances.borrow_and_update();
         outcome.borrow_and_update();
+        accepting.borrow_and_update();
         let look = wake.look(|id| find(inner, app, id));
         if let Outcome::Failed(e) = &look.outcome {
             return Err(Waited::Failed(e.clone()));
@@ -377,7 +384,7 @@ async fn wait_for(inner: &Inner, app: &str, wake: &Wake, port: u16) -> Result<Ta
         let Some(i) = look.instance else {
             return Err(Waited::Gone);
         };
-        let mut listening_soon = false;
+        let mut probed = false;
         if i.state == "started" {
             let Some(ip) = i
                 .address
@@ -386,23 +393,31 @@ async fn wait_for(inner: &Inner, app: &str, wake: &Wake, port: u16) -> Result<Ta
                 return Err(Waited::Gone);
             };
             let addr = SocketAddr::new(ip, port);
-            if wake.accepting() || accepts(addr).await {
-                wake.set_accepting();
+            if wake.accepting() {
                 return Ok(Target { instance: i, addr });
             }
-            // Started, but its process is not listening yet: it will be in a moment.
-            listening_soon = true;
+            if let Some(turn) = wake.claim_probe() {
+                let ok = accepts(addr).await;
+                drop(turn);
+                if ok {
+                    wake.set_accepting();
+                    return Ok(Target { instance: i, addr });
+                }
+                // Started, but its process is not listening yet: it will be in a moment.
+                probed = true;
+            }
         }
         if tokio::time::Instant::now() > deadline {
             return Err(Waited::Timeout);
         }
-        if listening_soon {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        if probed {
+            tokio::time::sleep(PROBE_EVERY).await;
         } else {
             tokio::select! {
                 _ = instances.changed() => {}
                 _ = outcome.changed() => {}
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = accepting.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
         }
     }

@@ -35,7 +35,9 @@ pub struct Wake {
     pub since: Instant,
     pub outcome: watch::Sender<Outcome>,
     /// A connection to its service port succeeded.
-    accepting: AtomicBool,
+    accepting: watch::Sender<bool>,
+    /// A waiter is trying its service port now: one at a time, however many wait.
+    probing: AtomicBool,
 }
 
 impl Wake {
@@ -44,11 +46,25 @@ impl Wake {
     }
 
     pub fn accepting(&self) -> bool {
-        self.accepting.load(Ordering::Acquire)
+        *self.accepting.borrow()
     }
 
     pub fn set_accepting(&self) {
-        self.accepting.store(true, Ordering::Release);
+        self.accepting.send_replace(true);
+    }
+
+    /// Changes when the machine is seen accepting connections.
+    pub fn watch_accepting(&self) -> watch::Receiver<bool> {
+        self.accepting.subscribe()
+    }
+
+    /// Takes the turn to try the service port until the returned turn drops (a waiter
+    /// whose client went away gives it up too); `None` while another waiter has it.
+    pub fn claim_probe(&self) -> Option<ProbeTurn<'_>> {
+        self.probing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+            .then_some(ProbeTurn(&self.probing))
     }
 
     /// The start's outcome and then the machine as it is now (`current`), in that
@@ -107,6 +123,15 @@ impl Wake {
     }
 }
 
+/// One waiter's turn at the service port.
+pub struct ProbeTurn<'a>(&'a AtomicBool);
+
+impl Drop for ProbeTurn<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// A wake's outcome and its machine, read in that order (see [`Wake::look`]).
 pub struct Look {
     pub outcome: Outcome,
@@ -160,7 +185,8 @@ impl Wakes {
             machine_id: machine_id.to_string(),
             since: Instant::now(),
             outcome: watch::channel(Outcome::Asked).0,
-            accepting: AtomicBool::new(false),
+            accepting: watch::channel(false).0,
+            probing: AtomicBool::new(false),
         });
         map.insert(machine_id.to_string(), wake.clone());
         (wake, true)
@@ -235,6 +261,16 @@ mod tests {
             w.describes(&look),
             "a view older than the answer is not a stop"
         );
+    }
+
+    #[test]
+    fn one_waiter_probes_at_a_time() {
+        let wakes = Wakes::default();
+        let (w, _) = wakes.begin("m1", at(&machine("stopped", None)));
+        let turn = w.claim_probe().expect("first turn");
+        assert!(w.claim_probe().is_none(), "one at a time");
+        drop(turn);
+        assert!(w.claim_probe().is_some(), "given up when dropped");
     }
 
     #[test]

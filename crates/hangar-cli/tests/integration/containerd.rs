@@ -140,6 +140,26 @@ async fn images_run_with_fly_environment_exec_ps_and_logs() {
             .then_some(())
     })
     .await;
+
+    // A machine's last words before it exits are kept, though its container goes once
+    // it has exited; and it starts again on a fresh root filesystem.
+    let brief = run(&s, "oci", json!({"image": image, "restart": {"policy": "no"},
+        "init": {"cmd": ["/bin/sh", "-c", "ls /scratch 2>/dev/null; touch /scratch; seq 1 20; echo last words; exit 3"]}})).await;
+    s.wait_state("oci", &brief, "stopped").await;
+    let logs = stdout(&s.cli(&["logs", "-a", "oci", "--machine", &brief, "--no-tail"]));
+    assert!(
+        logs.contains("last words") && logs.contains("] 20\n"),
+        "{logs}"
+    );
+    s.call("POST", &format!("/apps/oci/machines/{brief}/start"), None)
+        .await;
+    s.wait_state("oci", &brief, "stopped").await;
+    let logs = stdout(&s.cli(&["logs", "-a", "oci", "--machine", &brief, "--no-tail"]));
+    assert_eq!(logs.matches("last words").count(), 2, "{logs}");
+    assert!(
+        !logs.contains("/scratch"),
+        "a fresh root filesystem: {logs}"
+    );
 }
 
 #[tokio::test]

@@ -14,7 +14,9 @@ mod init;
 pub mod log_driver;
 mod spec;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use containerd_client::services::v1::container::Runtime;
@@ -73,7 +75,9 @@ impl Ctx {
 }
 
 pub struct ContainerdDriver {
-    ctx: Ctx,
+    ctx: Arc<Ctx>,
+    /// One at a time per machine: a start, or the clean-up after its task exits.
+    turns: Arc<std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>>,
     network: hangar_net::Network,
     /// Per-machine files: logs and exec output.
     root: PathBuf,
@@ -112,7 +116,8 @@ impl ContainerdDriver {
         }
         let network = hangar_net::Network::new(PathBuf::from(hangar_net::DEFAULT_STATE_DIR));
         Ok(Self {
-            ctx,
+            ctx: Arc::new(ctx),
+            turns: Arc::default(),
             network,
             root,
             log_program,
@@ -129,38 +134,12 @@ impl ContainerdDriver {
 
     /// Removes the machine's task, container and rootfs snapshot, whatever is there.
     async fn remove_container(&self, id: &str) {
-        let _ = self
-            .tasks()
-            .kill(self.ctx.req(KillRequest {
-                container_id: id.into(),
-                exec_id: String::new(),
-                signal: 9,
-                all: true,
-            }))
-            .await;
-        for _ in 0..50 {
-            match self
-                .tasks()
-                .delete(self.ctx.req(DeleteTaskRequest {
-                    container_id: id.into(),
-                }))
-                .await
-            {
-                Err(s) if s.code() == Code::FailedPrecondition => {
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
-                _ => break,
-            }
-        }
-        let _ = ContainersClient::new(self.ctx.channel.clone())
-            .delete(self.ctx.req(DeleteContainerRequest { id: id.into() }))
-            .await;
-        let _ = SnapshotsClient::new(self.ctx.channel.clone())
-            .remove(self.ctx.req(RemoveSnapshotRequest {
-                snapshotter: self.ctx.snapshotter.clone(),
-                key: id.into(),
-            }))
-            .await;
+        remove_container(&self.ctx, id).await;
+    }
+
+    /// The machine's turn lock (see `turns`).
+    fn turn(&self, id: &str) -> Arc<Mutex<()>> {
+        turn_of(&self.turns, id)
     }
 
     /// Waits for the task's main process to exit, in the background. A lost connection
@@ -169,7 +148,9 @@ impl ContainerdDriver {
     fn watch_exit(&self, id: &str) -> oneshot::Receiver<ExitStatus> {
         let (tx, rx) = oneshot::channel();
         let cgroup = spec::cgroup_path(id);
+        let (ctx, turn) = (self.ctx.clone(), self.turn(id));
         let (channel, id) = (self.ctx.channel.clone(), id.to_string());
+        let machine = id.clone();
         let req = move || {
             let mut r = Request::new(WaitRequest {
                 container_id: id.clone(),
@@ -202,10 +183,57 @@ impl ContainerdDriver {
                     }
                 }
             };
+            // The exited run's task, container and root filesystem go now, off the next
+            // start's path (the next run gets a fresh root filesystem, as on Fly); the
+            // exit is told only after, so nothing can start the machine in between.
+            {
+                let _turn = turn.lock().await;
+                remove_container(&ctx, &machine).await;
+            }
             let _ = tx.send(status);
         });
         rx
     }
+}
+
+/// Removes the machine's task, container and rootfs snapshot, whatever is there.
+async fn remove_container(ctx: &Ctx, id: &str) {
+    let _ = TasksClient::new(ctx.channel.clone())
+        .kill(ctx.req(KillRequest {
+            container_id: id.into(),
+            exec_id: String::new(),
+            signal: 9,
+            all: true,
+        }))
+        .await;
+    for _ in 0..50 {
+        match TasksClient::new(ctx.channel.clone())
+            .delete(ctx.req(DeleteTaskRequest {
+                container_id: id.into(),
+            }))
+            .await
+        {
+            Err(s) if s.code() == Code::FailedPrecondition => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            _ => break,
+        }
+    }
+    let _ = ContainersClient::new(ctx.channel.clone())
+        .delete(ctx.req(DeleteContainerRequest { id: id.into() }))
+        .await;
+    let _ = SnapshotsClient::new(ctx.channel.clone())
+        .remove(ctx.req(RemoveSnapshotRequest {
+            snapshotter: ctx.snapshotter.clone(),
+            key: id.into(),
+        }))
+        .await;
+}
+
+/// The lock taken by a machine's start and by the clean-up after its task exits.
+fn turn_of(turns: &std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>, id: &str) -> Arc<Mutex<()>> {
+    let mut map = turns.lock().unwrap_or_else(|p| p.into_inner());
+    map.entry(id.to_string()).or_default().clone()
 }
 
 fn now_ms() -> i64 {
@@ -306,12 +334,20 @@ impl Driver for ContainerdDriver {
 
     async fn start(&self, spec: &LaunchSpec) -> Result<Running, DriverError> {
         let id = spec.machine_id.clone();
+        let began = std::time::Instant::now();
+        let phase = |what: &str| {
+            tracing::debug!(machine = %id, ms = began.elapsed().as_millis() as u64, "start: {what}");
+        };
         let image = self.ctx.ensure_image(&spec.config.image).await?;
+        phase("image ready");
+        let turn = self.turn(&id);
+        let _turn = turn.lock().await;
         let dir = self.machine_dir(&id);
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| DriverError::io(format!("create {}", dir.display()), e))?;
         self.remove_container(&id).await;
+        phase("previous run removed");
         let mounts = SnapshotsClient::new(self.ctx.channel.clone())
             .prepare(self.ctx.req(PrepareSnapshotRequest {
                 snapshotter: self.ctx.snapshotter.clone(),
@@ -323,6 +359,7 @@ impl Driver for ContainerdDriver {
             .map_err(|s| grpc("prepare rootfs", s))?
             .into_inner()
             .mounts;
+        phase("root filesystem prepared");
         let root = writable_dir(&mounts).ok_or_else(|| {
             DriverError::io(
                 "find the machine's root filesystem",
@@ -352,6 +389,7 @@ impl Driver for ContainerdDriver {
                     std::io::Error::other(e.to_string()),
                 )
             })?;
+        phase("network attached");
         let secret_env = spec::secret_env(spec);
         let secrets_dir = init::secrets_dir(&self.root);
         // Every machine starts through the init, so secrets set later reach commands
@@ -386,6 +424,7 @@ impl Driver for ContainerdDriver {
             }))
             .await
             .map_err(|s| grpc("create container", s))?;
+        phase("container created");
         let log_uri = format!(
             "binary://{}?log-driver={}",
             self.log_program.display(),
@@ -408,6 +447,7 @@ impl Driver for ContainerdDriver {
                 s.message()
             )));
         }
+        phase("task created");
         let exited = self.watch_exit(&id);
         if let Err(s) = self
             .tasks()
@@ -423,6 +463,7 @@ impl Driver for ContainerdDriver {
                 s.message()
             )));
         }
+        phase("task started");
         // The running machine keeps its bind-mounted copy; the host's goes.
         init::remove_secrets(&secrets_dir, &id);
         Ok(Running {
