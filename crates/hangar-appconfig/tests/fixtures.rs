@@ -431,7 +431,7 @@ fn the_worked_example_converts_field_by_field() {
         json!([{"protocol": "tcp", "internal_port": 8080, "ports": [
             {"port": 80, "handlers": ["http"], "force_https": true},
             {"port": 443, "handlers": ["http", "tls"]}
-        ], "force_instance_key": null}])
+        ]}])
     );
     assert_eq!(v["metadata"]["fly_platform_version"], "v2");
     assert_eq!(v["metadata"]["fly_process_group"], "app");
@@ -594,30 +594,6 @@ fn a_config_toml_cannot_hold_is_an_error_not_an_empty_file() {
     assert!(e.contains("cannot be written as TOML"), "{e}");
 }
 
-/// Where a JSON value holds a `null` or an empty list or map, which Fly's servers omit.
-fn empties(v: &serde_json::Value, at: &str, out: &mut Vec<String>) {
-    match v {
-        serde_json::Value::Null => out.push(format!("null at {at}")),
-        serde_json::Value::Array(a) => {
-            if a.is_empty() {
-                out.push(format!("[] at {at}"));
-            }
-            for (i, x) in a.iter().enumerate() {
-                empties(x, &format!("{at}[{i}]"), out);
-            }
-        }
-        serde_json::Value::Object(o) => {
-            if o.is_empty() {
-                out.push(format!("{{}} at {at}"));
-            }
-            for (k, x) in o {
-                empties(x, &format!("{at}.{k}"), out);
-            }
-        }
-        _ => {}
-    }
-}
-
 #[test]
 fn machine_configs_leave_out_empty_fields_as_fly_does() {
     for name in VALID.iter().filter(|n| n.starts_with("tomachine")) {
@@ -626,12 +602,8 @@ fn machine_configs_leave_out_empty_fields_as_fly_does() {
             let mc = c
                 .to_machine_config(&g, None)
                 .unwrap_or_else(|e| panic!("{name} group {g}: {e}"));
-            let mut found = Vec::new();
-            empties(
-                &serde_json::to_value(&mc).expect("json"),
-                "config",
-                &mut found,
-            );
+            let mut found =
+                hangar_types::omit::empties(&serde_json::to_value(&mc).expect("json"), "config");
             // `init` is a struct Fly always sends, and an empty command list in it
             // means "none of the image's": both are kept.
             found.retain(|f| !f.ends_with("config.init") && !f.contains("config.init."));

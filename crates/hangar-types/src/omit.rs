@@ -25,6 +25,37 @@ pub fn value(v: &Option<Value>) -> bool {
     }
 }
 
+/// Where a JSON value holds a `null`, an empty list or an empty map — what Fly's
+/// servers leave out — each as a path from `at` (`config.services[0].checks`).
+pub fn empties(v: &Value, at: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    walk(v, at, &mut out);
+    out
+}
+
+fn walk(v: &Value, at: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Null => out.push(format!("null at {at}")),
+        Value::Array(a) => {
+            if a.is_empty() {
+                out.push(format!("[] at {at}"));
+            }
+            for (i, x) in a.iter().enumerate() {
+                walk(x, &format!("{at}[{i}]"), out);
+            }
+        }
+        Value::Object(o) => {
+            if o.is_empty() {
+                out.push(format!("{{}} at {at}"));
+            }
+            for (k, x) in o {
+                walk(x, &format!("{at}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,5 +66,12 @@ mod tests {
         assert!(map::<u8, u8>(&Some(BTreeMap::new())));
         assert!(value(&Some(Value::Null)) && value(&Some(serde_json::json!([]))));
         assert!(!value(&Some(serde_json::json!({"a": 1}))));
+        assert_eq!(
+            empties(
+                &serde_json::json!({"a": [], "b": {"c": null}, "d": {}}),
+                "x"
+            ),
+            vec!["[] at x.a", "null at x.b.c", "{} at x.d"]
+        );
     }
 }

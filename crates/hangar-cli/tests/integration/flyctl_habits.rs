@@ -4,14 +4,12 @@
 //! `version`, `open`, `auth token|login|logout`, `machine clone` and `apps restart
 //! [APP]`.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
 use crate::deploys::ok;
-use crate::harness::{stderr, stdout, TestServer, HANGAR};
+use crate::harness::{stderr, stdout, with_stdin, TestServer};
 use crate::workflow::{fails, PROC_TOML};
 
 fn json(s: &TestServer, dir: &Path, args: &[&str]) -> Value {
@@ -64,12 +62,9 @@ async fn every_command_takes_the_app_from_fly_toml() {
     assert!(out.contains("deployed successfully"), "{out}");
 
     // `open` prints the app's URL (no browser here).
-    let out = Command::new(HANGAR)
+    let out = s
+        .command(&["open", "/admin?x=1"])
         .current_dir(d)
-        .args(["open", "/admin?x=1"])
-        .env("HANGAR_API_URL", s.url())
-        .env("HANGAR_API_TOKEN", &s.token)
-        .env("HANGAR_CONFIG", s.dir.path().join("cli.toml"))
         .env_remove("DISPLAY")
         .env_remove("WAYLAND_DISPLAY")
         .env_remove("BROWSER")
@@ -170,24 +165,10 @@ async fn config_names_another_file_and_dash_a_overrides_its_app() {
 
 /// Runs the CLI with a config file of its own and no token in the environment.
 fn cli_alone(s: &TestServer, config: &Path, args: &[&str], stdin: &str) -> std::process::Output {
-    let mut child = Command::new(HANGAR)
-        .args(args)
-        .env("HANGAR_API_URL", s.url())
-        .env("HANGAR_CONFIG", config)
-        .env_remove("HANGAR_API_TOKEN")
-        .env_remove("FLY_API_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    let mut cmd = s.command(args);
+    cmd.env("HANGAR_CONFIG", config)
+        .env_remove("HANGAR_API_TOKEN");
+    with_stdin(cmd, stdin)
 }
 
 #[tokio::test]

@@ -385,17 +385,23 @@ impl TestServer {
 
     /// Runs the CLI against this server from the directory `dir`.
     pub fn cli_in(&self, dir: &Path, args: &[&str]) -> Output {
-        Command::new(HANGAR)
-            .current_dir(dir)
-            .args(args)
+        let mut cmd = self.command(args);
+        cmd.current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run hangar")
+    }
+
+    /// The CLI against this server, to adjust before it runs.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(HANGAR);
+        cmd.args(args)
             .env("HANGAR_API_URL", self.url())
             .env("HANGAR_API_TOKEN", &self.token)
             .env("HANGAR_CONFIG", self.dir.path().join("cli.toml"))
             .env_remove("FLY_API_TOKEN")
-            .env_remove("HANGAR_APP")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run hangar")
+            .env_remove("HANGAR_APP");
+        cmd
     }
 
     /// Ends every machine process this server's data dir holds; machines outlive the
@@ -432,6 +438,24 @@ where
         assert!(Instant::now() < until, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Runs `cmd` with `input` on its standard input, and what it printed.
+pub fn with_stdin(mut cmd: Command, input: &str) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run hangar");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for hangar")
 }
 
 pub fn stdout(o: &Output) -> String {

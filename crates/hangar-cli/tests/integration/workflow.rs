@@ -3,14 +3,12 @@
 //! restart-only deploys; scale with bad groups, counts and sizes refused; doctor; and a
 //! missing Dockerfile or a broken build (on buildah) leaving the app on its release.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
 use crate::deploys::{edit, example, ok, status};
-use crate::harness::{stderr, stdout, TestServer, HANGAR};
+use crate::harness::{stderr, stdout, with_stdin, TestServer};
 
 /// An app whose machines are host processes: a shell that prints its environment.
 pub(crate) const PROC_TOML: &str = r#"
@@ -140,23 +138,10 @@ async fn deploys_secrets_and_releases_on_the_process_driver() {
     assert!(env.contains("FLY_PROCESS_GROUP=app"), "{env}");
 
     // Import from stdin, then the machines restart with the new values.
-    let mut child = Command::new(HANGAR)
-        .args(["secrets", "import", "-a", "proc"])
-        .env("HANGAR_API_URL", s.url())
-        .env("HANGAR_API_TOKEN", &s.token)
-        .env("HANGAR_CONFIG", s.dir.path().join("cli.toml"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"# comment\nAPI_KEY=\"k-123\"\nMULTI=\"\"\"a\nb\"\"\"\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(
+        s.command(&["secrets", "import", "-a", "proc"]),
+        "# comment\nAPI_KEY=\"k-123\"\nMULTI=\"\"\"a\nb\"\"\"\n",
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("v2 deployed successfully"),
