@@ -1,9 +1,9 @@
 //! The edge proxy: Fly's proxy for one host. HTTP and HTTPS listeners route requests for
 //! `<app>.<app-domain>`, and for hostnames an app holds certificates for, to the app's
 //! machines; apps' own addresses get listeners for every port their services declare.
-//! Machines are chosen and started on demand by `route`; requests are sent on by
-//! `forward`; `fly-replay` is carried out by `http`; autostop decisions are in
-//! [`autostop`].
+//! Machines are chosen by `route` and started for traffic through `wake`; requests
+//! are sent on by `forward`, their machines' answers counted as egress (`egress`);
+//! `fly-replay` is carried out by `http`; autostop decisions are in [`autostop`].
 //!
 //! The proxy reads only what the server publishes: the live [`InstanceSet`] on a watch
 //! channel, the app addresses, and the hostname table ([`CertTable`]). It never queries

@@ -165,18 +165,30 @@ pub async fn restart(app: &str, force_stop: bool, wait_checks: bool) -> Result<(
     Ok(())
 }
 
+/// How many checks a machine with `config` runs: service checks, and top-level checks
+/// that name a port (the others are never run, so they never pass).
+fn checks_run(config: &hangar_types::MachineConfig) -> usize {
+    let top = config
+        .checks
+        .iter()
+        .flatten()
+        .filter(|(_, c)| c.port.is_some())
+        .count();
+    let services: usize = config
+        .services
+        .iter()
+        .flatten()
+        .map(|s| s.checks.as_ref().map_or(0, Vec::len))
+        .sum();
+    top + services
+}
+
 /// Waits up to five minutes for every check of the machine to pass.
 async fn wait_for_checks(client: &hangar_client::Client, app: &str, id: &str) -> Result<()> {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(300);
     loop {
         let m = client.get_machine(app, id).await?;
-        let expected = m.config.checks.as_ref().map_or(0, |c| c.len())
-            + m.config
-                .services
-                .iter()
-                .flatten()
-                .map(|s| s.checks.as_ref().map_or(0, Vec::len))
-                .sum::<usize>();
+        let expected = checks_run(&m.config);
         let passing = m.checks.iter().filter(|c| c.status == "passing").count();
         if passing >= expected {
             return Ok(());
@@ -187,5 +199,22 @@ async fn wait_for_checks(client: &hangar_client::Client, app: &str, id: &str) ->
             );
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_checks_that_run_are_waited_for() {
+        let config: hangar_types::MachineConfig = serde_json::from_value(serde_json::json!({
+            "image": "x",
+            "checks": {"alive": {"type": "tcp", "port": 8080}, "portless": {"type": "tcp"}},
+            "services": [{"protocol": "tcp", "internal_port": 8080,
+                "checks": [{"type": "http", "path": "/"}]}]
+        }))
+        .expect("config");
+        assert_eq!(checks_run(&config), 2);
     }
 }

@@ -216,20 +216,23 @@ impl Meter {
         if current.as_ref().map(|c| &c.key) == want.as_ref() {
             return Ok(());
         }
-        let mut w = UsageWrite::default();
-        if let Some(c) = &current {
-            w.add = elapsed(&c.key, c.since_ms, r.at_ms.max(c.since_ms));
-            w.close.push(r.machine_id.clone());
-        }
         let opened = want.map(|key| OpenUsage {
             subject: r.machine_id.clone(),
             key,
             since_ms: r.at_ms,
         });
-        if let Some(o) = &opened {
-            w.open.push(o.clone());
-            w.close.clear();
-        }
+        // The old meter's time is counted; a new one replaces its row, else the row goes.
+        let w = UsageWrite {
+            add: current.as_ref().map_or_else(Vec::new, |c| {
+                elapsed(&c.key, c.since_ms, r.at_ms.max(c.since_ms))
+            }),
+            open: opened.iter().cloned().collect(),
+            close: if opened.is_none() && current.is_some() {
+                vec![r.machine_id.clone()]
+            } else {
+                Vec::new()
+            },
+        };
         self.write(w).await?;
         match opened {
             Some(o) => state.open.insert(r.machine_id, o),
