@@ -7,7 +7,7 @@
 set -euo pipefail
 build=(protobuf-compiler)
 test=(ca-certificates curl procps util-linux iproute2 iptables busybox-static containerd runc
-      docker-registry apache2-utils pebble openssl buildah)
+      docker-registry apache2-utils pebble openssl buildah postgresql postgresql-client)
 bench=(nginx-light wrk skopeo)
 case "${1:-build}" in
   build) want=("${build[@]}") ;;

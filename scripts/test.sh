@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Runs Hangar's tests: installs what they drive for real (containerd, runc, a registry,
-# busybox-static, ...) when it is missing and this is root, then `cargo test`.
+# busybox-static, PostgreSQL, ...) when it is missing and this is root, then `cargo test`
+# (the control plane on SQLite), then the integration suite again with every server's
+# state on a real PostgreSQL started from initdb on a free port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test
 cargo test --workspace "$@"
+echo "== the integration suite again, on PostgreSQL"
+HANGAR_TEST_DATABASE=postgres cargo test -p hangar-cli --test integration "$@"

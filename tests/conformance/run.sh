@@ -2,6 +2,8 @@
 # Conformance: runs Schemathesis against Fly's Machines API schema on a real
 # `hangar server` (process driver, loopback, temp data dir) and fails on any 5xx or
 # any response that breaks the schema. Usage: tests/conformance/run.sh [path/to/hangar]
+# With HANGAR_CONF_DATABASE=postgres the server keeps its state on a PostgreSQL started
+# here from initdb on a free port.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -13,12 +15,31 @@ work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 # Machines the fuzzer creates get an empty PATH: random commands resolve to nothing.
 mkdir -p "$work/empty-path"
+database=()
+pgdir=
+if [ "${HANGAR_CONF_DATABASE:-sqlite}" = postgres ]; then
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  pgport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  pgdir=$(mktemp -d)
+  as=()
+  if [ "$(id -u)" = 0 ]; then chown postgres "$pgdir"; as=(runuser -u postgres --); fi
+  "${as[@]}" "$pgbin/initdb" -A trust -U postgres -E UTF8 -D "$pgdir/data" >/dev/null
+  "${as[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w \
+    -o "-p $pgport -k $pgdir -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+  database=(--database "postgres://postgres@127.0.0.1:$pgport/postgres")
+  export HANGAR_MASTER_KEY=${HANGAR_MASTER_KEY:-$(openssl rand -hex 32)}
+  echo "conformance on PostgreSQL (127.0.0.1:$pgport)"
+fi
 PATH="$work/empty-path" HANGAR_CONFIG="$work/cli.toml" HANGAR_LOG=warn \
-  "$hangar" server --driver process --data-dir "$work/data" --api-listen "127.0.0.1:$port" --http-listen 127.0.0.1:0 >"$work/server.log" 2>&1 &
+  "$hangar" server --driver process --data-dir "$work/data" --api-listen "127.0.0.1:$port" --http-listen 127.0.0.1:0 "${database[@]}" >"$work/server.log" 2>&1 &
 server=$!
 cleanup() {
   kill "$server" 2>/dev/null || true
   wait "$server" 2>/dev/null || true
+  if [ -n "$pgdir" ]; then
+    "${as[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$pgdir"
+  fi
   # Machines outlive the server by design; end the ones this run made (their working
   # directories are under the data dir).
   for p in /proc/[0-9]*; do

@@ -28,12 +28,15 @@ use hangar_store::Store;
 use tokio::net::TcpListener;
 
 pub use bootstrap::Bootstrap;
+pub use hangar_store::{Database, Lead, Leadership};
 pub use tokio_util::sync::CancellationToken;
 
 /// Everything `hangar server` needs, with defaults filled in by the caller.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
+    /// The control plane's database (`sqlite:` under the data dir by default).
+    pub database: hangar_store::Database,
     pub api_listen: SocketAddr,
     /// The region this host reports, and the default region of new machines.
     pub region: String,
@@ -179,20 +182,43 @@ pub enum ServerError {
     Edge(#[from] edge::EdgeError),
     #[error("master key: {0}")]
     MasterKey(#[from] secrets::KeyError),
+    #[error("with --database postgres://… set HANGAR_MASTER_KEY, the same on every control plane of that database (a key file under one server's data dir would leave the others unable to open secrets)")]
+    SharedKeyNeeded,
+}
+
+/// Opens the control plane's database (and, for SQLite, holds it for this server alone),
+/// bringing its schema up to date. Done before anything else starts, so a wrong
+/// `--database` fails at once and leaves nothing behind.
+pub async fn open_store(database: hangar_store::Database) -> Result<Store, ServerError> {
+    if let hangar_store::Database::Sqlite(path) = &database {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|error| ServerError::DataDir {
+                path: dir.to_path_buf(),
+                error,
+            })?;
+        }
+    }
+    tokio::task::spawn_blocking(move || Store::connect(&database))
+        .await
+        .map_err(|e| hangar_store::StoreError::Task(e.to_string()))?
+        .map_err(ServerError::Store)
 }
 
 impl Server {
-    /// Opens the store, bootstraps, reconciles machines with the driver and binds the
-    /// API listener. Serving starts with [`Server::serve`].
+    /// Bootstraps the store [`open_store`] opened, reconciles machines with the driver
+    /// and binds the API listener. Serving starts with [`Server::serve`].
     pub async fn start(
         config: ServerConfig,
+        store: Store,
         driver: Arc<dyn Driver>,
     ) -> Result<Server, ServerError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|error| ServerError::DataDir {
             path: config.data_dir.clone(),
             error,
         })?;
-        let store = Store::open(&config.data_dir.join("hangar.db"))?;
+        if store.dialect() == hangar_store::Dialect::Postgres && config.master_key.is_none() {
+            return Err(ServerError::SharedKeyNeeded);
+        }
         let bootstrap = bootstrap::run(&store, &config).await?;
         let master_key = secrets::MasterKey::load(config.master_key.as_deref(), &config.data_dir)?;
         let vault = secrets::Vault::new(store.clone(), master_key);

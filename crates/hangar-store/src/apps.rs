@@ -1,6 +1,6 @@
 //! Orgs, API tokens (stored as SHA-256 digests, never in clear) and apps.
 
-use rusqlite::{params, OptionalExtension, Row};
+use crate::sql::{args, Row};
 
 use crate::{Db, Result};
 
@@ -32,7 +32,7 @@ pub struct AppRecord {
 const APP_COLUMNS: &str = "a.id, a.name, a.org_slug, a.network, a.created_at_ms, \
     (SELECT COUNT(*) FROM machines m WHERE m.app_name = a.name AND m.state <> 'destroyed')";
 
-fn app_from_row(r: &Row<'_>) -> rusqlite::Result<AppRecord> {
+fn app_from_row(r: &Row) -> Result<AppRecord> {
     Ok(AppRecord {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -43,49 +43,51 @@ fn app_from_row(r: &Row<'_>) -> rusqlite::Result<AppRecord> {
     })
 }
 
+fn org_from_row(r: &Row) -> Result<OrgRecord> {
+    Ok(OrgRecord {
+        slug: r.get(0)?,
+        name: r.get(1)?,
+        numeric_id: r.get(2)?,
+    })
+}
+
 impl Db<'_> {
     pub fn org(&mut self, slug: &str) -> Result<Option<OrgRecord>> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT slug, name, numeric_id FROM orgs WHERE slug = ?1")?
-            .query_row([slug], |r| {
-                Ok(OrgRecord {
-                    slug: r.get(0)?,
-                    name: r.get(1)?,
-                    numeric_id: r.get(2)?,
-                })
-            })
-            .optional()?)
+        self.conn
+            .query_opt(
+                "SELECT slug, name, numeric_id FROM orgs WHERE slug = ?1",
+                args![slug],
+            )?
+            .map(|r| org_from_row(&r))
+            .transpose()
     }
 
     /// Every org, oldest first.
     pub fn orgs(&mut self) -> Result<Vec<OrgRecord>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT slug, name, numeric_id FROM orgs ORDER BY numeric_id")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(OrgRecord {
-                slug: r.get(0)?,
-                name: r.get(1)?,
-                numeric_id: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn
+            .query(
+                "SELECT slug, name, numeric_id FROM orgs ORDER BY numeric_id",
+                &[],
+            )?
+            .iter()
+            .map(org_from_row)
+            .collect()
     }
 
     /// Creates the org if it does not exist yet; returns whether it was created.
     pub fn ensure_org(&mut self, org: &OrgRecord, created_at: &str) -> Result<bool> {
         let n = self.conn.execute(
-            "INSERT OR IGNORE INTO orgs (slug, name, numeric_id, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![org.slug, org.name, org.numeric_id, created_at],
+            "INSERT INTO orgs (slug, name, numeric_id, created_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT DO NOTHING",
+            args![&org.slug, &org.name, org.numeric_id, created_at],
         )?;
         Ok(n == 1)
     }
 
     pub fn token_count(&mut self) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))?)
+        self.conn
+            .query_one("SELECT COUNT(*) FROM tokens", &[])?
+            .get(0)
     }
 
     pub fn insert_token(
@@ -96,56 +98,61 @@ impl Db<'_> {
     ) -> Result<()> {
         self.conn.execute(
             "INSERT INTO tokens (id, org_slug, name, sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![token.id, token.org_slug, token.name, sha256, created_at],
+            args![&token.id, &token.org_slug, &token.name, sha256, created_at],
         )?;
         Ok(())
     }
 
     pub fn token_by_digest(&mut self, sha256: &str) -> Result<Option<TokenRecord>> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT id, org_slug, name FROM tokens WHERE sha256 = ?1")?
-            .query_row([sha256], |r| {
+        self.conn
+            .query_opt(
+                "SELECT id, org_slug, name FROM tokens WHERE sha256 = ?1",
+                args![sha256],
+            )?
+            .map(|r| {
                 Ok(TokenRecord {
                     id: r.get(0)?,
                     org_slug: r.get(1)?,
                     name: r.get(2)?,
                 })
             })
-            .optional()?)
+            .transpose()
     }
 
     pub fn insert_app(&mut self, app: &AppRecord) -> Result<()> {
         self.conn.execute(
             "INSERT INTO apps (id, name, org_slug, network, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![app.id, app.name, app.org_slug, app.network, app.created_at_ms],
+            args![&app.id, &app.name, &app.org_slug, &app.network, app.created_at_ms],
         )?;
         Ok(())
     }
 
     pub fn app(&mut self, name: &str) -> Result<Option<AppRecord>> {
-        Ok(self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {APP_COLUMNS} FROM apps a WHERE a.name = ?1"
-            ))?
-            .query_row([name], app_from_row)
-            .optional()?)
+        self.conn
+            .query_opt(
+                &format!("SELECT {APP_COLUMNS} FROM apps a WHERE a.name = ?1"),
+                args![name],
+            )?
+            .map(|r| app_from_row(&r))
+            .transpose()
     }
 
     pub fn apps_in_org(&mut self, org_slug: &str) -> Result<Vec<AppRecord>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {APP_COLUMNS} FROM apps a WHERE a.org_slug = ?1 ORDER BY a.name"
-        ))?;
-        let rows = stmt.query_map([org_slug], app_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn
+            .query(
+                &format!("SELECT {APP_COLUMNS} FROM apps a WHERE a.org_slug = ?1 ORDER BY a.name"),
+                args![org_slug],
+            )?
+            .iter()
+            .map(app_from_row)
+            .collect()
     }
 
     /// Deletes the app and, by cascade, every row of its machines.
     pub fn delete_app(&mut self, name: &str) -> Result<bool> {
         let n = self
             .conn
-            .execute("DELETE FROM apps WHERE name = ?1", [name])?;
+            .execute("DELETE FROM apps WHERE name = ?1", args![name])?;
         Ok(n == 1)
     }
 }

@@ -2,7 +2,7 @@
 //! hostnames. Choosing a free address and issuing certificates are the server's job;
 //! the unique index on dedicated addresses keeps two apps from holding one.
 
-use rusqlite::{params, OptionalExtension, Row};
+use crate::sql::{args, Conn, Row};
 
 use crate::{Db, Result};
 
@@ -38,7 +38,7 @@ pub struct CertRecord {
 
 const IP_COLUMNS: &str = "app_name, ip, kind, region, shared, network, service_name, created_at";
 
-fn ip_from_row(r: &Row<'_>) -> rusqlite::Result<IpRecord> {
+fn ip_from_row(r: &Row) -> Result<IpRecord> {
     Ok(IpRecord {
         app_name: r.get(0)?,
         ip: r.get(1)?,
@@ -54,7 +54,7 @@ fn ip_from_row(r: &Row<'_>) -> rusqlite::Result<IpRecord> {
 const CERT_COLUMNS: &str = "hostname, app_name, authority, status, chain_pem, key_pem, issuer, \
     expires_at, last_error, created_at, updated_at";
 
-fn cert_from_row(r: &Row<'_>) -> rusqlite::Result<CertRecord> {
+fn cert_from_row(r: &Row) -> Result<CertRecord> {
     Ok(CertRecord {
         hostname: r.get(0)?,
         app_name: r.get(1)?,
@@ -73,19 +73,29 @@ fn cert_from_row(r: &Row<'_>) -> rusqlite::Result<CertRecord> {
 impl Db<'_> {
     /// Every address assigned, to every app.
     pub fn all_ips(&mut self) -> Result<Vec<IpRecord>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {IP_COLUMNS} FROM ip_assignments ORDER BY app_name, created_at, ip"
-        ))?;
-        let rows = stmt.query_map([], ip_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn
+            .query(
+                &format!(
+                    "SELECT {IP_COLUMNS} FROM ip_assignments ORDER BY app_name, created_at, ip"
+                ),
+                &[],
+            )?
+            .iter()
+            .map(ip_from_row)
+            .collect()
     }
 
     pub fn ips_of_app(&mut self, app: &str) -> Result<Vec<IpRecord>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {IP_COLUMNS} FROM ip_assignments WHERE app_name = ?1 ORDER BY created_at, ip"
-        ))?;
-        let rows = stmt.query_map([app], ip_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn
+            .query(
+                &format!(
+                    "SELECT {IP_COLUMNS} FROM ip_assignments WHERE app_name = ?1 ORDER BY created_at, ip"
+                ),
+                args![app],
+            )?
+            .iter()
+            .map(ip_from_row)
+            .collect()
     }
 
     /// Assigns the first address `candidates` yields that no app holds, in one
@@ -95,15 +105,15 @@ impl Db<'_> {
         template: &IpRecord,
         candidates: &mut dyn Iterator<Item = String>,
     ) -> Result<Option<IpRecord>> {
-        let tx = self.conn.transaction()?;
+        let mut tx = self.conn.begin()?;
         let mut chosen = None;
-        {
-            let mut taken = tx.prepare_cached("SELECT 1 FROM ip_assignments WHERE ip = ?1")?;
-            for ip in candidates {
-                if taken.query_row([&ip], |_| Ok(())).optional()?.is_none() {
-                    chosen = Some(ip);
-                    break;
-                }
+        for ip in candidates {
+            if tx
+                .query_opt("SELECT 1 FROM ip_assignments WHERE ip = ?1", args![&ip])?
+                .is_none()
+            {
+                chosen = Some(ip);
+                break;
             }
         }
         let Some(ip) = chosen else {
@@ -113,7 +123,7 @@ impl Db<'_> {
             ip,
             ..template.clone()
         };
-        insert_ip(&tx, &record)?;
+        insert_ip(&mut tx, &record)?;
         tx.commit()?;
         Ok(Some(record))
     }
@@ -126,56 +136,64 @@ impl Db<'_> {
     pub fn release_ip(&mut self, app: &str, ip: &str) -> Result<bool> {
         let n = self.conn.execute(
             "DELETE FROM ip_assignments WHERE app_name = ?1 AND ip = ?2",
-            [app, ip],
+            args![app, ip],
         )?;
         Ok(n == 1)
     }
 
     pub fn certificate(&mut self, hostname: &str) -> Result<Option<CertRecord>> {
-        Ok(self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {CERT_COLUMNS} FROM certificates WHERE hostname = ?1"
-            ))?
-            .query_row([hostname], cert_from_row)
-            .optional()?)
+        self.conn
+            .query_opt(
+                &format!("SELECT {CERT_COLUMNS} FROM certificates WHERE hostname = ?1"),
+                args![hostname],
+            )?
+            .map(|r| cert_from_row(&r))
+            .transpose()
     }
 
     pub fn certificates_of_app(&mut self, app: &str) -> Result<Vec<CertRecord>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {CERT_COLUMNS} FROM certificates WHERE app_name = ?1 ORDER BY hostname"
-        ))?;
-        let rows = stmt.query_map([app], cert_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn
+            .query(
+                &format!(
+                    "SELECT {CERT_COLUMNS} FROM certificates WHERE app_name = ?1 ORDER BY hostname"
+                ),
+                args![app],
+            )?
+            .iter()
+            .map(cert_from_row)
+            .collect()
     }
 
     pub fn all_certificates(&mut self) -> Result<Vec<CertRecord>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {CERT_COLUMNS} FROM certificates ORDER BY hostname"
-        ))?;
-        let rows = stmt.query_map([], cert_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn
+            .query(
+                &format!("SELECT {CERT_COLUMNS} FROM certificates ORDER BY hostname"),
+                &[],
+            )?
+            .iter()
+            .map(cert_from_row)
+            .collect()
     }
 
     /// Adds the hostname if no app holds it yet; `false` when it is already there.
     pub fn insert_certificate(&mut self, c: &CertRecord) -> Result<bool> {
         let n = self.conn.execute(
             &format!(
-                "INSERT OR IGNORE INTO certificates ({CERT_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                "INSERT INTO certificates ({CERT_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING"
             ),
-            params![
-                c.hostname,
-                c.app_name,
-                c.authority,
-                c.status,
-                c.chain_pem,
-                c.key_pem,
-                c.issuer,
-                c.expires_at,
-                c.last_error,
-                c.created_at,
-                c.updated_at
+            args![
+                &c.hostname,
+                &c.app_name,
+                &c.authority,
+                &c.status,
+                &c.chain_pem,
+                &c.key_pem,
+                &c.issuer,
+                &c.expires_at,
+                &c.last_error,
+                &c.created_at,
+                &c.updated_at
             ],
         )?;
         Ok(n == 1)
@@ -186,15 +204,15 @@ impl Db<'_> {
         self.conn.execute(
             "UPDATE certificates SET status = ?2, chain_pem = ?3, key_pem = ?4, issuer = ?5, \
              expires_at = ?6, last_error = ?7, updated_at = ?8 WHERE hostname = ?1",
-            params![
-                c.hostname,
-                c.status,
-                c.chain_pem,
-                c.key_pem,
-                c.issuer,
-                c.expires_at,
-                c.last_error,
-                c.updated_at
+            args![
+                &c.hostname,
+                &c.status,
+                &c.chain_pem,
+                &c.key_pem,
+                &c.issuer,
+                &c.expires_at,
+                &c.last_error,
+                &c.updated_at
             ],
         )?;
         Ok(())
@@ -205,15 +223,15 @@ impl Db<'_> {
         self.conn.execute(
             "UPDATE certificates SET authority = ?2, status = ?3, chain_pem = ?4, key_pem = ?5, \
              issuer = ?6, expires_at = ?7, last_error = NULL, updated_at = ?8 WHERE hostname = ?1",
-            params![
-                c.hostname,
-                c.authority,
-                c.status,
-                c.chain_pem,
-                c.key_pem,
-                c.issuer,
-                c.expires_at,
-                c.updated_at
+            args![
+                &c.hostname,
+                &c.authority,
+                &c.status,
+                &c.chain_pem,
+                &c.key_pem,
+                &c.issuer,
+                &c.expires_at,
+                &c.updated_at
             ],
         )?;
         Ok(())
@@ -222,24 +240,24 @@ impl Db<'_> {
     pub fn delete_certificate(&mut self, app: &str, hostname: &str) -> Result<bool> {
         let n = self.conn.execute(
             "DELETE FROM certificates WHERE app_name = ?1 AND hostname = ?2",
-            [app, hostname],
+            args![app, hostname],
         )?;
         Ok(n == 1)
     }
 }
 
-fn insert_ip(conn: &rusqlite::Connection, r: &IpRecord) -> Result<()> {
+fn insert_ip(conn: &mut Conn, r: &IpRecord) -> Result<()> {
     conn.execute(
-        &format!("INSERT OR IGNORE INTO ip_assignments ({IP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
-        params![
-            r.app_name,
-            r.ip,
-            r.kind,
-            r.region,
-            r.shared,
-            r.network,
-            r.service_name,
-            r.created_at
+        &format!("INSERT INTO ip_assignments ({IP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING"),
+        args![
+            &r.app_name,
+            &r.ip,
+            &r.kind,
+            &r.region,
+            &r.shared,
+            &r.network,
+            &r.service_name,
+            &r.created_at
         ],
     )?;
     Ok(())

@@ -1,6 +1,6 @@
 //! Leases on machines and idempotency keys of create requests.
 
-use rusqlite::{params, OptionalExtension};
+use crate::sql::args;
 
 use crate::{Db, Result};
 
@@ -25,13 +25,13 @@ pub struct IdempotentResponse {
 impl Db<'_> {
     /// The lease on a machine if one is held and not expired at `now` (Unix seconds).
     pub fn active_lease(&mut self, machine_id: &str, now: i64) -> Result<Option<LeaseRecord>> {
-        Ok(self
-            .conn
-            .prepare_cached(
+        self.conn
+            .query_opt(
                 "SELECT machine_id, nonce, owner, description, expires_at FROM leases
                  WHERE machine_id = ?1 AND expires_at > ?2",
+                args![machine_id, now],
             )?
-            .query_row(params![machine_id, now], |r| {
+            .map(|r| {
                 Ok(LeaseRecord {
                     machine_id: r.get(0)?,
                     nonce: r.get(1)?,
@@ -40,7 +40,7 @@ impl Db<'_> {
                     expires_at: r.get(4)?,
                 })
             })
-            .optional()?)
+            .transpose()
     }
 
     pub fn put_lease(&mut self, lease: &LeaseRecord) -> Result<()> {
@@ -49,11 +49,11 @@ impl Db<'_> {
              VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (machine_id) DO UPDATE SET nonce = excluded.nonce, owner = excluded.owner,
                  description = excluded.description, expires_at = excluded.expires_at",
-            params![
-                lease.machine_id,
-                lease.nonce,
-                lease.owner,
-                lease.description,
+            args![
+                &lease.machine_id,
+                &lease.nonce,
+                &lease.owner,
+                &lease.description,
                 lease.expires_at
             ],
         )?;
@@ -61,10 +61,10 @@ impl Db<'_> {
     }
 
     pub fn delete_lease(&mut self, machine_id: &str) -> Result<bool> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM leases WHERE machine_id = ?1", [machine_id])?
-            == 1)
+        Ok(self.conn.execute(
+            "DELETE FROM leases WHERE machine_id = ?1",
+            args![machine_id],
+        )? == 1)
     }
 
     /// The response kept for `key` in `scope`, if it is younger than `min_created_at`.
@@ -74,20 +74,20 @@ impl Db<'_> {
         key: &str,
         min_created_at: i64,
     ) -> Result<Option<IdempotentResponse>> {
-        Ok(self
-            .conn
-            .prepare_cached(
+        self.conn
+            .query_opt(
                 "SELECT request_sha256, status, body FROM idempotency_keys
                  WHERE scope = ?1 AND key = ?2 AND created_at >= ?3",
+                args![scope, key, min_created_at],
             )?
-            .query_row(params![scope, key, min_created_at], |r| {
+            .map(|r| {
                 Ok(IdempotentResponse {
                     request_sha256: r.get(0)?,
                     status: r.get(1)?,
                     body: r.get(2)?,
                 })
             })
-            .optional()?)
+            .transpose()
     }
 
     /// Keeps a response for `key`, replacing an expired one, and drops keys older than
@@ -100,15 +100,24 @@ impl Db<'_> {
         created_at: i64,
         min_created_at: i64,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let mut tx = self.conn.begin()?;
         tx.execute(
             "DELETE FROM idempotency_keys WHERE created_at < ?1",
-            [min_created_at],
+            args![min_created_at],
         )?;
         tx.execute(
-            "INSERT OR REPLACE INTO idempotency_keys (scope, key, request_sha256, status, body, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![scope, key, response.request_sha256, response.status, response.body, created_at],
+            "INSERT INTO idempotency_keys (scope, key, request_sha256, status, body, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (scope, key) DO UPDATE SET request_sha256 = excluded.request_sha256,
+                 status = excluded.status, body = excluded.body, created_at = excluded.created_at",
+            args![
+                scope,
+                key,
+                &response.request_sha256,
+                response.status,
+                &response.body,
+                created_at
+            ],
         )?;
         tx.commit()?;
         Ok(())

@@ -1,63 +1,100 @@
 //! Durable state of the platform: orgs, tokens, apps, machines with their versions and
 //! events, leases and idempotency keys, app addresses and certificates, sealed secrets
-//! and releases, metered usage, in SQLite (WAL mode) with versioned migrations.
+//! and releases, metered usage, in SQLite (WAL mode, the embedded default) or
+//! PostgreSQL (state shared by many hosts), with the same versioned migrations.
 //!
 //! The store knows rows, not rules: it does not decide which transitions are legal or
 //! what an API answers; the server's services and the machine supervisor do. Every call
 //! runs on tokio's blocking pool through [`Store::call`], so async code never blocks on
-//! the database.
+//! the database; [`sql`] hides which engine answers.
 
 mod apps;
+mod database;
 mod edge;
 mod error;
 mod keys;
 mod machines;
 mod migrations;
+mod postgres;
 mod releases;
 mod secrets;
+mod sql;
 mod usage;
+
+#[cfg(test)]
+mod engines_test;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::Connection;
-
 pub use apps::{AppRecord, OrgRecord, TokenRecord};
+pub use database::Database;
 pub use edge::{CertRecord, IpRecord};
 pub use error::StoreError;
 pub use keys::{IdempotentResponse, LeaseRecord};
 pub use machines::{
     EventRecord, MachineFilter, MachineListing, MachineRecord, KEPT_EVENTS, RECENT_EVENTS,
 };
+pub use postgres::{Lead, Leadership};
 pub use releases::ReleaseRecord;
 pub use secrets::{SecretChange, SecretRecord};
+pub use sql::Dialect;
 pub use usage::{OpenUsage, UsageKey, UsageRecord, UsageWrite};
+
+use sql::Conn;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A handle to the database, cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<Conn>>,
+    dialect: Dialect,
+    /// Held while the store is open: one server per SQLite file.
+    _lock: Option<Arc<std::fs::File>>,
 }
 
 /// The database as seen inside one [`Store::call`]: the domain queries live on it.
 pub struct Db<'a> {
-    conn: &'a mut Connection,
+    conn: &'a mut Conn,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database file and brings its schema up to date.
+    /// Opens (creating if needed) a SQLite database file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
-        let mut conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Store::connect(&Database::Sqlite(path.to_path_buf()))
+    }
+
+    /// Opens the database and brings its schema up to date. A SQLite file is held for
+    /// this store alone; a newer schema than this build knows is refused before anything
+    /// is written.
+    pub fn connect(database: &Database) -> Result<Store> {
+        let (mut conn, lock) = match database {
+            Database::Sqlite(path) => {
+                let lock = database::lock_sqlite(path)?;
+                let conn = rusqlite::Connection::open(path)?;
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+                conn.pragma_update(None, "foreign_keys", "ON")?;
+                conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                (Conn::Sqlite(conn), Some(Arc::new(lock)))
+            }
+            Database::Postgres(url) => (
+                Conn::Postgres(Box::new(postgres::PgConn::connect(url)?)),
+                None,
+            ),
+        };
         migrations::apply(&mut conn)?;
         Ok(Store {
+            dialect: conn.dialect(),
             conn: Arc::new(Mutex::new(conn)),
+            _lock: lock,
         })
+    }
+
+    /// Which engine this store runs on.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     /// Runs `f` against the database on the blocking pool.
@@ -82,4 +119,29 @@ impl Store {
         let mut db = Db { conn: &mut guard };
         f(&mut db)
     }
+}
+
+impl Db<'_> {
+    /// Which engine answers, for the few expressions the engines spell differently.
+    fn dialect(&self) -> Dialect {
+        self.conn.dialect()
+    }
+}
+
+/// Stores to run a test on: SQLite in a temp dir, and a fresh database on a real
+/// PostgreSQL (CI always has one; elsewhere the test says why it runs on SQLite alone).
+#[cfg(test)]
+pub(crate) fn test_stores() -> Vec<(Option<tempfile::TempDir>, Store)> {
+    #![allow(clippy::unwrap_used)]
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::open(&dir.path().join("db")).unwrap();
+    let mut out = vec![(Some(dir), sqlite)];
+    match hangar_testkit::TestPostgres::shared() {
+        Ok(pg) => {
+            let url = pg.fresh_database();
+            out.push((None, Store::connect(&Database::Postgres(url)).unwrap()));
+        }
+        Err(why) => eprintln!("store test on SQLite only: no PostgreSQL ({why})"),
+    }
+    out
 }

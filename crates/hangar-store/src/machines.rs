@@ -3,8 +3,8 @@
 //! A state change and the event that records it are written in one transaction
 //! ([`Db::record_transition`]), so the log and the state never disagree.
 
+use crate::sql::{args, Conn, Row, Value};
 use hangar_types::{MachineConfig, MachineEvent, MachineState};
-use rusqlite::{params, OptionalExtension, Row};
 
 use crate::{Db, Result};
 
@@ -70,7 +70,7 @@ pub struct MachineFilter {
 const MACHINE_COLUMNS: &str = "id, app_name, name, region, state, instance_id, private_ip, \
     config, cordoned, created_at, updated_at, runtime";
 
-fn machine_from_row(r: &Row<'_>) -> rusqlite::Result<MachineRecord> {
+fn machine_from_row(r: &Row) -> Result<MachineRecord> {
     let state: String = r.get(4)?;
     let config: String = r.get(7)?;
     Ok(MachineRecord {
@@ -81,9 +81,7 @@ fn machine_from_row(r: &Row<'_>) -> rusqlite::Result<MachineRecord> {
         state: state.parse().unwrap_or(MachineState::Failed),
         instance_id: r.get(5)?,
         private_ip: r.get(6)?,
-        config: serde_json::from_str(&config).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, Box::new(e))
-        })?,
+        config: serde_json::from_str(&config)?,
         cordoned: r.get(8)?,
         created_at: r.get(9)?,
         updated_at: r.get(10)?,
@@ -91,7 +89,7 @@ fn machine_from_row(r: &Row<'_>) -> rusqlite::Result<MachineRecord> {
     })
 }
 
-fn event_from_row(r: &Row<'_>) -> rusqlite::Result<EventRecord> {
+fn event_from_row(r: &Row) -> Result<EventRecord> {
     let request: Option<String> = r.get(6)?;
     Ok(EventRecord {
         machine_id: r.get(0)?,
@@ -110,41 +108,41 @@ impl Db<'_> {
     /// Inserts a new machine with its first version and its `launch` event.
     pub fn insert_machine(&mut self, m: &MachineRecord, launch: &MachineEvent) -> Result<()> {
         let config = serde_json::to_string(&m.config)?;
-        let tx = self.conn.transaction()?;
+        let mut tx = self.conn.begin()?;
         tx.execute(
             &format!("INSERT INTO machines ({MACHINE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
-            params![
-                m.id, m.app_name, m.name, m.region, m.state.as_str(), m.instance_id,
-                m.private_ip, config, m.cordoned, m.created_at, m.updated_at, m.runtime
+            args![
+                &m.id, &m.app_name, &m.name, &m.region, m.state.as_str(), &m.instance_id,
+                &m.private_ip, &config, m.cordoned, &m.created_at, &m.updated_at, &m.runtime
             ],
         )?;
         tx.execute(
             "INSERT INTO machine_versions (machine_id, version, config, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![m.id, m.instance_id, config, m.created_at],
+            args![&m.id, &m.instance_id, &config, &m.created_at],
         )?;
-        insert_event(&tx, &m.id, launch)?;
+        insert_event(&mut tx, &m.id, launch)?;
         tx.commit()?;
         Ok(())
     }
 
     pub fn machine(&mut self, app_name: &str, id: &str) -> Result<Option<MachineRecord>> {
-        Ok(self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {MACHINE_COLUMNS} FROM machines WHERE app_name = ?1 AND id = ?2"
-            ))?
-            .query_row([app_name, id], machine_from_row)
-            .optional()?)
+        self.conn
+            .query_opt(
+                &format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE app_name = ?1 AND id = ?2"),
+                args![app_name, id],
+            )?
+            .map(|r| machine_from_row(&r))
+            .transpose()
     }
 
     pub fn machine_by_id(&mut self, id: &str) -> Result<Option<MachineRecord>> {
-        Ok(self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {MACHINE_COLUMNS} FROM machines WHERE id = ?1"
-            ))?
-            .query_row([id], machine_from_row)
-            .optional()?)
+        self.conn
+            .query_opt(
+                &format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE id = ?1"),
+                args![id],
+            )?
+            .map(|r| machine_from_row(&r))
+            .transpose()
     }
 
     /// An app's machines for a listing, filtered in SQL.
@@ -153,67 +151,83 @@ impl Db<'_> {
         app_name: &str,
         filter: &MachineFilter,
     ) -> Result<Vec<MachineListing>> {
-        let mut sql = String::from(
-            "SELECT id, name, state, region, instance_id, private_ip, COALESCE(json_extract(config, '$.image'), ''),
+        let dialect = self.dialect();
+        let mut sql = format!(
+            "SELECT id, name, state, region, instance_id, private_ip, COALESCE({}, ''),
                     cordoned, created_at, updated_at, config, recent_events
              FROM machines WHERE app_name = ?",
+            dialect.json_text("config", "image")
         );
-        let mut args: Vec<String> = vec![app_name.to_string()];
+        let mut args: Vec<Value> = vec![app_name.into()];
         if !filter.include_deleted {
             sql.push_str(" AND state <> 'destroyed'");
         }
         if let Some(region) = &filter.region {
             sql.push_str(" AND region = ?");
-            args.push(region.clone());
+            args.push(region.into());
         }
         if !filter.states.is_empty() {
             let marks = vec!["?"; filter.states.len()].join(", ");
             sql.push_str(&format!(" AND state IN ({marks})"));
-            args.extend(filter.states.iter().map(|s| s.as_str().to_string()));
+            args.extend(filter.states.iter().map(|s| s.as_str().into()));
         }
         for (k, v) in &filter.metadata {
-            sql.push_str(" AND json_extract(config, '$.metadata.' || json_quote(?)) = ?");
-            args.push(k.clone());
-            args.push(v.clone());
+            sql.push_str(&format!(
+                " AND {} = ?",
+                dialect.json_text_at_param("config", "metadata")
+            ));
+            args.push(k.into());
+            args.push(v.into());
         }
         sql.push_str(" ORDER BY created_at, id");
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
-            let state: String = r.get(2)?;
-            Ok(MachineListing {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                state: state.parse().unwrap_or(MachineState::Failed),
-                region: r.get(3)?,
-                instance_id: r.get(4)?,
-                private_ip: r.get(5)?,
-                image: r.get(6)?,
-                cordoned: r.get(7)?,
-                created_at: r.get(8)?,
-                updated_at: r.get(9)?,
-                config_json: r.get(10)?,
-                events_json: r.get(11)?,
+        let rows = self.conn.query(&sql, &args)?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.get(2)?;
+                Ok(MachineListing {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    state: state.parse().unwrap_or(MachineState::Failed),
+                    region: r.get(3)?,
+                    instance_id: r.get(4)?,
+                    private_ip: r.get(5)?,
+                    image: r.get(6)?,
+                    cordoned: r.get(7)?,
+                    created_at: r.get(8)?,
+                    updated_at: r.get(9)?,
+                    config_json: r.get(10)?,
+                    events_json: r.get(11)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            .collect()
     }
 
     /// Every machine that is not destroyed, for the supervisor to take charge of at boot.
     pub fn live_machines(&mut self) -> Result<Vec<MachineRecord>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {MACHINE_COLUMNS} FROM machines WHERE state <> 'destroyed' ORDER BY created_at, id"
-        ))?;
-        let rows = stmt.query_map([], machine_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn
+            .query(
+                &format!(
+                    "SELECT {MACHINE_COLUMNS} FROM machines WHERE state <> 'destroyed' ORDER BY created_at, id"
+                ),
+                &[],
+            )?
+            .iter()
+            .map(machine_from_row)
+            .collect()
     }
 
     /// One app's machines that are not destroyed, oldest first.
     pub fn live_machines_of_app(&mut self, app: &str) -> Result<Vec<MachineRecord>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {MACHINE_COLUMNS} FROM machines WHERE app_name = ?1 AND state <> 'destroyed' ORDER BY id"
-        ))?;
-        let rows = stmt.query_map([app], machine_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn
+            .query(
+                &format!(
+                    "SELECT {MACHINE_COLUMNS} FROM machines WHERE app_name = ?1 AND state <> 'destroyed' ORDER BY id"
+                ),
+                args![app],
+            )?
+            .iter()
+            .map(machine_from_row)
+            .collect()
     }
 
     /// Sets the machine's state, and its runtime handle when `runtime` is `Some`, and
@@ -226,18 +240,18 @@ impl Db<'_> {
         event: &MachineEvent,
         updated_at: &str,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let mut tx = self.conn.begin()?;
         match runtime {
             Some(rt) => tx.execute(
                 "UPDATE machines SET state = ?2, runtime = ?3, updated_at = ?4 WHERE id = ?1",
-                params![id, state.as_str(), rt, updated_at],
+                args![id, state.as_str(), rt, updated_at],
             )?,
             None => tx.execute(
                 "UPDATE machines SET state = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, state.as_str(), updated_at],
+                args![id, state.as_str(), updated_at],
             )?,
         };
-        insert_event(&tx, id, event)?;
+        insert_event(&mut tx, id, event)?;
         tx.commit()?;
         Ok(())
     }
@@ -253,16 +267,16 @@ impl Db<'_> {
         updated_at: &str,
     ) -> Result<()> {
         let config = serde_json::to_string(config)?;
-        let tx = self.conn.transaction()?;
+        let mut tx = self.conn.begin()?;
         tx.execute(
             "UPDATE machines SET instance_id = ?2, config = ?3, state = ?4, updated_at = ?5 WHERE id = ?1",
-            params![id, version, config, state.as_str(), updated_at],
+            args![id, version, &config, state.as_str(), updated_at],
         )?;
         tx.execute(
             "INSERT INTO machine_versions (machine_id, version, config, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![id, version, config, updated_at],
+            args![id, version, &config, updated_at],
         )?;
-        insert_event(&tx, id, event)?;
+        insert_event(&mut tx, id, event)?;
         tx.commit()?;
         Ok(())
     }
@@ -275,15 +289,15 @@ impl Db<'_> {
         updated_at: &str,
     ) -> Result<()> {
         let config = serde_json::to_string(config)?;
-        let tx = self.conn.transaction()?;
+        let mut tx = self.conn.begin()?;
         tx.execute(
             "UPDATE machines SET config = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, config, updated_at],
+            args![id, &config, updated_at],
         )?;
         tx.execute(
             "UPDATE machine_versions SET config = ?2
              WHERE machine_id = ?1 AND version = (SELECT instance_id FROM machines WHERE id = ?1)",
-            params![id, config],
+            args![id, &config],
         )?;
         tx.commit()?;
         Ok(())
@@ -292,68 +306,75 @@ impl Db<'_> {
     pub fn set_cordoned(&mut self, id: &str, cordoned: bool, updated_at: &str) -> Result<()> {
         self.conn.execute(
             "UPDATE machines SET cordoned = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, cordoned, updated_at],
+            args![id, cordoned, updated_at],
         )?;
         Ok(())
     }
 
     /// The machine's events, newest first.
     pub fn events(&mut self, machine_id: &str, limit: usize) -> Result<Vec<MachineEvent>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT machine_id, id, type, status, source, timestamp, request FROM machine_events
-             WHERE machine_id = ?1 ORDER BY id DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![machine_id, limit as i64], event_from_row)?;
-        rows.map(|r| Ok(r?.event)).collect()
+        self.conn
+            .query(
+                "SELECT machine_id, id, type, status, source, timestamp, request FROM machine_events
+                 WHERE machine_id = ?1 ORDER BY id DESC LIMIT ?2",
+                args![machine_id, limit as i64],
+            )?
+            .iter()
+            .map(|r| Ok(event_from_row(r)?.event))
+            .collect()
     }
 
     /// Every config version of a machine, newest first.
     pub fn versions(&mut self, machine_id: &str) -> Result<Vec<(String, MachineConfig)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT version, config FROM machine_versions WHERE machine_id = ?1 ORDER BY version DESC",
-        )?;
-        let rows = stmt.query_map([machine_id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (v, c) = row?;
-            out.push((v, serde_json::from_str(&c)?));
-        }
-        Ok(out)
+        self.conn
+            .query(
+                "SELECT version, config FROM machine_versions WHERE machine_id = ?1 ORDER BY version DESC",
+                args![machine_id],
+            )?
+            .iter()
+            .map(|r| {
+                let config: String = r.get(1)?;
+                Ok((r.get(0)?, serde_json::from_str(&config)?))
+            })
+            .collect()
     }
 }
 
 /// Appends an event to the log, keeps `recent_events` current, and prunes the log to
 /// the newest [`KEPT_EVENTS`].
-fn insert_event(tx: &rusqlite::Transaction<'_>, machine_id: &str, e: &MachineEvent) -> Result<()> {
+fn insert_event(tx: &mut Conn, machine_id: &str, e: &MachineEvent) -> Result<()> {
     let request = e.request.as_ref().map(serde_json::to_string).transpose()?;
-    tx.prepare_cached(
+    tx.execute(
         "INSERT INTO machine_events (id, machine_id, type, status, source, timestamp, request)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
-        e.id,
-        machine_id,
-        e.kind,
-        e.status,
-        e.source,
-        e.timestamp,
-        request
-    ])?;
+        args![
+            &e.id,
+            machine_id,
+            &e.kind,
+            &e.status,
+            &e.source,
+            e.timestamp,
+            request
+        ],
+    )?;
     let recent: String = tx
-        .prepare_cached("SELECT recent_events FROM machines WHERE id = ?1")?
-        .query_row([machine_id], |r| r.get(0))?;
+        .query_one(
+            "SELECT recent_events FROM machines WHERE id = ?1",
+            args![machine_id],
+        )?
+        .get(0)?;
     let mut list: Vec<serde_json::Value> = serde_json::from_str(&recent).unwrap_or_default();
     list.insert(0, serde_json::to_value(e)?);
     list.truncate(RECENT_EVENTS);
-    tx.prepare_cached("UPDATE machines SET recent_events = ?2 WHERE id = ?1")?
-        .execute(params![machine_id, serde_json::to_string(&list)?])?;
-    tx.prepare_cached(
+    tx.execute(
+        "UPDATE machines SET recent_events = ?2 WHERE id = ?1",
+        args![machine_id, serde_json::to_string(&list)?],
+    )?;
+    tx.execute(
         "DELETE FROM machine_events WHERE machine_id = ?1 AND id < (
              SELECT id FROM machine_events WHERE machine_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-    )?
-    .execute(params![machine_id, KEPT_EVENTS - 1])?;
+        args![machine_id, KEPT_EVENTS - 1],
+    )?;
     Ok(())
 }
 
@@ -373,9 +394,16 @@ mod tests {
         }
     }
 
-    fn setup() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
+    /// Each test store with an org and an app in it.
+    fn setups() -> Vec<(Option<tempfile::TempDir>, Store)> {
+        let stores = crate::test_stores();
+        for (_, store) in &stores {
+            seed(store);
+        }
+        stores
+    }
+
+    fn seed(store: &Store) {
         store
             .call_blocking(|db| {
                 db.ensure_org(
@@ -396,7 +424,6 @@ mod tests {
                 })
             })
             .unwrap();
-        (dir, store)
     }
 
     fn machine(id: &str, meta: &str) -> MachineRecord {
@@ -421,7 +448,12 @@ mod tests {
 
     #[test]
     fn transitions_keep_recent_events_and_prune_the_log() {
-        let (_dir, store) = setup();
+        for (_dir, store) in setups() {
+            transitions_on(&store);
+        }
+    }
+
+    fn transitions_on(store: &Store) {
         store
             .call_blocking(|db| {
                 db.insert_machine(&machine("m1", "web"), &event("00000", "launch"))?;
@@ -460,7 +492,12 @@ mod tests {
 
     #[test]
     fn listings_filter_in_sql() {
-        let (_dir, store) = setup();
+        for (_dir, store) in setups() {
+            listings_on(&store);
+        }
+    }
+
+    fn listings_on(store: &Store) {
         store
             .call_blocking(|db| {
                 db.insert_machine(&machine("m1", "web"), &event("1", "launch"))?;
@@ -513,7 +550,9 @@ mod tests {
 
     #[test]
     fn reopening_keeps_data_and_schema() {
-        let (dir, store) = setup();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        seed(&store);
         drop(store);
         let again = Store::open(&dir.path().join("db")).unwrap();
         assert!(again.call_blocking(|db| db.app("app")).unwrap().is_some());

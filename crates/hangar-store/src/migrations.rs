@@ -1,9 +1,9 @@
-//! Versioned schema migrations. Each entry runs once, in order, inside a transaction;
-//! the applied version is kept in `schema_migrations`. Never edit a shipped migration:
-//! add a new one.
+//! Versioned schema migrations, the same for SQLite and PostgreSQL (written with
+//! SQLite's type names, which [`Dialect::schema`] maps). The pending ones run once, in
+//! order, in one transaction; the applied version is kept in `schema_migrations`. Never
+//! change what a shipped migration means: add a new one.
 
-use rusqlite::Connection;
-
+use crate::sql::{args, Conn, Dialect};
 use crate::{Result, StoreError};
 
 const MIGRATIONS: &[&str] = &[
@@ -137,7 +137,7 @@ const MIGRATIONS: &[&str] = &[
         strategy TEXT NOT NULL,
         status TEXT NOT NULL,
         description TEXT NOT NULL,
-        user TEXT NOT NULL,
+        "user" TEXT NOT NULL,
         error TEXT,
         created_at TEXT NOT NULL,
         updated_at TEXT NOT NULL,
@@ -170,15 +170,26 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-pub(crate) fn apply(conn: &mut Connection) -> Result<()> {
-    conn.execute_batch(
+/// Any number, the same in every process: the key of the lock two servers starting on
+/// one PostgreSQL database take so that one migrates while the other waits.
+const MIGRATION_LOCK: i64 = 0x6861_6e67_6172;
+
+pub(crate) fn apply(conn: &mut Conn) -> Result<()> {
+    let dialect = conn.dialect();
+    let mut tx = conn.begin()?;
+    if dialect == Dialect::Postgres {
+        tx.execute("SELECT pg_advisory_xact_lock(?1)", args![MIGRATION_LOCK])?;
+    }
+    // Changes nothing where the table exists, as in a database of a newer schema.
+    tx.batch(&dialect.schema(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
-    )?;
-    let current: i64 = conn.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-        [],
-        |r| r.get(0),
-    )?;
+    ))?;
+    let current: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )?
+        .get(0)?;
     let known = MIGRATIONS.len() as i64;
     if current > known {
         return Err(StoreError::SchemaTooNew {
@@ -187,13 +198,11 @@ pub(crate) fn apply(conn: &mut Connection) -> Result<()> {
         });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
+        tx.batch(&dialect.schema(sql))?;
         tx.execute(
             "INSERT INTO schema_migrations (version) VALUES (?1)",
-            [i as i64 + 1],
+            args![i as i64 + 1],
         )?;
-        tx.commit()?;
     }
-    Ok(())
+    tx.commit()
 }

@@ -2,7 +2,7 @@
 //! snapshot, strategy and outcome. Versions count up per app from 1, chosen inside the
 //! insert's transaction. Running deploys is the server's job.
 
-use rusqlite::{params, OptionalExtension, Row};
+use crate::sql::{args, Row};
 
 use crate::{Db, Result};
 
@@ -41,9 +41,9 @@ impl std::fmt::Debug for ReleaseRecord {
 }
 
 const COLUMNS: &str = "id, app_name, version, image, definition, secrets_version, secrets, \
-    strategy, status, description, user, error, created_at, updated_at";
+    strategy, status, description, \"user\", error, created_at, updated_at";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<ReleaseRecord> {
+fn from_row(r: &Row) -> Result<ReleaseRecord> {
     Ok(ReleaseRecord {
         id: r.get(0)?,
         app_name: r.get(1)?,
@@ -66,17 +66,19 @@ impl Db<'_> {
     /// Inserts a release with the next version of its app (its `version` is ignored)
     /// and returns it as stored.
     pub fn create_release(&mut self, mut r: ReleaseRecord) -> Result<ReleaseRecord> {
-        let tx = self.conn.transaction()?;
-        r.version = tx.query_row(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app_name = ?1",
-            [&r.app_name],
-            |row| row.get(0),
-        )?;
+        let mut tx = self.conn.begin()?;
+        r.version = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app_name = ?1",
+                args![&r.app_name],
+            )?
+            .get(0)?;
         tx.execute(
             &format!("INSERT INTO releases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
-            params![
-                r.id, r.app_name, r.version, r.image, r.definition, r.secrets_version, r.secrets,
-                r.strategy, r.status, r.description, r.user, r.error, r.created_at, r.updated_at
+            args![
+                &r.id, &r.app_name, r.version, &r.image, &r.definition, r.secrets_version,
+                &r.secrets, &r.strategy, &r.status, &r.description, &r.user, &r.error,
+                &r.created_at, &r.updated_at
             ],
         )?;
         tx.commit()?;
@@ -92,63 +94,70 @@ impl Db<'_> {
     ) -> Result<()> {
         self.conn.execute(
             "UPDATE releases SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
-            params![id, status, error, now],
+            args![id, status, error, now],
         )?;
         Ok(())
     }
 
     /// The app's releases, newest first.
     pub fn releases(&mut self, app: &str, limit: i64) -> Result<Vec<ReleaseRecord>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM releases WHERE app_name = ?1 ORDER BY version DESC LIMIT ?2"
-        ))?;
-        let rows = stmt.query_map(params![app, limit], from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM releases WHERE app_name = ?1 ORDER BY version DESC LIMIT ?2"
+                ),
+                args![app, limit],
+            )?
+            .iter()
+            .map(from_row)
+            .collect()
     }
 
     pub fn release(&mut self, id: &str) -> Result<Option<ReleaseRecord>> {
-        Ok(self
-            .conn
-            .query_row(
+        self.conn
+            .query_opt(
                 &format!("SELECT {COLUMNS} FROM releases WHERE id = ?1"),
-                [id],
-                from_row,
-            )
-            .optional()?)
+                args![id],
+            )?
+            .map(|r| from_row(&r))
+            .transpose()
     }
 
     pub fn release_by_version(&mut self, app: &str, version: i64) -> Result<Option<ReleaseRecord>> {
-        Ok(self
-            .conn
-            .query_row(
+        self.conn
+            .query_opt(
                 &format!("SELECT {COLUMNS} FROM releases WHERE app_name = ?1 AND version = ?2"),
-                params![app, version],
-                from_row,
-            )
-            .optional()?)
+                args![app, version],
+            )?
+            .map(|r| from_row(&r))
+            .transpose()
     }
 
     /// The newest release that completed: what the app runs.
     pub fn current_release(&mut self, app: &str) -> Result<Option<ReleaseRecord>> {
-        Ok(self
-            .conn
-            .query_row(
+        self.conn
+            .query_opt(
                 &format!(
                     "SELECT {COLUMNS} FROM releases WHERE app_name = ?1 AND status = 'complete' \
                      ORDER BY version DESC LIMIT 1"
                 ),
-                [app],
-                from_row,
-            )
-            .optional()?)
+                args![app],
+            )?
+            .map(|r| from_row(&r))
+            .transpose()
     }
 
     /// Releases left `running` or `pending` by a server that stopped mid-deploy.
     pub fn unfinished_releases(&mut self) -> Result<Vec<ReleaseRecord>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM releases WHERE status IN ('pending', 'running') ORDER BY created_at"
-        ))?;
-        let rows = stmt.query_map([], from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM releases WHERE status IN ('pending', 'running') ORDER BY created_at"
+                ),
+                &[],
+            )?
+            .iter()
+            .map(from_row)
+            .collect()
     }
 }

@@ -2,7 +2,7 @@
 //! plaintext), its digest, and the app's secrets version, which every change bumps.
 //! Sealing, opening and digests are the server's job.
 
-use rusqlite::{params, OptionalExtension, Row};
+use crate::sql::{args, Row};
 
 use crate::{Db, Result};
 
@@ -27,7 +27,7 @@ impl std::fmt::Debug for SecretRecord {
     }
 }
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<SecretRecord> {
+fn from_row(r: &Row) -> Result<SecretRecord> {
     Ok(SecretRecord {
         app_name: r.get(0)?,
         name: r.get(1)?,
@@ -44,24 +44,27 @@ pub type SecretChange = (String, Option<(Vec<u8>, String)>);
 impl Db<'_> {
     /// The app's secrets, by name.
     pub fn secrets(&mut self, app: &str) -> Result<Vec<SecretRecord>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT app_name, name, sealed, digest, created_at, updated_at FROM secrets \
-             WHERE app_name = ?1 ORDER BY name",
-        )?;
-        let rows = stmt.query_map([app], from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn
+            .query(
+                "SELECT app_name, name, sealed, digest, created_at, updated_at FROM secrets \
+                 WHERE app_name = ?1 ORDER BY name",
+                args![app],
+            )?
+            .iter()
+            .map(from_row)
+            .collect()
     }
 
     /// The app's secrets version; 0 before the first change.
     pub fn secrets_version(&mut self, app: &str) -> Result<i64> {
         Ok(self
             .conn
-            .query_row(
+            .query_opt(
                 "SELECT version FROM secrets_versions WHERE app_name = ?1",
-                [app],
-                |r| r.get(0),
-            )
-            .optional()?
+                args![app],
+            )?
+            .map(|r| r.get(0))
+            .transpose()?
             .unwrap_or(0))
     }
 
@@ -75,9 +78,9 @@ impl Db<'_> {
         replace_all: bool,
         now: &str,
     ) -> Result<i64> {
-        let tx = self.conn.transaction()?;
+        let mut tx = self.conn.begin()?;
         if replace_all {
-            tx.execute("DELETE FROM secrets WHERE app_name = ?1", [app])?;
+            tx.execute("DELETE FROM secrets WHERE app_name = ?1", args![app])?;
         }
         for (name, change) in changes {
             match change {
@@ -87,27 +90,28 @@ impl Db<'_> {
                          VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
                          ON CONFLICT (app_name, name) DO UPDATE SET sealed = excluded.sealed, \
                          digest = excluded.digest, updated_at = excluded.updated_at",
-                        params![app, name, sealed, digest, now],
+                        args![app, name, sealed, digest, now],
                     )?;
                 }
                 None => {
                     tx.execute(
                         "DELETE FROM secrets WHERE app_name = ?1 AND name = ?2",
-                        params![app, name],
+                        args![app, name],
                     )?;
                 }
             }
         }
         tx.execute(
             "INSERT INTO secrets_versions (app_name, version) VALUES (?1, 1) \
-             ON CONFLICT (app_name) DO UPDATE SET version = version + 1",
-            [app],
+             ON CONFLICT (app_name) DO UPDATE SET version = secrets_versions.version + 1",
+            args![app],
         )?;
-        let version = tx.query_row(
-            "SELECT version FROM secrets_versions WHERE app_name = ?1",
-            [app],
-            |r| r.get(0),
-        )?;
+        let version = tx
+            .query_one(
+                "SELECT version FROM secrets_versions WHERE app_name = ?1",
+                args![app],
+            )?
+            .get(0)?;
         tx.commit()?;
         Ok(version)
     }

@@ -4,7 +4,7 @@
 //! quantity is already counted, so a restart resumes them. What to meter, and what it
 //! costs, is the server's business.
 
-use rusqlite::{params, Row};
+use crate::sql::{args, Row};
 
 use crate::{Db, Result};
 
@@ -38,7 +38,7 @@ pub struct UsageRecord {
     pub quantity: f64,
 }
 
-fn key_of(r: &Row<'_>, at: usize) -> rusqlite::Result<UsageKey> {
+fn key_of(r: &Row, at: usize) -> Result<UsageKey> {
     Ok(UsageKey {
         org_slug: r.get(at)?,
         app_name: r.get(at + 1)?,
@@ -63,15 +63,15 @@ pub struct UsageWrite {
 impl Db<'_> {
     /// Adds quantities and starts, moves or ends meters, together.
     pub fn write_usage(&mut self, w: &UsageWrite) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let mut tx = self.conn.begin()?;
         for a in &w.add {
             let k = &a.key;
             tx.execute(
                 "INSERT INTO usage (month, org_slug, app_name, item, size, memory_mb, state, quantity) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
                  ON CONFLICT (month, org_slug, app_name, item, size, memory_mb, state) \
-                 DO UPDATE SET quantity = quantity + excluded.quantity",
-                params![a.month, k.org_slug, k.app_name, k.item, k.size, k.memory_mb, k.state, a.quantity],
+                 DO UPDATE SET quantity = usage.quantity + excluded.quantity",
+                args![&a.month, &k.org_slug, &k.app_name, &k.item, &k.size, k.memory_mb, &k.state, a.quantity],
             )?;
         }
         for o in &w.open {
@@ -82,11 +82,11 @@ impl Db<'_> {
                  ON CONFLICT (subject) DO UPDATE SET org_slug = excluded.org_slug, \
                  app_name = excluded.app_name, item = excluded.item, size = excluded.size, \
                  memory_mb = excluded.memory_mb, state = excluded.state, since_ms = excluded.since_ms",
-                params![o.subject, k.org_slug, k.app_name, k.item, k.size, k.memory_mb, k.state, o.since_ms],
+                args![&o.subject, &k.org_slug, &k.app_name, &k.item, &k.size, k.memory_mb, &k.state, o.since_ms],
             )?;
         }
         for s in &w.close {
-            tx.execute("DELETE FROM usage_open WHERE subject = ?1", [s])?;
+            tx.execute("DELETE FROM usage_open WHERE subject = ?1", args![s])?;
         }
         tx.commit()?;
         Ok(())
@@ -94,33 +94,39 @@ impl Db<'_> {
 
     /// Every meter running when the store was last written.
     pub fn open_usage(&mut self) -> Result<Vec<OpenUsage>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT subject, org_slug, app_name, item, size, memory_mb, state, since_ms FROM usage_open",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(OpenUsage {
-                subject: r.get(0)?,
-                key: key_of(r, 1)?,
-                since_ms: r.get(7)?,
+        self.conn
+            .query(
+                "SELECT subject, org_slug, app_name, item, size, memory_mb, state, since_ms FROM usage_open",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(OpenUsage {
+                    subject: r.get(0)?,
+                    key: key_of(r, 1)?,
+                    since_ms: r.get(7)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            .collect()
     }
 
     /// The org's totals for `month` (`YYYY-MM`).
     pub fn usage(&mut self, org: &str, month: &str) -> Result<Vec<UsageRecord>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT month, org_slug, app_name, item, size, memory_mb, state, quantity FROM usage \
-             WHERE org_slug = ?1 AND month = ?2 ORDER BY app_name, item, size, memory_mb, state",
-        )?;
-        let rows = stmt.query_map([org, month], |r| {
-            Ok(UsageRecord {
-                month: r.get(0)?,
-                key: key_of(r, 1)?,
-                quantity: r.get(7)?,
+        self.conn
+            .query(
+                "SELECT month, org_slug, app_name, item, size, memory_mb, state, quantity FROM usage \
+                 WHERE org_slug = ?1 AND month = ?2 ORDER BY app_name, item, size, memory_mb, state",
+                args![org, month],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(UsageRecord {
+                    month: r.get(0)?,
+                    key: key_of(r, 1)?,
+                    quantity: r.get(7)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            .collect()
     }
 }
 
@@ -143,8 +149,12 @@ mod tests {
 
     #[test]
     fn totals_add_up_and_meters_move_on() {
-        let dir = tempfile::tempdir().expect("dir");
-        let store = Store::open(&dir.path().join("db")).expect("open");
+        for (_dir, store) in crate::test_stores() {
+            totals_on(&store);
+        }
+    }
+
+    fn totals_on(store: &Store) {
         store
             .call_blocking(|db| {
                 for q in [1.5, 2.5] {

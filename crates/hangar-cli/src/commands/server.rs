@@ -31,6 +31,10 @@ pub struct ServerArgs {
     /// Where state, logs and machine files live [default: $XDG_DATA_HOME/hangar]
     #[arg(long, env = "HANGAR_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The control plane's database: sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DB
+    /// [default: sqlite:<data-dir>/hangar.db]
+    #[arg(long, env = "HANGAR_DATABASE")]
+    pub database: Option<String>,
     /// Address of the Machines API
     #[arg(long, env = "HANGAR_API_LISTEN", default_value = "127.0.0.1:4280")]
     pub api_listen: SocketAddr,
@@ -213,9 +217,25 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(config::default_data_dir);
+    let database: hangar_server::Database = match &args.database {
+        Some(url) => url.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => hangar_server::Database::Sqlite(data_dir.join("hangar.db")),
+    };
+    let master_key = std::env::var("HANGAR_MASTER_KEY").ok();
+    if matches!(database, hangar_server::Database::Postgres(_)) && master_key.is_none() {
+        bail!("{}", hangar_server::ServerError::SharedKeyNeeded);
+    }
+    let leadership = match &database {
+        hangar_server::Database::Postgres(url) => Some(lead(url.clone()).await?),
+        hangar_server::Database::Sqlite(_) => None,
+    };
+    let store = hangar_server::open_store(database.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let driver = choose_driver(&args, &data_dir).await?;
     let cfg = ServerConfig {
         data_dir: data_dir.clone(),
+        database: database.clone(),
         api_listen: args.api_listen,
         region: region.clone(),
         admin_token: std::env::var("HANGAR_ADMIN_TOKEN").ok(),
@@ -247,15 +267,15 @@ pub async fn run(args: ServerArgs) -> Result<()> {
                 AcmeChallenge::Http01 => edge::AcmeMethod::Http01,
             },
         },
-        master_key: std::env::var("HANGAR_MASTER_KEY").ok(),
+        master_key,
         registry_listen: args.registry_listen,
         prices: price_table(args.price_table.as_deref())?,
     };
-    let server = Server::start(cfg, driver)
+    let server = Server::start(cfg, store, driver)
         .await
         .context("start hangar server")?;
     let api_url = format!("http://{}", server.api_addr);
-    info!(api = %api_url, data_dir = %data_dir.display(), region = %region, "hangar server listening");
+    info!(api = %api_url, data_dir = %data_dir.display(), database = %database, region = %region, "hangar server listening");
     if let Some(token) = &server.bootstrap.admin_token {
         println!(
             "Admin token (shown once; also in {}):",
@@ -288,9 +308,66 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         info!("shutdown requested; finishing in-flight requests, leaving machines running");
         trigger.cancel();
     });
+    let lost = leadership.map(|l| tokio::spawn(keep_lead(l, shutdown.clone())));
     server.serve(shutdown).await?;
+    if let Some(lost) = lost {
+        if lost.await.unwrap_or(false) {
+            bail!("another control plane took over this database; this one stopped serving");
+        }
+    }
     info!("hangar server stopped");
     Ok(())
+}
+
+/// Waits until this server is the active control plane of its PostgreSQL database;
+/// while another is, this one is a hot standby and says so once.
+async fn lead(url: String) -> Result<hangar_server::Leadership> {
+    tokio::task::spawn_blocking(move || {
+        hangar_server::Leadership::acquire(&url, |why| {
+            info!("{why}");
+            println!("Standing by: {why}");
+        })
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Checks every two seconds that this server still leads; when another took over
+/// (after a loss of PostgreSQL), stops serving. Returns whether it lost.
+async fn keep_lead(mut leadership: hangar_server::Leadership, shutdown: CancellationToken) -> bool {
+    let mut unreachable = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+        }
+        let Ok((back, lead)) = tokio::task::spawn_blocking(move || {
+            let lead = leadership.check();
+            (leadership, lead)
+        })
+        .await
+        else {
+            return false;
+        };
+        leadership = back;
+        match lead {
+            hangar_server::Lead::Held => {
+                if std::mem::take(&mut unreachable) {
+                    info!("PostgreSQL is back; still the active control plane");
+                }
+            }
+            hangar_server::Lead::Unreachable(why) => {
+                if !std::mem::replace(&mut unreachable, true) {
+                    tracing::warn!(error = %why, "PostgreSQL unreachable; machines keep running, API writes fail until it returns");
+                }
+            }
+            hangar_server::Lead::Lost => {
+                tracing::error!("another control plane took over this database; stopping");
+                shutdown.cancel();
+                return true;
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {

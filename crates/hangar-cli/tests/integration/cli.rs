@@ -145,7 +145,17 @@ async fn first_start_writes_token_and_cli_config() {
     let cfg = std::fs::read_to_string(s.dir.path().join("cli.toml")).expect("CLI config written");
     assert!(cfg.contains(&s.token) && cfg.contains(&s.url()), "{cfg}");
     // The database holds a digest, never the token itself.
-    let db = std::fs::read(s.data_dir().join("hangar.db")).unwrap();
+    let db = match &s.database {
+        Some(url) => {
+            let name = url.rsplit('/').next().unwrap();
+            hangar_testkit::TestPostgres::shared()
+                .unwrap()
+                .psql(name, "SELECT id, name, sha256 FROM tokens")
+                .unwrap()
+                .into_bytes()
+        }
+        None => std::fs::read(s.data_dir().join("hangar.db")).unwrap(),
+    };
     let needle = s.token.as_bytes();
     assert!(
         !db.windows(needle.len()).any(|w| w == needle),

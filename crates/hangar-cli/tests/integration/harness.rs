@@ -23,6 +23,28 @@ pub struct TestServer {
     http: reqwest::Client,
     server_args: Vec<String>,
     server_env: Vec<(String, String)>,
+    /// A PostgreSQL database of this server's own, when the run is on PostgreSQL.
+    pub database: Option<String>,
+}
+
+/// The master key servers on PostgreSQL are given (every control plane of one database
+/// needs the same key).
+pub const TEST_MASTER_KEY: &str =
+    "6861616e6761722074657374206d6173746572206b657920666f722074657374";
+
+/// Whether this run's servers keep their state on PostgreSQL
+/// (`HANGAR_TEST_DATABASE=postgres`) rather than SQLite under the data dir.
+pub fn on_postgres() -> bool {
+    std::env::var("HANGAR_TEST_DATABASE").is_ok_and(|v| v == "postgres")
+}
+
+/// A fresh database on the test PostgreSQL, when the run is on PostgreSQL.
+fn test_database() -> Option<String> {
+    on_postgres().then(|| {
+        hangar_testkit::TestPostgres::shared()
+            .unwrap_or_else(|e| panic!("HANGAR_TEST_DATABASE=postgres, but: {e}"))
+            .fresh_database()
+    })
 }
 
 /// An HTTP answer: status and parsed JSON body (`Null` when empty or not JSON).
@@ -88,22 +110,16 @@ impl TestServer {
 
     /// A server with extra arguments and environment variables.
     pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut s = TestServer {
-            dir,
-            port: free_port(),
-            http_port: free_port(),
-            https_port: free_port(),
-            registry_port: free_port(),
-            token: String::new(),
-            child: None,
-            http: reqwest::Client::new(),
-            server_args: args.iter().map(|a| a.to_string()).collect(),
-            server_env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        };
+        Self::start_on(args, env, test_database()).await
+    }
+
+    /// A server on the given PostgreSQL database (`None`: SQLite in its data dir).
+    pub async fn start_on(
+        args: &[&str],
+        env: &[(&str, &str)],
+        database: Option<String>,
+    ) -> TestServer {
+        let mut s = TestServer::unstarted(args, env, database);
         // A port picked free may be taken by someone else before the server binds it:
         // then the server says so and exits, and it gets other ports.
         for _ in 0..5 {
@@ -126,6 +142,62 @@ impl TestServer {
         s
     }
 
+    /// A server in a temp dir of its own, not started yet.
+    pub fn unstarted(args: &[&str], env: &[(&str, &str)], database: Option<String>) -> TestServer {
+        TestServer {
+            dir: tempfile::tempdir().expect("temp dir"),
+            port: free_port(),
+            http_port: free_port(),
+            https_port: free_port(),
+            registry_port: free_port(),
+            token: String::new(),
+            child: None,
+            http: reqwest::Client::new(),
+            server_args: args.iter().map(|a| a.to_string()).collect(),
+            server_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            database,
+        }
+    }
+
+    /// A second control plane on `primary`'s PostgreSQL database, with its own data
+    /// dir and ports, started but not waited for (it stands by while `primary` leads).
+    pub fn standby_of(primary: &TestServer) -> TestServer {
+        let args: Vec<&str> = primary.server_args.iter().map(String::as_str).collect();
+        let mut s = TestServer::unstarted(&args, &[], primary.database.clone());
+        s.token = primary.token.clone();
+        s.launch();
+        s
+    }
+
+    /// Waits until the server answers `/healthz`; false after `secs` or if it exited.
+    pub async fn answers_within(&mut self, secs: u64) -> bool {
+        let until = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < until {
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/healthz", self.url()))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    return true;
+                }
+            }
+            if self
+                .child
+                .as_mut()
+                .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+            {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -144,39 +216,7 @@ impl TestServer {
     /// Starts the server process and waits until it answers; its log if it exits or
     /// does not answer within 20 s.
     async fn try_spawn(&mut self) -> Result<(), String> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("server.log"))
-            .expect("server log");
-        let child = Command::new(HANGAR)
-            .args(["server", "--data-dir"])
-            .arg(self.data_dir())
-            .args([
-                "--api-listen",
-                &format!("127.0.0.1:{}", self.port),
-                "--region",
-                "ord",
-                "--http-listen",
-                &format!("127.0.0.1:{}", self.http_port),
-                "--https-listen",
-                &format!("127.0.0.1:{}", self.https_port),
-                "--registry-listen",
-                &format!("127.0.0.1:{}", self.registry_port),
-            ])
-            .args(pools(self.http_port))
-            .args(&self.server_args)
-            .envs(self.server_env.iter().map(|(k, v)| (k, v)))
-            .env("HANGAR_CONFIG", self.dir.path().join("cli.toml"))
-            .env(
-                "HANGAR_LOG",
-                std::env::var("HANGAR_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn hangar server");
-        self.child = Some(child);
+        self.launch();
         let until = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(r) = self
@@ -199,6 +239,60 @@ impl TestServer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Starts the server process without waiting for it.
+    pub fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("server log");
+        let child = Command::new(HANGAR)
+            .args(["server", "--data-dir"])
+            .arg(self.data_dir())
+            .args([
+                "--api-listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--region",
+                "ord",
+                "--http-listen",
+                &format!("127.0.0.1:{}", self.http_port),
+                "--https-listen",
+                &format!("127.0.0.1:{}", self.https_port),
+                "--registry-listen",
+                &format!("127.0.0.1:{}", self.registry_port),
+            ])
+            .args(pools(self.http_port))
+            .args(
+                self.database
+                    .iter()
+                    .flat_map(|url| ["--database".to_string(), url.clone()]),
+            )
+            .envs(
+                self.database
+                    .iter()
+                    .map(|_| ("HANGAR_MASTER_KEY", TEST_MASTER_KEY)),
+            )
+            .args(&self.server_args)
+            .envs(self.server_env.iter().map(|(k, v)| (k, v)))
+            .env("HANGAR_CONFIG", self.dir.path().join("cli.toml"))
+            .env(
+                "HANGAR_LOG",
+                std::env::var("HANGAR_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn hangar server");
+        self.child = Some(child);
+    }
+
+    /// The server process's exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// SIGKILL, as a crash would.

@@ -12,6 +12,7 @@ mod billing;
 mod cli;
 mod containerd;
 mod containerd_net;
+mod control_plane;
 mod deploy_safety;
 mod deploys;
 mod edge_tls;

@@ -147,6 +147,14 @@ impl IntoResponse for ApiError {
 
 impl From<hangar_store::StoreError> for ApiError {
     fn from(e: hangar_store::StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "store unavailable");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the control plane's database is unavailable; machines keep running and serving, retry in a moment",
+            )
+            .with_code("unavailable");
+        }
         ApiError::internal(e)
     }
 }

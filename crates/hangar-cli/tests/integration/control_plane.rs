@@ -1,0 +1,155 @@
+//! The control plane's database: two servers on one PostgreSQL database (one active,
+//! one hot standby that takes over the same apps and machines), and `--database`
+//! values that cannot work, each refused at start with one line and nothing written.
+
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::harness::{eventually, free_port, stderr, TestServer, HANGAR, TEST_MASTER_KEY};
+
+fn postgres() -> &'static hangar_testkit::TestPostgres {
+    hangar_testkit::TestPostgres::shared()
+        .unwrap_or_else(|why| panic!("these tests need PostgreSQL (CI installs it): {why}"))
+}
+
+#[tokio::test]
+async fn a_standby_control_plane_takes_over_the_same_apps_and_machines() {
+    let db = postgres().fresh_database();
+    let mut primary = TestServer::start_on(&["--driver", "process"], &[], Some(db)).await;
+    primary.create_app("shared").await;
+    let m = primary
+        .create_machine("shared", "exec sleep 600", json!({}))
+        .await;
+    let id = m["id"].as_str().unwrap().to_string();
+    primary.wait_state("shared", &id, "started").await;
+
+    let mut standby = TestServer::standby_of(&primary);
+    assert!(
+        !standby.answers_within(3).await,
+        "a standby serves nothing while the primary leads"
+    );
+    assert!(standby.exited().is_none(), "{}", standby.log());
+    assert!(standby.log().contains("standing by"), "{}", standby.log());
+
+    primary.kill9();
+    assert!(
+        standby.answers_within(30).await,
+        "the standby takes over: {}",
+        standby.log()
+    );
+    let app = standby.call("GET", "/apps/shared", None).await;
+    assert_eq!(app.status, 200, "{app:?}");
+    let machine = eventually(20, "the standby adopts the running machine", || async {
+        let r = standby
+            .call("GET", &format!("/apps/shared/machines/{id}"), None)
+            .await;
+        (r.body["state"] == "started").then_some(r)
+    })
+    .await;
+    assert_eq!(machine.body["id"], id.as_str());
+    let r = standby
+        .call("POST", &format!("/apps/shared/machines/{id}/stop"), None)
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    standby.wait_state("shared", &id, "stopped").await;
+    let fresh = standby
+        .create_machine("shared", "exec sleep 600", json!({}))
+        .await;
+    standby
+        .wait_state("shared", fresh["id"].as_str().unwrap(), "started")
+        .await;
+}
+
+/// Runs `hangar server` with the given extra arguments and environment in a new data
+/// dir; returns its stderr and the data dir, after checking it failed.
+fn refused(args: &[&str], env: &[(&str, &str)]) -> (String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(HANGAR)
+        .args(["server", "--driver", "process", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--api-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--https-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(args)
+        .envs(env.iter().copied())
+        .env("HANGAR_CONFIG", dir.path().join("cli.toml"))
+        .env("HANGAR_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started: {}", stderr(&out));
+    let text = stderr(&out);
+    assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
+    (text, dir)
+}
+
+fn nothing_written(dir: &tempfile::TempDir) {
+    let data = dir.path().join("data");
+    let files: Vec<_> = std::fs::read_dir(&data)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(files.is_empty(), "wrote {files:?}");
+}
+
+#[tokio::test]
+async fn databases_that_cannot_work_are_refused_at_start() {
+    let (text, dir) = refused(&["--database", "mysql://root:hunter2@db/hangar"], &[]);
+    assert!(text.contains("sqlite:PATH or postgres://"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    nothing_written(&dir);
+
+    let port = free_port();
+    let url = format!("postgres://hangar:hunter2@127.0.0.1:{port}/hangar");
+    let (text, dir) = refused(
+        &["--database", &url],
+        &[("HANGAR_MASTER_KEY", TEST_MASTER_KEY)],
+    );
+    assert!(
+        text.contains(&format!(
+            "cannot reach PostgreSQL at 127.0.0.1:{port}/hangar"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    nothing_written(&dir);
+
+    let pg = postgres();
+    let (text, dir) = refused(&["--database", &pg.fresh_database()], &[]);
+    assert!(text.contains("HANGAR_MASTER_KEY"), "{text}");
+    nothing_written(&dir);
+
+    let newer = pg.fresh_database();
+    let name = newer.rsplit('/').next().unwrap();
+    pg.psql(
+        name,
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT); \
+         INSERT INTO schema_migrations VALUES (999, 'later')",
+    )
+    .unwrap();
+    let (text, dir) = refused(
+        &["--database", &newer],
+        &[("HANGAR_MASTER_KEY", TEST_MASTER_KEY)],
+    );
+    assert!(
+        text.contains("newer than this hangar understands"),
+        "{text}"
+    );
+    nothing_written(&dir);
+    let tables = pg
+        .psql(
+            name,
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .unwrap();
+    assert_eq!(tables, "1", "only the table that was there");
+}
+
+#[tokio::test]
+async fn a_second_server_on_one_sqlite_file_is_refused() {
+    let first = TestServer::start_on(&["--driver", "process"], &[], None).await;
+    let db = format!("sqlite:{}", first.data_dir().join("hangar.db").display());
+    let (text, _dir) = refused(&["--database", &db], &[]);
+    assert!(text.contains("in use by another hangar server"), "{text}");
+    let r = first.call("GET", "/apps?org_slug=personal", None).await;
+    assert_eq!(r.status, 200, "the first server is untouched: {r:?}");
+}

@@ -1,0 +1,312 @@
+//! Every query of the store, run on SQLite and on PostgreSQL: the rows read back are the
+//! rows written, and the rules the schema keeps (unique names, one holder of a dedicated
+//! address, cascades) hold on both engines.
+
+#![allow(clippy::unwrap_used)]
+
+use crate::*;
+
+fn org() -> OrgRecord {
+    OrgRecord {
+        slug: "personal".into(),
+        name: "Personal".into(),
+        numeric_id: 1,
+    }
+}
+
+fn app(name: &str) -> AppRecord {
+    AppRecord {
+        id: format!("id-{name}"),
+        name: name.into(),
+        org_slug: "personal".into(),
+        network: "default".into(),
+        created_at_ms: 1_700_000_000_000,
+        machine_count: 0,
+    }
+}
+
+fn apps_and_tokens(db: &mut Db<'_>) -> Result<()> {
+    assert!(db.ensure_org(&org(), "t")?);
+    assert!(
+        !db.ensure_org(&org(), "t")?,
+        "a second ensure changes nothing"
+    );
+    assert_eq!(db.orgs()?, vec![org()]);
+    assert_eq!(db.org("personal")?, Some(org()));
+    assert_eq!(db.org("nope")?, None);
+    let token = TokenRecord {
+        id: "tok1".into(),
+        org_slug: "personal".into(),
+        name: "admin".into(),
+    };
+    db.insert_token(&token, "digest", "t")?;
+    assert_eq!(db.token_count()?, 1);
+    assert_eq!(db.token_by_digest("digest")?, Some(token));
+    assert_eq!(db.token_by_digest("other")?, None);
+    db.insert_app(&app("web"))?;
+    let dup = db.insert_app(&app("web")).unwrap_err();
+    assert!(dup.is_unique_violation(), "{dup}");
+    db.insert_app(&app("api"))?;
+    assert_eq!(db.app("web")?, Some(app("web")));
+    let names: Vec<String> = db
+        .apps_in_org("personal")?
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, ["api", "web"]);
+    Ok(())
+}
+
+fn leases_and_keys(db: &mut Db<'_>) -> Result<()> {
+    let m = MachineRecord {
+        id: "m1".into(),
+        app_name: "web".into(),
+        name: "m1".into(),
+        region: "ord".into(),
+        state: hangar_types::MachineState::Created,
+        instance_id: "v1".into(),
+        private_ip: "fdaa::2".into(),
+        config: serde_json::from_value(serde_json::json!({"image": "busybox"}))?,
+        cordoned: false,
+        created_at: "t".into(),
+        updated_at: "t".into(),
+        runtime: None,
+    };
+    let launch = hangar_types::MachineEvent {
+        id: "e1".into(),
+        kind: "launch".into(),
+        status: "created".into(),
+        source: "user".into(),
+        timestamp: 1,
+        request: Some(serde_json::json!({"config": {}})),
+    };
+    db.insert_machine(&m, &launch)?;
+    assert_eq!(db.machine("web", "m1")?, Some(m.clone()));
+    assert_eq!(db.events("m1", 10)?, vec![launch]);
+    db.set_cordoned("m1", true, "t2")?;
+    assert!(db.machine_by_id("m1")?.unwrap().cordoned);
+    assert_eq!(db.live_machines_of_app("web")?.len(), 1);
+    assert_eq!(db.app("web")?.unwrap().machine_count, 1);
+    let mut config = m.config.clone();
+    config.image = "busybox:2".into();
+    db.replace_config_in_place("m1", &config, "t3")?;
+    assert_eq!(db.versions("m1")?[0].1.image, "busybox:2");
+
+    let lease = LeaseRecord {
+        machine_id: "m1".into(),
+        nonce: "n1".into(),
+        owner: "me".into(),
+        description: "deploy".into(),
+        expires_at: 100,
+    };
+    db.put_lease(&lease)?;
+    assert_eq!(db.active_lease("m1", 50)?, Some(lease.clone()));
+    assert_eq!(db.active_lease("m1", 150)?, None, "expired");
+    db.put_lease(&LeaseRecord {
+        nonce: "n2".into(),
+        ..lease
+    })?;
+    assert_eq!(db.active_lease("m1", 50)?.unwrap().nonce, "n2");
+    assert!(db.delete_lease("m1")?);
+    assert!(!db.delete_lease("m1")?);
+
+    let response = IdempotentResponse {
+        request_sha256: "sha".into(),
+        status: 201,
+        body: b"{\"id\":\"m1\"}".to_vec(),
+    };
+    db.put_idempotent_response("web", "key", &response, 10, 0)?;
+    db.put_idempotent_response("web", "key", &response, 11, 0)?;
+    assert_eq!(
+        db.idempotent_response("web", "key", 5)?,
+        Some(response.clone())
+    );
+    assert_eq!(db.idempotent_response("web", "key", 20)?, None);
+    Ok(())
+}
+
+fn edge(db: &mut Db<'_>) -> Result<()> {
+    let template = IpRecord {
+        app_name: "web".into(),
+        ip: String::new(),
+        kind: "v4".into(),
+        region: "global".into(),
+        shared: false,
+        network: None,
+        service_name: None,
+        created_at: "t".into(),
+    };
+    let first = db
+        .assign_ip(
+            &template,
+            &mut ["10.0.0.1", "10.0.0.2"].map(String::from).into_iter(),
+        )?
+        .unwrap();
+    assert_eq!(first.ip, "10.0.0.1");
+    let api = IpRecord {
+        app_name: "api".into(),
+        ..template.clone()
+    };
+    let second = db
+        .assign_ip(
+            &api,
+            &mut ["10.0.0.1", "10.0.0.2"].map(String::from).into_iter(),
+        )?
+        .unwrap();
+    assert_eq!(second.ip, "10.0.0.2", "a dedicated address has one holder");
+    assert_eq!(
+        db.assign_ip(&api, &mut ["10.0.0.1"].map(String::from).into_iter())?,
+        None
+    );
+    let shared = IpRecord {
+        ip: "127.0.0.1".into(),
+        shared: true,
+        network: Some("default".into()),
+        ..template
+    };
+    db.assign_shared_ip(&shared)?;
+    db.assign_shared_ip(&shared)?;
+    assert_eq!(db.ips_of_app("web")?.len(), 2);
+    assert_eq!(db.all_ips()?.len(), 3);
+    assert!(db.release_ip("web", "10.0.0.1")?);
+
+    let cert = CertRecord {
+        hostname: "www.example.com".into(),
+        app_name: "web".into(),
+        authority: "dev".into(),
+        status: "pending".into(),
+        chain_pem: None,
+        key_pem: None,
+        issuer: None,
+        expires_at: None,
+        last_error: Some("not yet".into()),
+        created_at: "t".into(),
+        updated_at: "t".into(),
+    };
+    assert!(db.insert_certificate(&cert)?);
+    assert!(!db.insert_certificate(&cert)?);
+    let issued = CertRecord {
+        status: "ready".into(),
+        chain_pem: Some("chain".into()),
+        key_pem: Some("key".into()),
+        ..cert.clone()
+    };
+    db.update_certificate(&issued)?;
+    assert_eq!(db.certificate("www.example.com")?, Some(issued.clone()));
+    db.replace_certificate(&CertRecord {
+        authority: "acme".into(),
+        ..issued
+    })?;
+    let now = db.certificate("www.example.com")?.unwrap();
+    assert_eq!((now.authority.as_str(), now.last_error), ("acme", None));
+    assert_eq!(db.certificates_of_app("web")?.len(), 1);
+    assert_eq!(db.all_certificates()?.len(), 1);
+    assert!(db.delete_certificate("web", "www.example.com")?);
+    Ok(())
+}
+
+fn secrets_and_releases(db: &mut Db<'_>) -> Result<()> {
+    assert_eq!(db.secrets_version("web")?, 0);
+    let v1 = db.change_secrets(
+        "web",
+        &[
+            ("A".into(), Some((vec![0, 1, 255], "da".into()))),
+            ("B".into(), Some((vec![2], "db".into()))),
+        ],
+        false,
+        "t",
+    )?;
+    let v2 = db.change_secrets("web", &[("B".into(), None)], false, "t2")?;
+    assert_eq!((v1, v2), (1, 2));
+    let secrets = db.secrets("web")?;
+    assert_eq!(secrets.len(), 1);
+    assert_eq!(secrets[0].sealed, vec![0, 1, 255]);
+
+    let release = |status: &str| ReleaseRecord {
+        id: format!("rel-{status}"),
+        app_name: "web".into(),
+        version: 0,
+        image: "img".into(),
+        definition: "{}".into(),
+        secrets_version: 2,
+        secrets: vec![9, 9],
+        strategy: "rolling".into(),
+        status: status.into(),
+        description: "deploy".into(),
+        user: "admin".into(),
+        error: None,
+        created_at: "t".into(),
+        updated_at: "t".into(),
+    };
+    let first = db.create_release(release("complete"))?;
+    let second = db.create_release(release("running"))?;
+    assert_eq!((first.version, second.version), (1, 2));
+    assert_eq!(db.current_release("web")?.unwrap().id, first.id);
+    assert_eq!(db.unfinished_releases()?.len(), 1);
+    db.set_release_status(&second.id, "failed", Some("boom"), "t3")?;
+    let failed = db.release(&second.id)?.unwrap();
+    assert_eq!(
+        (failed.status.as_str(), failed.error.as_deref()),
+        ("failed", Some("boom"))
+    );
+    assert_eq!(db.release_by_version("web", 1)?.unwrap().user, "admin");
+    assert_eq!(db.releases("web", 1)?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn every_query_runs_on_both_engines() {
+    for (_dir, store) in test_stores() {
+        store
+            .call_blocking(|db| {
+                apps_and_tokens(db)?;
+                leases_and_keys(db)?;
+                edge(db)?;
+                secrets_and_releases(db)?;
+                assert!(
+                    db.delete_app("web")?,
+                    "deleting an app cascades to its rows"
+                );
+                assert!(db.machine_by_id("m1")?.is_none());
+                assert!(db.secrets("web")?.is_empty());
+                Ok(())
+            })
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_newer_schema_is_refused_before_anything_is_written() {
+    for (_dir, store) in test_stores() {
+        store
+            .call_blocking(|db| {
+                db.conn.execute(
+                    "INSERT INTO schema_migrations (version) VALUES (?1)",
+                    sql::args![999_i64],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        let err = migrations::apply(&mut store.conn.lock().unwrap()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("newer than this hangar understands"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn an_unreachable_postgres_says_where_without_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://hangar:s3cret@127.0.0.1:{port}/hangar");
+    let err = Store::connect(&url.parse().unwrap()).err().unwrap();
+    let text = err.to_string();
+    assert!(text.contains(&format!("127.0.0.1:{port}/hangar")), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(err.is_unavailable(), "{text}");
+}
