@@ -85,6 +85,15 @@ impl BenchServer {
 
     /// A server with extra `hangar server` arguments.
     pub async fn start_with(driver: &str, extra: &[&str]) -> Result<BenchServer> {
+        Self::start_with_env(driver, extra, &[]).await
+    }
+
+    /// A server with extra arguments and environment variables.
+    pub async fn start_with_env(
+        driver: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<BenchServer> {
         let hangar = hangar_binary()?;
         let dir = tempfile::tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -106,6 +115,7 @@ impl BenchServer {
                 "127.0.0.1:0",
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .env("HANGAR_CONFIG", dir.path().join("cli.toml"))
             .env(
                 "HANGAR_LOG",

@@ -21,7 +21,7 @@ use crate::common::{hangar_binary, ratio, BenchServer};
 const MACHINES: usize = 10;
 
 /// Runs the CLI against the server in `dir`; its standard output, or why it failed.
-fn cli(s: &BenchServer, dir: &Path, args: &[&str]) -> Result<String> {
+pub(crate) fn cli(s: &BenchServer, dir: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new(hangar_binary()?)
         .current_dir(dir)
         .args(args)

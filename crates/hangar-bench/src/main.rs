@@ -5,7 +5,8 @@
 //! the containerd driver (root, containerd, runc, docker-registry, busybox-static and
 //! skopeo needed); `hangar-bench proxy` the edge proxy (nginx and wrk needed, containerd
 //! used when available); `hangar-bench deploy` deploys to 10 machines with each
-//! strategy (root, containerd and buildah needed). `--hangar PATH` names the `hangar` binary (default: next to this one).
+//! strategy (root, containerd and buildah needed); `hangar-bench store` the same work
+//! with the control plane on SQLite and on PostgreSQL (PostgreSQL installed). `--hangar PATH` names the `hangar` binary (default: next to this one).
 //! Run from a release build: `cargo run --release -p hangar-bench -- containerd`.
 
 mod common;
@@ -13,6 +14,7 @@ mod containerd;
 mod deploy;
 mod process;
 mod proxy;
+mod store;
 
 /// Runs the benchmark; a failure is one `Error: ...` line and a non-zero exit, never a
 /// backtrace, whatever `RUST_BACKTRACE` says.
@@ -33,8 +35,11 @@ async fn run() -> anyhow::Result<()> {
         Some("containerd") => containerd::main().await,
         Some("proxy") => proxy::main().await,
         Some("deploy") => deploy::main().await,
+        Some("store") => store::main().await,
         Some(other) => {
-            anyhow::bail!("unknown benchmark {other:?}: use process, containerd, proxy or deploy")
+            anyhow::bail!(
+                "unknown benchmark {other:?}: use process, containerd, proxy, deploy or store"
+            )
         }
     }
 }

@@ -101,11 +101,11 @@ impl Db<'_> {
         min_created_at: i64,
     ) -> Result<()> {
         let mut tx = self.conn.begin()?;
-        tx.execute(
+        tx.defer(
             "DELETE FROM idempotency_keys WHERE created_at < ?1",
             args![min_created_at],
         )?;
-        tx.execute(
+        tx.defer(
             "INSERT INTO idempotency_keys (scope, key, request_sha256, status, body, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (scope, key) DO UPDATE SET request_sha256 = excluded.request_sha256,

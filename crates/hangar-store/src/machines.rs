@@ -109,14 +109,14 @@ impl Db<'_> {
     pub fn insert_machine(&mut self, m: &MachineRecord, launch: &MachineEvent) -> Result<()> {
         let config = serde_json::to_string(&m.config)?;
         let mut tx = self.conn.begin()?;
-        tx.execute(
+        tx.defer(
             &format!("INSERT INTO machines ({MACHINE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
             args![
                 &m.id, &m.app_name, &m.name, &m.region, m.state.as_str(), &m.instance_id,
                 &m.private_ip, &config, m.cordoned, &m.created_at, &m.updated_at, &m.runtime
             ],
         )?;
-        tx.execute(
+        tx.defer(
             "INSERT INTO machine_versions (machine_id, version, config, created_at) VALUES (?1, ?2, ?3, ?4)",
             args![&m.id, &m.instance_id, &config, &m.created_at],
         )?;
@@ -242,11 +242,11 @@ impl Db<'_> {
     ) -> Result<()> {
         let mut tx = self.conn.begin()?;
         match runtime {
-            Some(rt) => tx.execute(
+            Some(rt) => tx.defer(
                 "UPDATE machines SET state = ?2, runtime = ?3, updated_at = ?4 WHERE id = ?1",
                 args![id, state.as_str(), rt, updated_at],
             )?,
-            None => tx.execute(
+            None => tx.defer(
                 "UPDATE machines SET state = ?2, updated_at = ?3 WHERE id = ?1",
                 args![id, state.as_str(), updated_at],
             )?,
@@ -268,11 +268,11 @@ impl Db<'_> {
     ) -> Result<()> {
         let config = serde_json::to_string(config)?;
         let mut tx = self.conn.begin()?;
-        tx.execute(
+        tx.defer(
             "UPDATE machines SET instance_id = ?2, config = ?3, state = ?4, updated_at = ?5 WHERE id = ?1",
             args![id, version, &config, state.as_str(), updated_at],
         )?;
-        tx.execute(
+        tx.defer(
             "INSERT INTO machine_versions (machine_id, version, config, created_at) VALUES (?1, ?2, ?3, ?4)",
             args![id, version, &config, updated_at],
         )?;
@@ -290,11 +290,11 @@ impl Db<'_> {
     ) -> Result<()> {
         let config = serde_json::to_string(config)?;
         let mut tx = self.conn.begin()?;
-        tx.execute(
+        tx.defer(
             "UPDATE machines SET config = ?2, updated_at = ?3 WHERE id = ?1",
             args![id, &config, updated_at],
         )?;
-        tx.execute(
+        tx.defer(
             "UPDATE machine_versions SET config = ?2
              WHERE machine_id = ?1 AND version = (SELECT instance_id FROM machines WHERE id = ?1)",
             args![id, &config],
@@ -341,10 +341,11 @@ impl Db<'_> {
 }
 
 /// Appends an event to the log, keeps `recent_events` current, and prunes the log to
-/// the newest [`KEPT_EVENTS`].
+/// the newest [`KEPT_EVENTS`]: two round trips on PostgreSQL with what the caller
+/// deferred before it and the commit after it.
 fn insert_event(tx: &mut Conn, machine_id: &str, e: &MachineEvent) -> Result<()> {
     let request = e.request.as_ref().map(serde_json::to_string).transpose()?;
-    tx.execute(
+    tx.defer(
         "INSERT INTO machine_events (id, machine_id, type, status, source, timestamp, request)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         args![
@@ -357,6 +358,11 @@ fn insert_event(tx: &mut Conn, machine_id: &str, e: &MachineEvent) -> Result<()>
             request
         ],
     )?;
+    tx.defer(
+        "DELETE FROM machine_events WHERE machine_id = ?1 AND id < (
+             SELECT id FROM machine_events WHERE machine_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        args![machine_id, KEPT_EVENTS - 1],
+    )?;
     let recent: String = tx
         .query_one(
             "SELECT recent_events FROM machines WHERE id = ?1",
@@ -366,16 +372,10 @@ fn insert_event(tx: &mut Conn, machine_id: &str, e: &MachineEvent) -> Result<()>
     let mut list: Vec<serde_json::Value> = serde_json::from_str(&recent).unwrap_or_default();
     list.insert(0, serde_json::to_value(e)?);
     list.truncate(RECENT_EVENTS);
-    tx.execute(
+    tx.defer(
         "UPDATE machines SET recent_events = ?2 WHERE id = ?1",
         args![machine_id, serde_json::to_string(&list)?],
-    )?;
-    tx.execute(
-        "DELETE FROM machine_events WHERE machine_id = ?1 AND id < (
-             SELECT id FROM machine_events WHERE machine_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-        args![machine_id, KEPT_EVENTS - 1],
-    )?;
-    Ok(())
+    )
 }
 
 #[cfg(test)]

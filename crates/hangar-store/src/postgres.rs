@@ -20,6 +20,9 @@ use crate::{Result, StoreError};
 /// How long connecting may take before the store says the server is unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a call waits for PostgreSQL to come back before it fails as unavailable.
+const RECONNECT_WAIT: Duration = Duration::from_secs(10);
+
 /// At most this many prepared statements are kept per connection.
 const KEPT_STATEMENTS: usize = 512;
 
@@ -29,6 +32,25 @@ pub(crate) struct PgConn {
     runtime: Option<tokio::runtime::Runtime>,
     client: Client,
     statements: HashMap<String, Statement>,
+    /// Statements queued to go with the next one whose answer is read.
+    pending: Vec<Pending>,
+    /// A transaction is open on this session: losing the session loses it.
+    in_transaction: bool,
+}
+
+/// A statement on its way to the server.
+enum Pending {
+    /// Run for effect; its row count is the answer.
+    Statement(String, Vec<Value>),
+    /// Run for its rows.
+    Query(String, Vec<Value>),
+    /// Simple-protocol text without arguments (`BEGIN`, `COMMIT`, migrations).
+    Batch(String),
+}
+
+enum Answer {
+    Count(u64),
+    Rows(Vec<tokio_postgres::Row>),
 }
 
 /// `host:port/dbname` of a connection string, for messages: never the password.
@@ -75,6 +97,8 @@ impl PgConn {
             runtime: Some(runtime),
             client,
             statements: HashMap::new(),
+            pending: Vec::new(),
+            in_transaction: false,
         })
     }
 
@@ -84,17 +108,34 @@ impl PgConn {
             .expect("runtime lives as long as the connection")
     }
 
-    /// Reconnects when the server closed the connection (a restart, a failover).
+    /// Reconnects when the server closed the connection (a restart, a failover),
+    /// trying for up to [`RECONNECT_WAIT`], so a PostgreSQL restart between two calls is
+    /// not seen by either. A statement cut off mid-flight is not retried: whether it
+    /// committed is unknown, and applying it twice would be worse than an error.
     fn ensure_open(&mut self) -> Result<()> {
-        if self.client.is_closed() {
-            self.statements.clear();
-            self.client = open(self.runtime(), &self.config, &self.target)?;
+        if !self.client.is_closed() {
+            return Ok(());
         }
-        Ok(())
+        self.statements.clear();
+        let deadline = std::time::Instant::now() + RECONNECT_WAIT;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match open(self.runtime(), &self.config, &self.target) {
+                Ok(client) => {
+                    self.client = client;
+                    tracing::info!(database = %self.target, "reconnected to PostgreSQL");
+                    return Ok(());
+                }
+                Err(e) if std::time::Instant::now() + pause > deadline => return Err(e),
+                Err(_) => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
     }
 
     fn statement(&mut self, sql: &str) -> Result<Statement> {
-        self.ensure_open()?;
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
@@ -110,28 +151,110 @@ impl PgConn {
         Ok(statement)
     }
 
+    /// Queues a statement whose result nobody reads; it goes to the server with the
+    /// next one that is read (or the commit), in one round trip.
+    pub(crate) fn defer(&mut self, sql: &str, args: &[Value]) {
+        self.pending
+            .push(Pending::Statement(sql.to_string(), args.to_vec()));
+    }
+
+    /// Queues `BEGIN`, to go with the transaction's first statement.
+    pub(crate) fn defer_batch(&mut self, sql: &str) {
+        self.pending.push(Pending::Batch(sql.to_string()));
+    }
+
     pub(crate) fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64> {
-        let statement = self.statement(sql)?;
-        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as _).collect();
-        self.runtime()
-            .block_on(self.client.execute(&statement, &params))
-            .map_err(|e| self.error(e))
+        match self.send(Some(Pending::Statement(sql.to_string(), args.to_vec())))? {
+            Answer::Count(n) => Ok(n),
+            Answer::Rows(rows) => Ok(rows.len() as u64),
+        }
     }
 
     pub(crate) fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Vec<Value>>> {
-        let statement = self.statement(sql)?;
-        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as _).collect();
-        let rows = self
-            .runtime()
-            .block_on(self.client.query(&statement, &params))
-            .map_err(|e| self.error(e))?;
-        rows.iter().map(values_of).collect()
+        match self.send(Some(Pending::Query(sql.to_string(), args.to_vec())))? {
+            Answer::Rows(rows) => rows.iter().map(values_of).collect(),
+            Answer::Count(_) => Ok(Vec::new()),
+        }
     }
 
     pub(crate) fn batch(&mut self, sql: &str) -> Result<()> {
+        self.send(Some(Pending::Batch(sql.to_string()))).map(|_| ())
+    }
+
+    /// Sends what is queued and then `last` in one pipeline (the server runs them in
+    /// order); the first error wins, else `last`'s answer.
+    fn send(&mut self, last: Option<Pending>) -> Result<Answer> {
+        let mut steps = std::mem::take(&mut self.pending);
+        steps.extend(last);
+        if self.in_transaction && self.client.is_closed() {
+            // What the transaction sent died with the session; nothing of it committed,
+            // and what is left must not run outside it.
+            self.in_transaction = false;
+            return Err(StoreError::Unavailable(format!(
+                "PostgreSQL at {}: connection lost in a transaction; nothing of it was committed",
+                self.target
+            )));
+        }
+        for step in &steps {
+            if let Pending::Batch(sql) = step {
+                match sql.as_str() {
+                    "BEGIN" => self.in_transaction = true,
+                    "COMMIT" | "ROLLBACK" => self.in_transaction = false,
+                    _ => {}
+                }
+            }
+        }
         self.ensure_open()?;
+        let mut prepared = Vec::with_capacity(steps.len());
+        for step in &steps {
+            prepared.push(match step {
+                Pending::Statement(sql, _) | Pending::Query(sql, _) => Some(self.statement(sql)?),
+                Pending::Batch(_) => None,
+            });
+        }
+        let client = &self.client;
+        let futures = steps
+            .iter()
+            .zip(&prepared)
+            .map(|(step, statement)| async move {
+                match (step, statement) {
+                    (Pending::Batch(sql), _) => {
+                        client.batch_execute(sql).await.map(|()| Answer::Count(0))
+                    }
+                    (Pending::Statement(_, args), Some(st)) => {
+                        let params: Vec<&(dyn ToSql + Sync)> =
+                            args.iter().map(|a| a as _).collect();
+                        client.execute(st, &params).await.map(Answer::Count)
+                    }
+                    (Pending::Query(_, args), Some(st)) => {
+                        let params: Vec<&(dyn ToSql + Sync)> =
+                            args.iter().map(|a| a as _).collect();
+                        client.query(st, &params).await.map(Answer::Rows)
+                    }
+                    (_, None) => Ok(Answer::Count(0)),
+                }
+            });
+        let answers = self
+            .runtime()
+            .block_on(futures_util::future::join_all(futures));
+        let mut last = Answer::Count(0);
+        for answer in answers {
+            last = answer.map_err(|e| self.error(e))?;
+        }
+        Ok(last)
+    }
+
+    /// One round trip on this session, without reconnecting: whether it still lives.
+    fn ping(&mut self) -> Result<()> {
+        if self.client.is_closed() {
+            return Err(StoreError::Unavailable(format!(
+                "PostgreSQL at {}: connection closed",
+                self.target
+            )));
+        }
         self.runtime()
-            .block_on(self.client.batch_execute(sql))
+            .block_on(self.client.simple_query("SELECT 1"))
+            .map(|_| ())
             .map_err(|e| self.error(e))
     }
 
@@ -293,13 +416,11 @@ impl Leadership {
     /// Whether this process still leads. After PostgreSQL comes back, the lock is taken
     /// again on a new session when no standby took it first.
     pub fn check(&mut self) -> Lead {
-        let alive = self.conn.as_ref().is_some_and(|c| !c.client.is_closed());
-        if alive {
-            let still = self.conn.as_mut().map(|c| c.batch("SELECT 1")).transpose();
-            if still.is_ok() {
-                return Lead::Held;
-            }
+        // The lock lives as long as this session: a new session must take it again.
+        if self.conn.as_mut().is_some_and(|c| c.ping().is_ok()) {
+            return Lead::Held;
         }
+        self.conn = None;
         match self.try_lock() {
             Ok(true) => Lead::Held,
             Ok(false) => Lead::Lost,

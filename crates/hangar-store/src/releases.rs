@@ -73,7 +73,7 @@ impl Db<'_> {
                 args![&r.app_name],
             )?
             .get(0)?;
-        tx.execute(
+        tx.defer(
             &format!("INSERT INTO releases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
             args![
                 &r.id, &r.app_name, r.version, &r.image, &r.definition, r.secrets_version,

@@ -80,12 +80,12 @@ impl Db<'_> {
     ) -> Result<i64> {
         let mut tx = self.conn.begin()?;
         if replace_all {
-            tx.execute("DELETE FROM secrets WHERE app_name = ?1", args![app])?;
+            tx.defer("DELETE FROM secrets WHERE app_name = ?1", args![app])?;
         }
         for (name, change) in changes {
             match change {
                 Some((sealed, digest)) => {
-                    tx.execute(
+                    tx.defer(
                         "INSERT INTO secrets (app_name, name, sealed, digest, created_at, updated_at) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
                          ON CONFLICT (app_name, name) DO UPDATE SET sealed = excluded.sealed, \
@@ -94,14 +94,14 @@ impl Db<'_> {
                     )?;
                 }
                 None => {
-                    tx.execute(
+                    tx.defer(
                         "DELETE FROM secrets WHERE app_name = ?1 AND name = ?2",
                         args![app, name],
                     )?;
                 }
             }
         }
-        tx.execute(
+        tx.defer(
             "INSERT INTO secrets_versions (app_name, version) VALUES (?1, 1) \
              ON CONFLICT (app_name) DO UPDATE SET version = secrets_versions.version + 1",
             args![app],

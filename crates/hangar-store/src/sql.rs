@@ -289,6 +289,19 @@ impl Conn {
         self.query_opt(sql, args)?.ok_or(StoreError::NoRow)
     }
 
+    /// Runs a statement whose result nobody reads. On PostgreSQL it waits to go with the
+    /// next statement whose answer is read, or the commit, in one round trip; so an
+    /// error it meets is reported there.
+    pub(crate) fn defer(&mut self, sql: &str, args: &[Value]) -> Result<()> {
+        match self {
+            Conn::Sqlite(_) => self.execute(sql, args).map(|_| ()),
+            Conn::Postgres(c) => {
+                c.defer(sql, args);
+                Ok(())
+            }
+        }
+    }
+
     /// Runs statements separated by `;` with no arguments.
     pub(crate) fn batch(&mut self, sql: &str) -> Result<()> {
         match self {
@@ -298,8 +311,12 @@ impl Conn {
     }
 
     /// Begins a transaction; it commits with [`Tx::commit`] and rolls back when dropped.
+    /// On PostgreSQL `BEGIN` goes with the transaction's first statement.
     pub(crate) fn begin(&mut self) -> Result<Tx<'_>> {
-        self.batch("BEGIN")?;
+        match self {
+            Conn::Sqlite(c) => c.execute_batch("BEGIN")?,
+            Conn::Postgres(c) => c.defer_batch("BEGIN"),
+        }
         Ok(Tx {
             conn: self,
             open: true,

@@ -66,7 +66,7 @@ impl Db<'_> {
         let mut tx = self.conn.begin()?;
         for a in &w.add {
             let k = &a.key;
-            tx.execute(
+            tx.defer(
                 "INSERT INTO usage (month, org_slug, app_name, item, size, memory_mb, state, quantity) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
                  ON CONFLICT (month, org_slug, app_name, item, size, memory_mb, state) \
@@ -76,7 +76,7 @@ impl Db<'_> {
         }
         for o in &w.open {
             let k = &o.key;
-            tx.execute(
+            tx.defer(
                 "INSERT INTO usage_open (subject, org_slug, app_name, item, size, memory_mb, state, since_ms) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
                  ON CONFLICT (subject) DO UPDATE SET org_slug = excluded.org_slug, \
@@ -86,7 +86,7 @@ impl Db<'_> {
             )?;
         }
         for s in &w.close {
-            tx.execute("DELETE FROM usage_open WHERE subject = ?1", args![s])?;
+            tx.defer("DELETE FROM usage_open WHERE subject = ?1", args![s])?;
         }
         tx.commit()?;
         Ok(())

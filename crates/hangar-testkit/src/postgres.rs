@@ -14,6 +14,48 @@ pub struct TestPostgres {
     port: u16,
     user: String,
     _data: Option<tempfile::TempDir>,
+    /// For a server of a test's own (run by `pg_ctl`): how to stop and restart it.
+    own: Option<Own>,
+}
+
+struct Own {
+    pg_ctl: PathBuf,
+    dir: PathBuf,
+    options: String,
+    uid: Option<(u32, u32)>,
+}
+
+impl Own {
+    fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
+        let mut c = Command::new(&self.pg_ctl);
+        if let Some((uid, gid)) = self.uid {
+            use std::os::unix::process::CommandExt;
+            c.uid(uid).gid(gid);
+        }
+        let out = c
+            .arg("-D")
+            .arg(&self.dir)
+            .args(args)
+            .stdout(Stdio::null())
+            .output()
+            .map_err(|e| format!("pg_ctl: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "pg_ctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        if let Some(own) = &self.own {
+            let _ = own.pg_ctl(&["-m", "immediate", "stop"]);
+        }
+    }
 }
 
 static SHARED: OnceLock<Result<TestPostgres, String>> = OnceLock::new();
@@ -40,7 +82,7 @@ impl TestPostgres {
         SHARED
             .get_or_init(|| match std::env::var("HANGAR_TEST_POSTGRES") {
                 Ok(url) => TestPostgres::from_url(&url),
-                Err(_) => TestPostgres::start(),
+                Err(_) => TestPostgres::start(&["fsync=off"]),
             })
             .as_ref()
             .map_err(Clone::clone)
@@ -58,56 +100,23 @@ impl TestPostgres {
             port: port.parse().map_err(|_| format!("bad port in {url}"))?,
             user: user.to_string(),
             _data: None,
+            own: None,
         })
     }
 
-    /// Starts a throwaway server: `initdb` into a temp dir, `postgres` on a free port.
-    fn start() -> Result<TestPostgres, String> {
-        let bin = bin_dir().ok_or("PostgreSQL is not installed (apt-get install postgresql)")?;
-        let data = tempfile::Builder::new()
-            .prefix("hangar-pg-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
-        let dir = data.path().join("data");
-        let root = nix::unistd::geteuid().is_root();
-        let owner = if root {
-            let user = nix::unistd::User::from_name("postgres")
-                .ok()
-                .flatten()
-                .ok_or("running as root needs the postgres user to run the server as")?;
-            std::fs::create_dir(&dir).map_err(|e| e.to_string())?;
-            nix::unistd::chown(data.path(), Some(user.uid), Some(user.gid))
-                .and_then(|()| nix::unistd::chown(&dir, Some(user.uid), Some(user.gid)))
-                .map_err(|e| e.to_string())?;
-            Some(user)
-        } else {
-            None
-        };
-        let as_owner = |program: &Path| {
-            let mut c = Command::new(program);
-            if let Some(u) = &owner {
-                use std::os::unix::process::CommandExt;
-                c.uid(u.uid.as_raw()).gid(u.gid.as_raw());
-            }
-            c.env("LC_ALL", "C.UTF-8");
-            c
-        };
-        let out = as_owner(&bin.join("initdb"))
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "-D"])
-            .arg(&dir)
-            .output()
-            .map_err(|e| format!("initdb: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "initdb failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let mut server = as_owner(&bin.join("postgres"));
+    /// A server of its own with the durability SQLite has under the store (WAL with
+    /// `synchronous=NORMAL`: every commit written, flushed at checkpoints), for
+    /// benchmarks that compare the two.
+    pub fn start_like_sqlite() -> Result<TestPostgres, String> {
+        TestPostgres::start(&["synchronous_commit=off"])
+    }
+
+    /// Starts a throwaway server: `initdb` into a temp dir, `postgres` on a free port,
+    /// with extra `-c` settings, stopped when this process ends.
+    fn start(settings: &[&str]) -> Result<TestPostgres, String> {
+        let (bin, data, dir, owner) = init()?;
+        let port = free_port()?;
+        let mut server = as_owner(&bin.join("postgres"), owner.as_ref());
         server
             .arg("-D")
             .arg(&dir)
@@ -117,10 +126,9 @@ impl TestPostgres {
                 "-c",
                 "listen_addresses=127.0.0.1",
                 "-c",
-                "fsync=off",
-                "-c",
                 "max_connections=300",
             ])
+            .args(settings.iter().flat_map(|s| ["-c", s]))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         spawn_tied_to_this_process(server)?;
@@ -129,15 +137,64 @@ impl TestPostgres {
             port,
             user: "postgres".into(),
             _data: Some(data),
+            own: None,
         };
+        pg.wait_up()?;
+        Ok(pg)
+    }
+
+    /// A server of the caller's own, which it may restart; stopped when dropped.
+    pub fn start_own() -> Result<TestPostgres, String> {
+        let (bin, data, dir, owner) = init()?;
+        let port = free_port()?;
+        let own = Own {
+            pg_ctl: bin.join("pg_ctl"),
+            dir,
+            options: format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                data.path().display()
+            ),
+            uid: owner.map(|u| (u.uid.as_raw(), u.gid.as_raw())),
+        };
+        let log = data.path().join("log");
+        own.pg_ctl(&[
+            "-w",
+            "-l",
+            &log.display().to_string(),
+            "-o",
+            &own.options,
+            "start",
+        ])?;
+        let pg = TestPostgres {
+            host: "127.0.0.1".into(),
+            port,
+            user: "postgres".into(),
+            _data: Some(data),
+            own: Some(own),
+        };
+        pg.wait_up()?;
+        Ok(pg)
+    }
+
+    /// Restarts a server of the caller's own (`pg_ctl restart -m fast`: every session
+    /// ends, as when PostgreSQL is restarted or fails over).
+    pub fn restart(&self) -> Result<(), String> {
+        let own = self
+            .own
+            .as_ref()
+            .ok_or("only a server of one's own restarts")?;
+        own.pg_ctl(&["-w", "-m", "fast", "-o", &own.options, "restart"])
+    }
+
+    fn wait_up(&self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while pg.psql("postgres", "SELECT 1").is_err() {
+        while self.psql("postgres", "SELECT 1").is_err() {
             if Instant::now() > deadline {
                 return Err("PostgreSQL did not start within 30 s".into());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(pg)
+        Ok(())
     }
 
     /// Runs one SQL statement with `psql` on database `db`.
@@ -188,6 +245,68 @@ impl TestPostgres {
     pub fn port(&self) -> u16 {
         self.port
     }
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
+/// A command run as the user that owns the server's files.
+fn as_owner(program: &Path, owner: Option<&nix::unistd::User>) -> Command {
+    let mut c = Command::new(program);
+    if let Some(u) = owner {
+        use std::os::unix::process::CommandExt;
+        c.uid(u.uid.as_raw()).gid(u.gid.as_raw());
+    }
+    c.env("LC_ALL", "C.UTF-8");
+    c
+}
+
+/// `initdb` into a new temp dir, as the `postgres` user when this is root (the server
+/// refuses to run as root): the binaries' dir, the temp dir, the data dir, the owner.
+fn init() -> Result<
+    (
+        PathBuf,
+        tempfile::TempDir,
+        PathBuf,
+        Option<nix::unistd::User>,
+    ),
+    String,
+> {
+    let bin = bin_dir().ok_or("PostgreSQL is not installed (apt-get install postgresql)")?;
+    let data = tempfile::Builder::new()
+        .prefix("hangar-pg-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let dir = data.path().join("data");
+    let owner = if nix::unistd::geteuid().is_root() {
+        let user = nix::unistd::User::from_name("postgres")
+            .ok()
+            .flatten()
+            .ok_or("running as root needs the postgres user to run the server as")?;
+        std::fs::create_dir(&dir).map_err(|e| e.to_string())?;
+        nix::unistd::chown(data.path(), Some(user.uid), Some(user.gid))
+            .and_then(|()| nix::unistd::chown(&dir, Some(user.uid), Some(user.gid)))
+            .map_err(|e| e.to_string())?;
+        Some(user)
+    } else {
+        None
+    };
+    let out = as_owner(&bin.join("initdb"), owner.as_ref())
+        .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "-D"])
+        .arg(&dir)
+        .output()
+        .map_err(|e| format!("initdb: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok((bin, data, dir, owner))
 }
 
 /// Spawns `command` from a thread that lives as long as the process, with the parent

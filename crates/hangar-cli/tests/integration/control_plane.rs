@@ -153,3 +153,110 @@ async fn a_second_server_on_one_sqlite_file_is_refused() {
     let r = first.call("GET", "/apps?org_slug=personal", None).await;
     assert_eq!(r.status, 200, "the first server is untouched: {r:?}");
 }
+
+const ROLLING_TOML: &str = r#"
+app = "rolling"
+kill_signal = "SIGTERM"
+kill_timeout = "2s"
+
+[env]
+  ROUND = "0"
+
+[processes]
+  app = "/bin/sh -c 'exec sleep 3600'"
+"#;
+
+#[tokio::test]
+async fn a_postgres_restart_mid_rolling_deploy_leaves_no_half_done_deploy() {
+    let pg = hangar_testkit::TestPostgres::start_own()
+        .unwrap_or_else(|why| panic!("this test needs PostgreSQL (CI installs it): {why}"));
+    let s = TestServer::start_on(&["--driver", "process"], &[], Some(pg.fresh_database())).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fly.toml"), ROLLING_TOML).unwrap();
+    for args in [
+        &["apps", "create", "rolling"][..],
+        &["deploy", "--image", "busybox"],
+        &["scale", "count", "4", "--yes"],
+    ] {
+        let o = s.cli_in(dir.path(), args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+    std::fs::write(
+        dir.path().join("fly.toml"),
+        ROLLING_TOML.replace("ROUND = \"0\"", "ROUND = \"1\""),
+    )
+    .unwrap();
+    let deploy = s
+        .command(&["deploy", "--image", "busybox"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    pg.restart().unwrap();
+    let out = tokio::task::spawn_blocking(move || deploy.wait_with_output().unwrap())
+        .await
+        .unwrap();
+
+    // Settled: every machine on one version, the one the deploy's outcome says, and at
+    // rest (the first deploy leaves one of the four a stopped standby, as Fly does).
+    let mut round = None;
+    let mut last = serde_json::Value::Null;
+    for _ in 0..120 {
+        let r = s.call("GET", "/apps/rolling/machines", None).await;
+        let machines = r.body.as_array().cloned().unwrap_or_default();
+        let rounds: Vec<&str> = machines
+            .iter()
+            .filter_map(|m| m["config"]["env"]["ROUND"].as_str())
+            .collect();
+        if machines.len() == 4
+            && rounds.len() == 4
+            && machines.iter().all(|m| {
+                ["started", "stopped", "created"].contains(&m["state"].as_str().unwrap_or(""))
+            })
+            && machines.iter().filter(|m| m["state"] == "started").count() >= 3
+            && rounds.iter().all(|r| *r == rounds[0])
+        {
+            round = Some(rounds[0].to_string());
+            break;
+        }
+        last = serde_json::json!(machines
+            .iter()
+            .map(|m| (
+                m["id"].clone(),
+                m["state"].clone(),
+                m["config"]["env"]["ROUND"].clone()
+            ))
+            .collect::<Vec<_>>());
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let Some(round) = round else {
+        panic!(
+            "the app never settled on one version: {last}\ndeploy: {}{}\nserver log:\n{}",
+            stdout(&out),
+            stderr(&out),
+            s.log()
+        );
+    };
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    if out.status.success() {
+        assert_eq!(round, "1", "the deploy said it finished: {said}");
+    } else {
+        assert_eq!(
+            round, "0",
+            "the deploy said it failed, so it is undone: {said}"
+        );
+    }
+    let releases = s.call("GET", "/apps/rolling/releases", None).await;
+    let newest = &releases.body["releases"][0];
+    assert!(
+        newest["status"] != "running" && newest["status"] != "pending",
+        "the release is not left running: {releases:?}"
+    );
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
