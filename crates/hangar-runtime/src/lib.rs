@@ -7,6 +7,8 @@
 //! the API answers — the supervisor does.
 
 pub mod containerd;
+#[cfg(feature = "fake")]
+pub mod fake;
 pub mod files;
 pub mod logs;
 pub mod process;

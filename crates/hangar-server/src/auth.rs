@@ -1,6 +1,12 @@
 //! Authentication of `/v1` requests: `Authorization: Bearer T` or `FlyV1 T`, a raw
 //! token, or a comma-separated list of tokens, any of which may match. Tokens are
-//! compared by SHA-256 digest; the clear token is never stored or logged.
+//! compared by SHA-256 digest; the clear token is never stored or logged. A token found
+//! is remembered for a few seconds ([`TokenCache`]), so a request does not wait on the
+//! database to know who sent it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -21,6 +27,36 @@ impl Caller {
     /// The lease owner name shown to other callers.
     pub fn owner(&self) -> String {
         format!("{}@{}", self.token.name, self.token.org_slug)
+    }
+}
+
+/// Tokens found recently, by digest. Only known tokens are kept, so a stream of wrong
+/// ones cannot fill it; it forgets everything when full.
+#[derive(Default)]
+pub struct TokenCache {
+    found: Mutex<HashMap<String, (TokenRecord, Instant)>>,
+}
+
+/// How long a token found stays known without asking the store again.
+const REMEMBERED: Duration = Duration::from_secs(10);
+const REMEMBERED_MAX: usize = 4096;
+
+impl TokenCache {
+    fn get(&self, digest: &str) -> Option<TokenRecord> {
+        let found = self.found.lock().ok()?;
+        found
+            .get(digest)
+            .filter(|(_, at)| at.elapsed() < REMEMBERED)
+            .map(|(t, _)| t.clone())
+    }
+
+    fn put(&self, digest: String, token: TokenRecord) {
+        if let Ok(mut found) = self.found.lock() {
+            if found.len() >= REMEMBERED_MAX {
+                found.clear();
+            }
+            found.insert(digest, (token, Instant::now()));
+        }
     }
 }
 
@@ -82,17 +118,27 @@ pub async fn require_token(
         .iter()
         .map(|t| digest(t))
         .collect();
-    let found = state
-        .store
-        .call(move |db| {
-            for d in &digests {
-                if let Some(t) = db.token_by_digest(d)? {
-                    return Ok(Some(t));
-                }
-            }
-            Ok(None)
-        })
-        .await?;
+    let known = digests.iter().find_map(|d| state.tokens.get(d));
+    let found = match known {
+        Some(t) => Some(t),
+        None => {
+            let found = state
+                .store
+                .call(move |db| {
+                    for d in digests {
+                        if let Some(t) = db.token_by_digest(&d)? {
+                            return Ok(Some((d, t)));
+                        }
+                    }
+                    Ok(None)
+                })
+                .await?;
+            found.map(|(d, t)| {
+                state.tokens.put(d, t.clone());
+                t
+            })
+        }
+    };
     match found {
         Some(token) => {
             req.extensions_mut().insert(Caller { token });

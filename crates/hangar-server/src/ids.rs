@@ -2,21 +2,11 @@
 //! (monotonic, so events made in the same millisecond still sort in order),
 //! `adjective-noun-NNNN` machine names, lease nonces, app ids and 6PN addresses.
 
-use std::sync::Mutex;
-
 use rand::Rng;
 
-static ULIDS: Mutex<Option<ulid::Generator>> = Mutex::new(None);
-
-/// A new ULID, strictly greater than every one this process made before.
-pub fn ulid() -> String {
-    let mut guard = ULIDS.lock().unwrap_or_else(|p| p.into_inner());
-    let generator = guard.get_or_insert_with(ulid::Generator::new);
-    match generator.generate() {
-        Ok(u) => u.to_string(),
-        Err(_) => ulid::Ulid::new().to_string(),
-    }
-}
+/// ULIDs come from the agent's generator, so every one this process makes sorts after
+/// the one before.
+pub use hangar_agent::ids::ulid;
 
 fn hex(bytes: usize) -> String {
     let mut rng = rand::rng();

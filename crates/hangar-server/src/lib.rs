@@ -1,9 +1,11 @@
 //! The Hangar control plane: the Machines API over HTTP, authentication, idempotency,
-//! and the machine supervisor that drives every machine through Fly's state machine.
+//! apps and releases, the deployer, builds, secrets, the edge's control side and
+//! billing. Machines themselves are the agent's (`hangar-agent`): the control plane
+//! sends their commands to the agent's supervisor, embedded in this process.
 //!
-//! [`Server::start`] opens the store, bootstraps the `personal` org and the admin token
-//! on first start, takes charge of every stored machine (adopting the ones still
-//! running), and serves the API until shutdown. It does not parse command lines or
+//! [`Server::start`] bootstraps the `personal` org and the admin token on first start,
+//! has the agent take charge of every stored machine (adopting the ones still running),
+//! and serves the API until shutdown. It does not parse command lines or
 //! write CLI config files; the `hangar` binary does that.
 
 pub mod api;
@@ -11,13 +13,11 @@ pub mod auth;
 pub mod billing;
 mod bootstrap;
 pub mod builds;
-pub mod clock;
 pub mod deploy;
 pub mod edge;
 pub mod fleet;
 pub mod ids;
 pub mod secrets;
-pub mod supervisor;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +28,8 @@ use hangar_store::Store;
 use tokio::net::TcpListener;
 
 pub use bootstrap::Bootstrap;
+/// The host's agent, embedded: the supervisor and its clock are the agent's.
+pub use hangar_agent::{clock, supervisor};
 pub use hangar_store::{Database, Lead, Leadership};
 pub use tokio_util::sync::CancellationToken;
 
@@ -84,6 +86,8 @@ pub struct AppState {
     pub builder: builds::Builder,
     /// Usage metered for billing.
     pub meter: Arc<billing::Meter>,
+    /// Tokens found recently.
+    pub tokens: Arc<auth::TokenCache>,
 }
 
 /// A started server: where it listens, what bootstrap did, and how to stop it.
@@ -229,7 +233,7 @@ impl Server {
             store.clone(),
             driver,
             config.region.clone(),
-            vault.clone(),
+            Arc::new(vault.clone()),
             meter.clone(),
         );
         supervisor.take_charge().await?;
@@ -284,6 +288,7 @@ impl Server {
             edge_ports: (http_addr.port(), https_addr.port()),
             builder: builds::Builder::new(config.registry_listen, &config.data_dir),
             meter,
+            tokens: Arc::default(),
         };
         let interrupted = deploy::mark_interrupted(&state).await;
         if !interrupted.is_empty() {

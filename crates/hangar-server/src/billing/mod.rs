@@ -80,6 +80,13 @@ fn elapsed(key: &UsageKey, from: i64, to: i64) -> Vec<UsageRecord> {
         .collect()
 }
 
+/// The agent tells the meter how each machine looks.
+impl hangar_agent::Observer for Meter {
+    fn machine(&self, machine: &MachineRecord) {
+        Meter::machine(self, machine);
+    }
+}
+
 impl Meter {
     /// The meter, with the meters that were running when the store was last written.
     pub async fn load(

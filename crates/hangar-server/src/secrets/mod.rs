@@ -193,3 +193,13 @@ impl Vault {
         self.current(&m.app_name).await
     }
 }
+
+/// The agent gets a machine's secrets from the vault.
+#[async_trait::async_trait]
+impl hangar_agent::SecretSource for Vault {
+    async fn for_machine(&self, machine: &MachineRecord) -> Result<Secrets, String> {
+        Vault::for_machine(self, machine)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}

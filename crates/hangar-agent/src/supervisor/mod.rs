@@ -13,6 +13,8 @@ pub mod checks;
 pub mod instances;
 mod launch;
 mod restart;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -127,9 +129,9 @@ pub(crate) struct Context {
     /// Requests in flight per machine, counted by the proxy; stops drain them first.
     pub load: Arc<hangar_proxy::Load>,
     /// Where machines get their secrets at start.
-    pub vault: crate::secrets::Vault,
-    /// Meters what runs, for billing.
-    pub meter: Arc<crate::billing::Meter>,
+    pub secrets: Arc<dyn crate::SecretSource>,
+    /// Hears how each machine looks (usage metering).
+    pub observer: Arc<dyn crate::Observer>,
 }
 
 /// The registry of machine actors. Cheap to clone.
@@ -146,16 +148,16 @@ impl Supervisor {
         store: Store,
         driver: Arc<dyn Driver>,
         region: String,
-        vault: crate::secrets::Vault,
-        meter: Arc<crate::billing::Meter>,
+        secrets: Arc<dyn crate::SecretSource>,
+        observer: Arc<dyn crate::Observer>,
     ) -> Self {
         Self {
             ctx: Arc::new(Context {
                 store,
                 driver,
                 region,
-                vault,
-                meter,
+                secrets,
+                observer,
                 instances: Default::default(),
                 checks: Default::default(),
                 load: Arc::default(),
@@ -218,7 +220,7 @@ impl Supervisor {
             &machine,
             self.ctx.driver.address(&id),
         ));
-        self.ctx.meter.machine(&machine);
+        self.ctx.observer.machine(&machine);
         self.lock().insert(
             id.clone(),
             ActorHandle {

@@ -209,13 +209,13 @@ impl MachineActor {
         self.checks = Some(cancel);
     }
 
-    /// Tells the proxy (and the meter) how the machine looks now.
+    /// Tells the proxy (and the observer) how the machine looks now.
     fn publish_instance(&self) {
         let address = self.ctx.driver.address(&self.m.id);
         self.ctx
             .instances
             .put(instances::instance_of(&self.m, address));
-        self.ctx.meter.machine(&self.m);
+        self.ctx.observer.machine(&self.m);
     }
 
     /// Logs a failed transition; the machine keeps its last recorded state.
@@ -236,7 +236,7 @@ impl MachineActor {
 
     /// Launches the current version; records `started` or `failed`.
     async fn finish_start(&mut self) {
-        let started = match self.ctx.vault.for_machine(&self.m).await {
+        let started = match self.ctx.secrets.for_machine(&self.m).await {
             Ok(secrets) => {
                 let spec = launch::spec(&self.m, &self.ctx.region, secrets);
                 self.ctx.driver.start(&spec).await

@@ -1,6 +1,6 @@
 //! What a machine is launched with: the driver's [`LaunchSpec`], including Fly's runtime
 //! variables (machines-api.md §13.4), `PORT` and the app's secrets (fetched by the
-//! caller from the vault).
+//! caller from the control plane).
 
 use std::collections::BTreeMap;
 

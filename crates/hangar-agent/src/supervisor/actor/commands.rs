@@ -199,14 +199,14 @@ impl MachineActor {
                     let _ = reply.send(Err(not_now("exec", state)));
                     return false;
                 };
-                let (driver, vault, m, region) = (
+                let (driver, secrets_from, m, region) = (
                     self.ctx.driver.clone(),
-                    self.ctx.vault.clone(),
+                    self.ctx.secrets.clone(),
                     self.m.clone(),
                     self.ctx.region.clone(),
                 );
                 tokio::spawn(async move {
-                    let secrets = match vault.for_machine(&m).await {
+                    let secrets = match secrets_from.for_machine(&m).await {
                         Ok(s) => s,
                         Err(e) => {
                             let _ = reply.send(Err(OpError::Internal(format!(
