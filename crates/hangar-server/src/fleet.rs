@@ -7,11 +7,26 @@
 
 use std::time::Duration;
 
-use hangar_store::{AppRecord, LeaseRecord, MachineRecord};
+use hangar_store::{AppRecord, LeaseRecord, MachineRecord, StoreError};
 use hangar_types::{MachineConfig, MachineEvent, MachineState};
 
-use crate::api::ApiError;
 use crate::{clock, ids, AppState};
+
+/// Why a machine could not be checked, prepared or created. The API answers each as
+/// Fly does (`api/errors.rs`); the deployer reports its message.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The config cannot run as given: the user must change it.
+    #[error("{0}")]
+    Invalid(String),
+    /// Another live machine of the app has the name.
+    #[error("a machine named {name:?} already exists in app {app:?}; pick another name")]
+    NameTaken { name: String, app: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
 
 /// A machine to create.
 pub struct NewMachine {
@@ -25,22 +40,24 @@ pub struct NewMachine {
     pub lease: Option<(String, u64)>,
 }
 
-/// Checks a config as the API does: 400 naming the problem.
-pub fn check_config(state: &AppState, config: &MachineConfig) -> Result<(), ApiError> {
-    config.validate().map_err(ApiError::invalid)?;
+/// Checks a config as the API does, naming the problem.
+pub fn check_config(state: &AppState, config: &MachineConfig) -> Result<(), FleetError> {
+    config
+        .validate()
+        .map_err(|e| FleetError::Invalid(e.to_string()))?;
     state
         .supervisor
         .driver()
         .check_config(config)
-        .map_err(ApiError::invalid)
+        .map_err(FleetError::Invalid)
 }
 
 /// Lets the driver fetch what the config needs (its image) before anything is stored.
-pub async fn prepare(state: &AppState, config: &MachineConfig) -> Result<(), ApiError> {
+pub async fn prepare(state: &AppState, config: &MachineConfig) -> Result<(), FleetError> {
     match state.supervisor.driver().prepare(config).await {
         Ok(()) => Ok(()),
-        Err(hangar_runtime::DriverError::InvalidConfig(m)) => Err(ApiError::invalid(m)),
-        Err(e) => Err(ApiError::internal(e)),
+        Err(hangar_runtime::DriverError::InvalidConfig(m)) => Err(FleetError::Invalid(m)),
+        Err(e) => Err(FleetError::Internal(e.to_string())),
     }
 }
 
@@ -50,13 +67,13 @@ pub async fn create(
     state: &AppState,
     app: &AppRecord,
     new: NewMachine,
-) -> Result<(MachineRecord, MachineEvent, Option<LeaseRecord>), ApiError> {
+) -> Result<(MachineRecord, MachineEvent, Option<LeaseRecord>), FleetError> {
     let org_slug = app.org_slug.clone();
     let org = state
         .store
         .call(move |db| db.org(&org_slug))
         .await?
-        .ok_or_else(|| ApiError::internal("app's org is missing"))?;
+        .ok_or_else(|| FleetError::Internal(format!("the org of app {} is missing", app.name)))?;
     let id = ids::machine_id();
     let now = clock::rfc3339_now();
     let record = MachineRecord {
@@ -102,10 +119,10 @@ pub async fn create(
     match inserted {
         Ok(()) => {}
         Err(e) if e.is_unique_violation() => {
-            return Err(ApiError::conflict(format!(
-            "already_exists: a machine named {:?} already exists in app {:?}; pick another name",
-            record.name, record.app_name
-        )))
+            return Err(FleetError::NameTaken {
+                name: record.name,
+                app: record.app_name,
+            })
         }
         Err(e) => return Err(e.into()),
     }

@@ -11,25 +11,13 @@ use hangar_types::edge::{AllocateIpRequest, IpAssignment, IpAssignments, IpNetwo
 use super::apps::load_app;
 use super::{ApiError, JsonBody};
 use crate::auth::Caller;
-use crate::edge::{EdgeError, IpKind};
+use crate::edge::IpKind;
 use crate::AppState;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/apps/{app}/ip_assignments", get(list).post(allocate))
         .route("/apps/{app}/ip_assignments/{ip}", delete(release))
-}
-
-impl From<EdgeError> for ApiError {
-    fn from(e: EdgeError) -> Self {
-        match e {
-            EdgeError::Invalid(m) => ApiError::unprocessable(m),
-            EdgeError::Exhausted(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
-            EdgeError::Conflict(m) => ApiError::conflict(m),
-            EdgeError::Cert(hangar_certs::CertError::Invalid(m)) => ApiError::unprocessable(m),
-            other => ApiError::internal(other),
-        }
-    }
 }
 
 fn view(r: IpRecord, org_slug: &str) -> IpAssignment {

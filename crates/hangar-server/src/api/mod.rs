@@ -10,6 +10,7 @@ mod billing;
 mod builds;
 mod certificates;
 mod deploys;
+mod errors;
 pub mod idempotency;
 mod ips;
 mod leases;
@@ -23,16 +24,14 @@ mod tokens;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use hangar_types::ErrorBody;
 use serde::de::DeserializeOwned;
-use tracing::error;
 
-use crate::supervisor::OpError;
 use crate::{ids, AppState};
 
+pub use errors::ApiError;
 pub use query::Params;
 
 /// Builds the whole HTTP router; tests can drive it without a socket.
@@ -83,92 +82,6 @@ async fn request_id(req: Request, next: Next) -> Response {
         res.headers_mut().insert("fly-request-id", v);
     }
     res
-}
-
-/// An error answered with Fly's body, `{"error": "...", "status": "..."}`.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    pub code: Option<&'static str>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            code: None,
-        }
-    }
-    pub fn bad_request(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, m)
-    }
-    pub fn invalid(m: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, format!("invalid_argument: {m}"))
-    }
-    pub fn unauthorized(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, m)
-    }
-    pub fn not_found(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, m)
-    }
-    pub fn conflict(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, m)
-    }
-    pub fn precondition(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::PRECONDITION_FAILED, m)
-    }
-    pub fn unprocessable(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, m)
-    }
-    pub fn internal(m: impl std::fmt::Display) -> Self {
-        error!(error = %m, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal error; see the server log",
-        )
-    }
-    pub fn with_code(mut self, code: &'static str) -> Self {
-        self.code = Some(code);
-        self
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: self.message,
-            status: self.code.map(str::to_string),
-        };
-        (self.status, axum::Json(body)).into_response()
-    }
-}
-
-impl From<hangar_store::StoreError> for ApiError {
-    fn from(e: hangar_store::StoreError) -> Self {
-        if e.is_unavailable() {
-            tracing::warn!(error = %e, "store unavailable");
-            return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the control plane's database is unavailable; machines keep running and serving, retry in a moment",
-            )
-            .with_code("unavailable");
-        }
-        ApiError::internal(e)
-    }
-}
-
-impl From<OpError> for ApiError {
-    fn from(e: OpError) -> Self {
-        match e {
-            OpError::Precondition(_) => ApiError::precondition(e.to_string()),
-            OpError::Invalid(m) => ApiError::bad_request(m),
-            OpError::Timeout(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, e.to_string()),
-            OpError::NotFound => ApiError::not_found("machine not found"),
-            OpError::Internal(m) => ApiError::internal(m),
-        }
-    }
 }
 
 /// A JSON body. An empty body reads as `{}` (fly-go sends none on many POSTs); a

@@ -20,7 +20,6 @@ use serde::de::DeserializeOwned;
 use super::apps::load_app;
 use super::{ApiError, Params};
 use crate::auth::Caller;
-use crate::secrets::VaultError;
 use crate::AppState;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -30,15 +29,6 @@ pub(super) fn routes() -> Router<AppState> {
             "/apps/{app}/secrets/{name}",
             get(show).post(set_one).delete(delete_one),
         )
-}
-
-impl From<VaultError> for ApiError {
-    fn from(e: VaultError) -> Self {
-        match e {
-            VaultError::Invalid(m) => ApiError::bad_request(m),
-            other => ApiError::internal(other),
-        }
-    }
 }
 
 fn view(r: SecretRecord) -> AppSecret {

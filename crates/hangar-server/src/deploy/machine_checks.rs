@@ -115,7 +115,7 @@ pub(super) async fn run(
             },
         )
         .await
-        .map_err(|e| Failure::new(format!("create a test machine: {}", e.message)))?;
+        .map_err(|e| Failure::new(format!("create a test machine: {e}")))?;
         let test = record.id;
         ctx.reporter.machine(
             id,

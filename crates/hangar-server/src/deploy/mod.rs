@@ -23,11 +23,28 @@ use hangar_runtime::Secrets;
 use hangar_store::{AppRecord, ReleaseRecord};
 use hangar_types::MachineConfig;
 
-use crate::api::ApiError;
 use crate::{clock, fleet, ids, AppState};
 
 pub use progress::{Registry, Reporter};
 pub use recover::{mark_interrupted, undo_all};
+
+/// Why a deploy could not start. Once started, a deploy reports failures through its
+/// release and progress instead.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The plan cannot be deployed as given: the user must change the config or image.
+    #[error("{0}")]
+    Invalid(String),
+    /// Another deploy of the app is under way.
+    #[error("{0}")]
+    Busy(String),
+    #[error(transparent)]
+    Store(#[from] hangar_store::StoreError),
+    #[error(transparent)]
+    Vault(#[from] crate::secrets::VaultError),
+    #[error("{0}")]
+    Internal(String),
+}
 
 /// How machines move to the new release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +119,11 @@ pub(crate) fn group_config(
 
 /// Checks the plan, records its release and starts the deploy in the background.
 /// Nothing about the app's machines has changed when this returns an error.
-pub async fn start(state: &AppState, plan: Plan, user: String) -> Result<ReleaseRecord, ApiError> {
+pub async fn start(
+    state: &AppState,
+    plan: Plan,
+    user: String,
+) -> Result<ReleaseRecord, DeployError> {
     let app = plan.app.name.clone();
     let machines = {
         let a = app.clone();
@@ -113,38 +134,34 @@ pub async fn start(state: &AppState, plan: Plan, user: String) -> Result<Release
     };
     let managed: Vec<_> = machines.iter().filter(|m| run::is_managed(m)).collect();
     if plan.restart_only && managed.is_empty() {
-        return Err(ApiError::unprocessable(format!(
+        return Err(DeployError::Invalid(format!(
             "no machines available to deploy: app {app} has no deployed machines; the secrets are staged for its first deploy"
         )));
     }
     let mut configs = Vec::new();
     for g in plan.config.groups() {
         let mc = group_config(&plan, &g, None)
-            .map_err(|e| ApiError::unprocessable(format!("process group '{g}': {e}")))?;
+            .map_err(|e| DeployError::Invalid(format!("process group '{g}': {e}")))?;
         fleet::check_config(state, &mc)
-            .map_err(|e| ApiError::unprocessable(format!("process group '{g}': {}", e.message)))?;
+            .map_err(|e| DeployError::Invalid(format!("process group '{g}': {e}")))?;
         configs.push(mc);
     }
     if plan.strategy == Strategy::Bluegreen
         && !configs.iter().any(|mc| fleet::configured_checks(mc) > 0)
     {
-        return Err(ApiError::unprocessable(
-            "You need to define at least 1 check in order to use blue-green deployments: add [[http_service.checks]] or [checks.<name>] to fly.toml",
+        return Err(DeployError::Invalid(
+            "You need to define at least 1 check in order to use blue-green deployments: add [[http_service.checks]] or [checks.<name>] to fly.toml".into(),
         ));
     }
     // Every group runs the same image: pulling it once checks it for all.
     if let Some(mc) = configs.first() {
         fleet::prepare(state, mc).await.map_err(|e| {
-            ApiError::unprocessable(format!(
-                "image {} cannot be used: {}",
-                plan.image,
-                e.message.trim_start_matches("invalid_argument: ")
-            ))
+            DeployError::Invalid(format!("image {} cannot be used: {e}", plan.image))
         })?;
     }
     let placeholder = ids::ulid();
     let reporter = state.deploys.claim(&app, &placeholder).map_err(|running| {
-        ApiError::conflict(format!(
+        DeployError::Busy(format!(
             "a deploy of app {app} is already under way (release {running}); wait for it to finish"
         ))
     })?;
@@ -169,7 +186,7 @@ async fn create_release(
     state: &AppState,
     plan: &Plan,
     user: String,
-) -> Result<ReleaseRecord, ApiError> {
+) -> Result<ReleaseRecord, DeployError> {
     let (secrets_version, sealed) = match &plan.secrets {
         None => state.vault.snapshot(&plan.app.name).await?,
         Some(set) => {
@@ -178,7 +195,8 @@ async fn create_release(
         }
     };
     let now = clock::rfc3339_now();
-    let definition = serde_json::to_string(&plan.config).map_err(ApiError::internal)?;
+    let definition =
+        serde_json::to_string(&plan.config).map_err(|e| DeployError::Internal(e.to_string()))?;
     let record = ReleaseRecord {
         id: ids::ulid(),
         app_name: plan.app.name.clone(),

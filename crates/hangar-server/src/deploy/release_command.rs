@@ -40,7 +40,7 @@ pub(super) async fn run(ctx: &Ctx<'_>) -> Result<(), Failure> {
         },
     )
     .await
-    .map_err(|e| Failure::new(format!("create the release_command machine: {}", e.message)))?;
+    .map_err(|e| Failure::new(format!("create the release_command machine: {e}")))?;
     let id = record.id;
     let timeout = if ctx.plan.release_command_timeout.is_zero() {
         Duration::from_secs(365 * 24 * 3600)

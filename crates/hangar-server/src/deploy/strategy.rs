@@ -215,12 +215,7 @@ async fn launch(
         },
     )
     .await
-    .map_err(|e| {
-        Failure::new(format!(
-            "create a machine for group '{group}': {}",
-            e.message
-        ))
-    })?;
+    .map_err(|e| Failure::new(format!("create a machine for group '{group}': {e}")))?;
     Ok(record)
 }
 
