@@ -20,7 +20,6 @@ pub use diagnostic::{Diagnostic, Location, Severity};
 pub use load::{from_value, load, parse, resolve, Format, LoadError, Loaded};
 pub use machine::ConversionError;
 pub use model::*;
-pub use validate::STRATEGIES;
 
 impl AppConfig {
     /// The config as fly.toml text, with the header flyctl writes; an error when a

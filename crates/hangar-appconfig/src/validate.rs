@@ -9,8 +9,6 @@ use crate::compute;
 use crate::diagnostic::Diagnostic;
 use crate::model::{AppConfig, ServiceCheck};
 
-pub const STRATEGIES: [&str; 4] = ["canary", "rolling", "immediate", "bluegreen"];
-
 impl AppConfig {
     /// Every problem found; the config is valid when none is an error.
     pub fn validate(&self) -> Vec<Diagnostic> {
@@ -114,7 +112,10 @@ impl AppConfig {
             }
         }
         if let Some(s) = &d.strategy {
-            if !STRATEGIES.contains(&s.as_str()) {
+            if !hangar_types::DeployStrategy::ALL
+                .iter()
+                .any(|k| k.as_str() == s.as_str())
+            {
                 out.push(Diagnostic::error(format!(
                     "unsupported deployment strategy '{s}'; Apps v2 supports the following strategies: canary, rolling, immediate, bluegreen"
                 )).key("deploy.strategy"));

@@ -114,3 +114,73 @@ impl DeployEvent {
         self.kind == "complete" || self.kind == "failed"
     }
 }
+
+/// How a deploy moves machines to the new release (fly.toml `[deploy] strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployStrategy {
+    Rolling,
+    Immediate,
+    Canary,
+    Bluegreen,
+}
+
+impl DeployStrategy {
+    pub const ALL: [DeployStrategy; 4] = [
+        Self::Canary,
+        Self::Rolling,
+        Self::Immediate,
+        Self::Bluegreen,
+    ];
+
+    /// The strategy a name gives, in any case; the error lists the ones there are.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let lower = s.to_ascii_lowercase();
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == lower)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|k| k.as_str()).collect();
+                format!(
+                    "unsupported deployment strategy '{lower}'; use one of: {}",
+                    names.join(", ")
+                )
+            })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rolling => "rolling",
+            Self::Immediate => "immediate",
+            Self::Canary => "canary",
+            Self::Bluegreen => "bluegreen",
+        }
+    }
+}
+
+impl std::fmt::Display for DeployStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod strategy_tests {
+    use super::DeployStrategy;
+
+    #[test]
+    fn names_round_trip_and_unknown_ones_list_the_choices() {
+        for k in DeployStrategy::ALL {
+            assert_eq!(DeployStrategy::parse(k.as_str()), Ok(k));
+        }
+        assert_eq!(
+            DeployStrategy::parse("Rolling"),
+            Ok(DeployStrategy::Rolling)
+        );
+        let err = DeployStrategy::parse("blue-green").unwrap_err();
+        assert!(
+            err.contains("canary, rolling, immediate, bluegreen"),
+            "{err}"
+        );
+    }
+}

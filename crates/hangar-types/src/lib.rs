@@ -23,6 +23,7 @@ pub mod signal;
 pub mod state;
 
 pub use app::{App, CreateAppRequest, CreateAppResponse, ListApp, ListAppsResponse, Organization};
+pub use deploy::DeployStrategy;
 pub use duration::GoDuration;
 pub use error::ErrorBody;
 pub use lease::{Lease, LeaseEnvelope};

@@ -65,18 +65,20 @@ impl MachineState {
         }
     }
 
+    /// The states a live machine rests in between operations: the settled ones but
+    /// `destroyed`. Deploys wait for one of these before they touch a machine.
+    pub const RESTING: [MachineState; 5] = [
+        Self::Started,
+        Self::Stopped,
+        Self::Created,
+        Self::Suspended,
+        Self::Failed,
+    ];
+
     /// A persistent state is one a machine rests in until something acts on it; `wait
     /// ?state=settled` returns on any of these.
     pub fn is_settled(self) -> bool {
-        matches!(
-            self,
-            Self::Created
-                | Self::Started
-                | Self::Stopped
-                | Self::Suspended
-                | Self::Failed
-                | Self::Destroyed
-        )
+        self == Self::Destroyed || Self::RESTING.contains(&self)
     }
 }
 

@@ -46,37 +46,8 @@ pub enum DeployError {
     Internal(String),
 }
 
-/// How machines move to the new release.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    Rolling,
-    Immediate,
-    Canary,
-    Bluegreen,
-}
-
-impl Strategy {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "rolling" => Ok(Self::Rolling),
-            "immediate" => Ok(Self::Immediate),
-            "canary" => Ok(Self::Canary),
-            "bluegreen" => Ok(Self::Bluegreen),
-            other => Err(format!(
-                "unsupported deployment strategy '{other}'; use one of: canary, rolling, immediate, bluegreen"
-            )),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Rolling => "rolling",
-            Self::Immediate => "immediate",
-            Self::Canary => "canary",
-            Self::Bluegreen => "bluegreen",
-        }
-    }
-}
+/// How machines move to the new release: the one word for it, from `hangar-types`.
+pub use hangar_types::DeployStrategy as Strategy;
 
 /// Everything a deploy needs, decided before it starts.
 #[derive(Debug, Clone)]

@@ -18,13 +18,7 @@ use crate::{clock, fleet, AppState};
 /// How long a machine may take to settle before it is reverted.
 const SETTLE: Duration = Duration::from_secs(60);
 
-const RESTING: &[MachineState] = &[
-    MachineState::Started,
-    MachineState::Stopped,
-    MachineState::Created,
-    MachineState::Suspended,
-    MachineState::Failed,
-];
+const RESTING: &[MachineState] = &MachineState::RESTING;
 
 fn release_of(c: &MachineConfig) -> Option<&str> {
     c.metadata

@@ -22,14 +22,7 @@ pub(crate) fn is_managed(m: &MachineRecord) -> bool {
         && m.config.process_group() != metadata::RELEASE_COMMAND_GROUP
 }
 
-/// States a machine rests in between operations.
-const SETTLED: &[MachineState] = &[
-    MachineState::Started,
-    MachineState::Stopped,
-    MachineState::Created,
-    MachineState::Suspended,
-    MachineState::Failed,
-];
+const SETTLED: &[MachineState] = &MachineState::RESTING;
 
 /// Why a deploy failed, and the machine it failed on.
 #[derive(Debug)]
