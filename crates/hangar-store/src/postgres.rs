@@ -23,6 +23,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a call waits for PostgreSQL to come back before it fails as unavailable.
 const RECONNECT_WAIT: Duration = Duration::from_secs(10);
 
+/// While PostgreSQL is down, how often a call tries to reach it again.
+const DOWN_RETRY: Duration = Duration::from_secs(1);
+
 /// At most this many prepared statements are kept per connection.
 const KEPT_STATEMENTS: usize = 512;
 
@@ -36,6 +39,8 @@ pub(crate) struct PgConn {
     pending: Vec<Pending>,
     /// A transaction is open on this session: losing the session loses it.
     in_transaction: bool,
+    /// Since when PostgreSQL could not be reached, once the reconnect wait ran out.
+    down_since: Option<std::time::Instant>,
 }
 
 /// A statement on its way to the server.
@@ -99,6 +104,7 @@ impl PgConn {
             statements: HashMap::new(),
             pending: Vec::new(),
             in_transaction: false,
+            down_since: None,
         })
     }
 
@@ -110,29 +116,55 @@ impl PgConn {
 
     /// Reconnects when the server closed the connection (a restart, a failover),
     /// trying for up to [`RECONNECT_WAIT`], so a PostgreSQL restart between two calls is
-    /// not seen by either. A statement cut off mid-flight is not retried: whether it
-    /// committed is unknown, and applying it twice would be worse than an error.
+    /// not seen by either. Once that wait ran out, PostgreSQL counts as down: calls fail
+    /// at once, with one new attempt at most every [`DOWN_RETRY`], so callers queued
+    /// behind this connection do not each wait again. A statement cut off mid-flight is
+    /// not retried: whether it committed is unknown, and applying it twice would be
+    /// worse than an error.
     fn ensure_open(&mut self) -> Result<()> {
         if !self.client.is_closed() {
             return Ok(());
         }
         self.statements.clear();
-        let deadline = std::time::Instant::now() + RECONNECT_WAIT;
+        let now = std::time::Instant::now();
+        if let Some(down) = self.down_since {
+            if now.duration_since(down) < DOWN_RETRY {
+                return Err(StoreError::Unavailable(format!(
+                    "PostgreSQL at {} is down",
+                    self.target
+                )));
+            }
+            return match open(self.runtime(), &self.config, &self.target) {
+                Ok(client) => self.reconnected(client),
+                Err(e) => {
+                    self.down_since = Some(std::time::Instant::now());
+                    Err(e)
+                }
+            };
+        }
+        let deadline = now + RECONNECT_WAIT;
         let mut pause = Duration::from_millis(50);
         loop {
             match open(self.runtime(), &self.config, &self.target) {
-                Ok(client) => {
-                    self.client = client;
-                    tracing::info!(database = %self.target, "reconnected to PostgreSQL");
-                    return Ok(());
+                Ok(client) => return self.reconnected(client),
+                Err(e) if std::time::Instant::now() + pause > deadline => {
+                    tracing::warn!(database = %self.target, "PostgreSQL is down; calls fail until it is back");
+                    self.down_since = Some(std::time::Instant::now());
+                    return Err(e);
                 }
-                Err(e) if std::time::Instant::now() + pause > deadline => return Err(e),
                 Err(_) => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
             }
         }
+    }
+
+    fn reconnected(&mut self, client: Client) -> Result<()> {
+        self.client = client;
+        self.down_since = None;
+        tracing::info!(database = %self.target, "reconnected to PostgreSQL");
+        Ok(())
     }
 
     fn statement(&mut self, sql: &str) -> Result<Statement> {

@@ -22,7 +22,7 @@ impl Dialect {
     pub(crate) fn json_text(self, column: &str, key: &str) -> String {
         match self {
             Dialect::Sqlite => format!("json_extract({column}, '$.{key}')"),
-            Dialect::Postgres => format!("({column}::jsonb ->> '{key}')"),
+            Dialect::Postgres => format!("({column}::json ->> '{key}')"),
         }
     }
 

@@ -186,6 +186,33 @@ impl TestPostgres {
         own.pg_ctl(&["-w", "-m", "fast", "-o", &own.options, "restart"])
     }
 
+    /// Stops a server of the caller's own (`-m fast`), as an outage would.
+    pub fn stop(&self) -> Result<(), String> {
+        let own = self
+            .own
+            .as_ref()
+            .ok_or("only a server of one's own stops")?;
+        own.pg_ctl(&["-w", "-m", "fast", "stop"])
+    }
+
+    /// Starts again a server of the caller's own that [`TestPostgres::stop`] stopped.
+    pub fn start_again(&self) -> Result<(), String> {
+        let own = self
+            .own
+            .as_ref()
+            .ok_or("only a server of one's own starts")?;
+        let log = own.dir.with_file_name("log");
+        own.pg_ctl(&[
+            "-w",
+            "-l",
+            &log.display().to_string(),
+            "-o",
+            &own.options,
+            "start",
+        ])?;
+        self.wait_up()
+    }
+
     fn wait_up(&self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.psql("postgres", "SELECT 1").is_err() {

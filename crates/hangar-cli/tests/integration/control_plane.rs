@@ -260,3 +260,69 @@ async fn a_postgres_restart_mid_rolling_deploy_leaves_no_half_done_deploy() {
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+#[tokio::test]
+async fn while_postgres_is_down_machines_serve_and_the_api_answers_503() {
+    let pg = hangar_testkit::TestPostgres::start_own()
+        .unwrap_or_else(|why| panic!("this test needs PostgreSQL (CI installs it): {why}"));
+    let s = TestServer::start_on(&["--driver", "process"], &[], Some(pg.fresh_database())).await;
+    s.create_app("outage").await;
+    let port = free_port();
+    let m = s
+        .create_machine(
+            "outage",
+            &format!("mkdir -p www && echo up > www/index.html && exec busybox httpd -f -p 127.0.0.1:{port} -h www"),
+            json!({"services": [{"protocol": "tcp", "internal_port": port,
+                "ports": [{"port": 80, "handlers": ["http"]}]}]}),
+        )
+        .await;
+    let id = m["id"].as_str().unwrap().to_string();
+    s.wait_state("outage", &id, "started").await;
+    let host = format!("outage.localhost:{}", s.http_port);
+    eventually(10, "the proxy serves the machine", || async {
+        (s.proxy_get(&host, "/", &[]).await.0 == 200).then_some(())
+    })
+    .await;
+
+    pg.stop().unwrap();
+    let t = std::time::Instant::now();
+    let r = s
+        .call(
+            "POST",
+            "/apps/outage/machines",
+            Some(json!({"config": {"image": "busybox"}})),
+        )
+        .await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.body["status"], "unavailable", "{r:?}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        t.elapsed()
+    );
+    let t = std::time::Instant::now();
+    let again = s.call("GET", "/apps/outage/machines", None).await;
+    assert_eq!(again.status, 503, "{again:?}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "once PostgreSQL is known down, calls fail at once: {:?}",
+        t.elapsed()
+    );
+    for _ in 0..5 {
+        let (status, body) = s.proxy_get(&host, "/", &[]).await;
+        assert_eq!(
+            (status, body.trim()),
+            (200, "up"),
+            "the data plane serves on"
+        );
+    }
+
+    pg.start_again().unwrap();
+    let listed = eventually(15, "the API works again", || async {
+        let r = s.call("GET", "/apps/outage/machines", None).await;
+        (r.status == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(listed.body.as_array().map(Vec::len), Some(1), "{listed:?}");
+    assert_eq!(listed.body[0]["state"], "started");
+}
