@@ -104,6 +104,11 @@ fn plan(config: &MachineConfig) -> Vec<Planned> {
     out
 }
 
+/// Whether the config has any check to run.
+pub fn has_checks(config: &MachineConfig) -> bool {
+    !plan(config).is_empty()
+}
+
 /// Names of the service checks a config has: the proxy waits for these to pass.
 pub fn service_check_names(config: &MachineConfig) -> Vec<String> {
     plan(config)

@@ -195,6 +195,9 @@ impl MachineActor {
             return;
         }
         let Some(address) = self.ctx.driver.address(&self.m.id) else {
+            if checks::has_checks(&self.m.config) {
+                warn!(machine = %self.m.id, app = %self.m.app_name, "machine has health checks but the driver gives it no address; they do not run");
+            }
             return;
         };
         let cancel = CancellationToken::new();
