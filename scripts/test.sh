@@ -9,7 +9,7 @@ scripts/deps.sh test
 cargo test --workspace "$@"
 if [ -n "${HANGAR_TEST_POSTGRES:-}" ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   echo "== the integration suite again, on PostgreSQL"
-  HANGAR_TEST_DATABASE=postgres cargo test -p hangar-cli --test integration "$@"
+  HANGAR_TEST_DATABASE=postgres cargo test --workspace --test integration "$@"
 else
   echo "skipping the integration suite on PostgreSQL: PostgreSQL is not installed (apt-get install postgresql)" >&2
 fi
