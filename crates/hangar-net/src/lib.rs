@@ -146,6 +146,10 @@ async fn ensure_rule(tool: &str, table: &str, action: &str, rule: &[&str]) -> Re
 /// and bridges they go with.
 pub const DEFAULT_STATE_DIR: &str = "/run/hangar/net";
 
+/// How long an address claim may go without its machine's namespace before another
+/// attach takes the address back (an attach makes the namespace well within this).
+const CLAIM_SETTLES: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The machines' private network on this host.
 pub struct Network {
     /// Where address allocations are kept (see [`DEFAULT_STATE_DIR`]).
@@ -276,7 +280,15 @@ impl Network {
                 let live = Path::new("/run/netns")
                     .join(Self::netns_name(owner.trim()))
                     .exists();
-                if live || owner.trim() == machine_id {
+                // A claim younger than an attach takes may belong to a machine another
+                // server on this host is attaching right now (its namespace comes a
+                // moment after its claim): only an old claim without one is stale.
+                let fresh = std::fs::metadata(&claim)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_none_or(|age| age < CLAIM_SETTLES);
+                if live || fresh || owner.trim() == machine_id {
                     continue;
                 }
                 let _ = std::fs::remove_file(&claim);
