@@ -37,8 +37,6 @@ pub use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
-    /// The control plane's database (`sqlite:` under the data dir by default).
-    pub database: hangar_store::Database,
     pub api_listen: SocketAddr,
     /// The region this host reports, and the default region of new machines.
     pub region: String,

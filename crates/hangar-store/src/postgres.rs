@@ -430,11 +430,10 @@ impl Leadership {
     }
 
     fn try_lock(&mut self) -> Result<bool> {
-        if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
-            self.conn = None;
-            self.conn = Some(PgConn::connect(&self.url)?);
-        }
-        let conn = self.conn.as_mut().ok_or(StoreError::NoRow)?;
+        let conn = match &mut self.conn {
+            Some(c) if !c.client.is_closed() => c,
+            slot => slot.insert(PgConn::connect(&self.url)?),
+        };
         let row = conn.query(
             "SELECT pg_try_advisory_lock(?1)",
             &[Value::Int(LEADER_LOCK)],

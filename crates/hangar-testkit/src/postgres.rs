@@ -258,8 +258,9 @@ impl TestPostgres {
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0)
         );
-        self.psql("postgres", &format!("CREATE DATABASE {name}"))
-            .unwrap();
+        if let Err(e) = self.psql("postgres", &format!("CREATE DATABASE {name}")) {
+            panic!("create the test database {name}: {e}");
+        }
         self.url(&name)
     }
 

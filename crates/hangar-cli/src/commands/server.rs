@@ -235,7 +235,6 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let driver = choose_driver(&args, &data_dir).await?;
     let cfg = ServerConfig {
         data_dir: data_dir.clone(),
-        database: database.clone(),
         api_listen: args.api_listen,
         region: region.clone(),
         admin_token: std::env::var("HANGAR_ADMIN_TOKEN").ok(),

@@ -217,28 +217,11 @@ impl TestServer {
     /// does not answer within 20 s.
     async fn try_spawn(&mut self) -> Result<(), String> {
         self.launch();
-        let until = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = self
-                .http
-                .get(format!("{}/healthz", self.url()))
-                .send()
-                .await
-            {
-                if r.status().is_success() {
-                    return Ok(());
-                }
-            }
-            let exited = self
-                .child
-                .as_mut()
-                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
-            if exited || Instant::now() > until {
-                self.child = None;
-                return Err(self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if self.answers_within(20).await {
+            return Ok(());
         }
+        self.kill9();
+        Err(self.log())
     }
 
     /// Starts the server process without waiting for it.
