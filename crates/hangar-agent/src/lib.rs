@@ -11,6 +11,8 @@
 
 pub mod clock;
 pub mod ids;
+pub mod ledger;
+pub mod mirror;
 pub mod supervisor;
 
 use hangar_runtime::Secrets;

@@ -12,6 +12,7 @@
 mod common;
 mod containerd;
 mod deploy;
+mod feed;
 mod process;
 mod proxy;
 mod store;
@@ -36,9 +37,10 @@ async fn run() -> anyhow::Result<()> {
         Some("proxy") => proxy::main().await,
         Some("deploy") => deploy::main().await,
         Some("store") => store::main().await,
+        Some("feed") => store::feed_only().await,
         Some(other) => {
             anyhow::bail!(
-                "unknown benchmark {other:?}: use process, containerd, proxy, deploy or store"
+                "unknown benchmark {other:?}: use process, containerd, proxy, deploy, store or feed"
             )
         }
     }

@@ -1,6 +1,7 @@
 //! The control plane's database benchmark: the same work on SQLite and on PostgreSQL,
-//! side by side — create→started, listing 1000 machines, and a rolling deploy of 10
-//! machines — each figure with the PostgreSQL/SQLite ratio. The process driver, so the
+//! side by side — create→started, listing 1000 machines, a rolling deploy of 10
+//! machines, and change-feed delivery (`feed.rs`) — each figure with the
+//! PostgreSQL/SQLite ratio. The process driver, so the
 //! figures are the control plane's and not a container runtime's.
 
 use std::time::{Duration, Instant};
@@ -135,6 +136,27 @@ fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
+/// Only the change-feed rows of the store benchmark.
+pub async fn feed_only() -> Result<()> {
+    let pg = hangar_testkit::TestPostgres::start_like_sqlite()
+        .map_err(|why| anyhow::anyhow!("the feed benchmark needs PostgreSQL: {why}"))?;
+    let (sqlite, postgres, notified) = crate::feed::delivery(&pg.fresh_database()).await?;
+    println!("change feed: commit→consumer table        p50       p99       /SQLite");
+    for (what, s) in [
+        ("SQLite, same store", &sqlite),
+        ("PostgreSQL, same store", &postgres),
+        ("PostgreSQL, own connection (NOTIFY)", &notified),
+    ] {
+        println!(
+            "  {what:<38} {:<9} {:<9} {}",
+            ms(s.p50()),
+            ms(s.p99()),
+            ratio(s.p50(), sqlite.p50())
+        );
+    }
+    Ok(())
+}
+
 pub async fn main() -> Result<()> {
     let pg = hangar_testkit::TestPostgres::start_like_sqlite()
         .map_err(|why| anyhow::anyhow!("the store benchmark needs PostgreSQL: {why}"))?;
@@ -191,6 +213,20 @@ pub async fn main() -> Result<()> {
         &postgres.deploy,
         secs,
     );
-    println!("  change-feed delivery: not measured (no change feed yet)");
+    let (sqlite_feed, pg_feed, pg_notified) = crate::feed::delivery(&pg.fresh_database()).await?;
+    row(
+        "change feed: commit→consumer table",
+        &sqlite_feed,
+        &pg_feed,
+        ms,
+    );
+    println!(
+        "  {:<32} {:<29} p50 {:<9} p99 {:<9} {}",
+        "  …consumer on another connection",
+        "(woken by LISTEN/NOTIFY)",
+        ms(pg_notified.p50()),
+        ms(pg_notified.p99()),
+        ratio(pg_notified.p50(), sqlite_feed.p50())
+    );
     Ok(())
 }

@@ -85,6 +85,12 @@ impl CertTable {
         hosts.remove(&lower(hostname));
     }
 
+    /// Keeps only the hostnames `keep` says yes to (a reload from a snapshot).
+    pub fn retain_hosts(&self, keep: impl Fn(&str) -> bool) {
+        let mut hosts = self.hosts.write().unwrap_or_else(|p| p.into_inner());
+        hosts.retain(|h, _| keep(h));
+    }
+
     /// Forgets every hostname of `app`.
     pub fn remove_app(&self, app: &str) {
         let mut hosts = self.hosts.write().unwrap_or_else(|p| p.into_inner());

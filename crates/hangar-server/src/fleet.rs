@@ -127,7 +127,11 @@ pub async fn create(
         Err(e) => return Err(e.into()),
     }
     tracing::info!(app = %record.app_name, machine = %record.id, "machine created");
-    state.supervisor.adopt_new(record.clone(), new.skip_launch);
+    state
+        .supervisor
+        .create(record.clone(), new.skip_launch)
+        .await
+        .map_err(|e| FleetError::Internal(format!("hand the machine to the agent: {e}")))?;
     Ok((record, launch, lease))
 }
 

@@ -17,6 +17,7 @@ pub mod deploy;
 pub mod edge;
 pub mod fleet;
 pub mod ids;
+mod observed;
 pub mod secrets;
 
 use std::net::SocketAddr;
@@ -184,6 +185,8 @@ pub enum ServerError {
     Edge(#[from] edge::EdgeError),
     #[error("master key: {0}")]
     MasterKey(#[from] secrets::KeyError),
+    #[error("{0}")]
+    Agent(#[from] hangar_agent::ledger::LedgerError),
     #[error("with --database postgres://… set HANGAR_MASTER_KEY, the same on every control plane of that database (a key file under one server's data dir would leave the others unable to open secrets)")]
     SharedKeyNeeded,
 }
@@ -227,13 +230,21 @@ impl Server {
         let egress = Arc::new(hangar_proxy::Egress::default());
         let meter =
             billing::Meter::load(store.clone(), config.prices.clone(), egress.clone()).await?;
+        let ledger_path = config.data_dir.join("agent.db");
+        let (ledger, fresh) = hangar_agent::ledger::Ledger::open(&ledger_path)?;
         let supervisor = supervisor::Supervisor::new(
-            store.clone(),
+            ledger,
+            Arc::new(observed::MachineCopy(store.clone())),
             driver,
             config.region.clone(),
             Arc::new(vault.clone()),
             meter.clone(),
         );
+        if fresh {
+            // Machines this host ran before its agent kept a store of its own.
+            let known = store.call(|db| db.live_machines()).await?;
+            supervisor.bring_in(&known).await?;
+        }
         supervisor.take_charge().await?;
         meter.settle();
         let listener = TcpListener::bind(config.api_listen)

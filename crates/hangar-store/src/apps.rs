@@ -2,6 +2,7 @@
 
 use crate::sql::{args, Row};
 
+use crate::feed::{self, FeedKind};
 use crate::{Db, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,10 +121,14 @@ impl Db<'_> {
     }
 
     pub fn insert_app(&mut self, app: &AppRecord) -> Result<()> {
-        self.conn.execute(
+        let mut tx = self.conn.begin()?;
+        tx.execute(
             "INSERT INTO apps (id, name, org_slug, network, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             args![&app.id, &app.name, &app.org_slug, &app.network, app.created_at_ms],
         )?;
+        feed::record(&mut tx, FeedKind::App, &app.name, &app.name)?;
+        tx.commit()?;
+        self.fed = true;
         Ok(())
     }
 
@@ -150,9 +155,13 @@ impl Db<'_> {
 
     /// Deletes the app and, by cascade, every row of its machines.
     pub fn delete_app(&mut self, name: &str) -> Result<bool> {
-        let n = self
-            .conn
-            .execute("DELETE FROM apps WHERE name = ?1", args![name])?;
+        let mut tx = self.conn.begin()?;
+        let n = tx.execute("DELETE FROM apps WHERE name = ?1", args![name])?;
+        if n == 1 {
+            feed::record(&mut tx, FeedKind::App, name, name)?;
+        }
+        tx.commit()?;
+        self.fed |= n == 1;
         Ok(n == 1)
     }
 }

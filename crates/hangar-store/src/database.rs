@@ -71,7 +71,7 @@ fn redact(url: &str) -> String {
 
 /// Takes the lock file beside a SQLite database; fails at once when another process
 /// holds it. The lock goes when the returned file is dropped or the process dies.
-pub(crate) fn lock_sqlite(path: &Path) -> Result<std::fs::File> {
+pub fn lock_sqlite(path: &Path) -> Result<std::fs::File> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     let lock_path = PathBuf::from(name);

@@ -4,6 +4,7 @@
 
 use crate::sql::{args, Conn, Row};
 
+use crate::feed::{self, FeedKind};
 use crate::{Db, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,20 +125,33 @@ impl Db<'_> {
             ..template.clone()
         };
         insert_ip(&mut tx, &record)?;
+        feed::record(&mut tx, FeedKind::Ip, &record.app_name, &record.ip)?;
         tx.commit()?;
+        self.fed = true;
         Ok(Some(record))
     }
 
     /// Records an address shared with other apps (the edge listener's).
     pub fn assign_shared_ip(&mut self, record: &IpRecord) -> Result<()> {
-        insert_ip(self.conn, record)
+        let mut tx = self.conn.begin()?;
+        insert_ip(&mut tx, record)?;
+        feed::record(&mut tx, FeedKind::Ip, &record.app_name, &record.ip)?;
+        tx.commit()?;
+        self.fed = true;
+        Ok(())
     }
 
     pub fn release_ip(&mut self, app: &str, ip: &str) -> Result<bool> {
-        let n = self.conn.execute(
+        let mut tx = self.conn.begin()?;
+        let n = tx.execute(
             "DELETE FROM ip_assignments WHERE app_name = ?1 AND ip = ?2",
             args![app, ip],
         )?;
+        if n == 1 {
+            feed::record(&mut tx, FeedKind::Ip, app, ip)?;
+        }
+        tx.commit()?;
+        self.fed |= n == 1;
         Ok(n == 1)
     }
 
@@ -177,7 +191,8 @@ impl Db<'_> {
 
     /// Adds the hostname if no app holds it yet; `false` when it is already there.
     pub fn insert_certificate(&mut self, c: &CertRecord) -> Result<bool> {
-        let n = self.conn.execute(
+        let mut tx = self.conn.begin()?;
+        let n = tx.execute(
             &format!(
                 "INSERT INTO certificates ({CERT_COLUMNS}) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING"
@@ -196,12 +211,18 @@ impl Db<'_> {
                 &c.updated_at
             ],
         )?;
+        if n == 1 {
+            feed::record(&mut tx, FeedKind::Certificate, &c.app_name, &c.hostname)?;
+        }
+        tx.commit()?;
+        self.fed |= n == 1;
         Ok(n == 1)
     }
 
     /// Writes the outcome of an issuance attempt.
     pub fn update_certificate(&mut self, c: &CertRecord) -> Result<()> {
-        self.conn.execute(
+        let mut tx = self.conn.begin()?;
+        tx.defer(
             "UPDATE certificates SET status = ?2, chain_pem = ?3, key_pem = ?4, issuer = ?5, \
              expires_at = ?6, last_error = ?7, updated_at = ?8 WHERE hostname = ?1",
             args![
@@ -215,12 +236,16 @@ impl Db<'_> {
                 &c.updated_at
             ],
         )?;
+        feed::record(&mut tx, FeedKind::Certificate, &c.app_name, &c.hostname)?;
+        tx.commit()?;
+        self.fed = true;
         Ok(())
     }
 
     /// Writes every field of an existing hostname's row (an imported certificate).
     pub fn replace_certificate(&mut self, c: &CertRecord) -> Result<()> {
-        self.conn.execute(
+        let mut tx = self.conn.begin()?;
+        tx.defer(
             "UPDATE certificates SET authority = ?2, status = ?3, chain_pem = ?4, key_pem = ?5, \
              issuer = ?6, expires_at = ?7, last_error = NULL, updated_at = ?8 WHERE hostname = ?1",
             args![
@@ -234,14 +259,23 @@ impl Db<'_> {
                 &c.updated_at
             ],
         )?;
+        feed::record(&mut tx, FeedKind::Certificate, &c.app_name, &c.hostname)?;
+        tx.commit()?;
+        self.fed = true;
         Ok(())
     }
 
     pub fn delete_certificate(&mut self, app: &str, hostname: &str) -> Result<bool> {
-        let n = self.conn.execute(
+        let mut tx = self.conn.begin()?;
+        let n = tx.execute(
             "DELETE FROM certificates WHERE app_name = ?1 AND hostname = ?2",
             args![app, hostname],
         )?;
+        if n == 1 {
+            feed::record(&mut tx, FeedKind::Certificate, app, hostname)?;
+        }
+        tx.commit()?;
+        self.fed |= n == 1;
         Ok(n == 1)
     }
 }

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use crate::sql::args;
 use crate::*;
 
 fn org() -> OrgRecord {
@@ -83,13 +84,22 @@ fn leases_and_keys(db: &mut Db<'_>) -> Result<()> {
     db.insert_machine(&m, &launch)?;
     assert_eq!(db.machine("web", "m1")?, Some(m.clone()));
     assert_eq!(db.events("m1", 10)?, vec![launch]);
-    db.set_cordoned("m1", true, "t2")?;
+    use hangar_types::observed::MachineChange;
+    db.apply_changes(&[MachineChange::Cordoned {
+        machine_id: "m1".into(),
+        cordoned: true,
+        at: "t2".into(),
+    }])?;
     assert!(db.machine_by_id("m1")?.unwrap().cordoned);
     assert_eq!(db.live_machines_of_app("web")?.len(), 1);
     assert_eq!(db.app("web")?.unwrap().machine_count, 1);
     let mut config = m.config.clone();
     config.image = "busybox:2".into();
-    db.replace_config_in_place("m1", &config, "t3")?;
+    db.apply_changes(&[MachineChange::ConfigInPlace {
+        machine_id: "m1".into(),
+        config: Box::new(config),
+        at: "t3".into(),
+    }])?;
     assert_eq!(db.versions("m1")?[0].1.image, "busybox:2");
 
     let lease = LeaseRecord {
@@ -254,6 +264,100 @@ fn secrets_and_releases(db: &mut Db<'_>) -> Result<()> {
     Ok(())
 }
 
+/// An agent's changes, sent twice as after a lost answer, land once.
+fn observed_changes(db: &mut Db<'_>) -> Result<()> {
+    use hangar_types::observed::MachineChange;
+    use hangar_types::MachineState;
+    let event = |id: &str, status: &str| hangar_types::MachineEvent {
+        id: id.into(),
+        kind: "start".into(),
+        status: status.into(),
+        source: "flyd".into(),
+        timestamp: 2,
+        request: None,
+    };
+    let mut config = db.machine_by_id("m1")?.unwrap().config;
+    config.image = "busybox:3".into();
+    let changes = vec![
+        MachineChange::Transition {
+            machine_id: "m1".into(),
+            state: MachineState::Started,
+            runtime: Some(Some("h1".into())),
+            event: event("e2", "started"),
+            at: "t4".into(),
+        },
+        MachineChange::NewVersion {
+            machine_id: "m1".into(),
+            version: "v2".into(),
+            config: Box::new(config),
+            state: MachineState::Replacing,
+            event: event("e3", "replacing"),
+            at: "t5".into(),
+        },
+        MachineChange::Transition {
+            machine_id: "gone".into(),
+            state: MachineState::Started,
+            runtime: None,
+            event: event("e4", "started"),
+            at: "t5".into(),
+        },
+        MachineChange::Cordoned {
+            machine_id: "m1".into(),
+            cordoned: false,
+            at: "t6".into(),
+        },
+    ];
+    assert_eq!(
+        db.apply_changes(&changes)?,
+        3,
+        "the unknown machine's is dropped"
+    );
+    assert_eq!(
+        db.apply_changes(&changes[..2])?,
+        0,
+        "seen events are not applied again"
+    );
+    let m = db.machine_by_id("m1")?.unwrap();
+    assert_eq!(m.state, MachineState::Replacing);
+    assert_eq!(m.instance_id, "v2");
+    assert_eq!(m.runtime.as_deref(), Some("h1"));
+    assert!(!m.cordoned);
+    assert_eq!(db.versions("m1")?.len(), 2);
+    let ids: Vec<String> = db.events("m1", 10)?.into_iter().map(|e| e.id).collect();
+    assert_eq!(ids, ["e3", "e2", "e1"]);
+    Ok(())
+}
+
+/// Every routable write is in the feed, in order; a cursor past the kept window reloads.
+fn feed_in_commit_order(db: &mut Db<'_>) -> Result<()> {
+    let head = db.feed_head()?;
+    assert!(head > 0, "the writes above are in the feed");
+    let FeedRead::Entries(all) = db.feed_after(0, 10_000)? else {
+        panic!("nothing is pruned yet");
+    };
+    assert_eq!(all.last().map(|e| e.revision), Some(head));
+    assert!(all.windows(2).all(|w| w[1].revision == w[0].revision + 1));
+    let kinds: std::collections::BTreeSet<&str> = all.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["app", "certificate", "ip", "machine"]
+    );
+    db.delete_app("api")?;
+    let FeedRead::Entries(next) = db.feed_after(head, 10)? else {
+        panic!("entries");
+    };
+    assert_eq!(next.len(), 1);
+    assert_eq!(
+        (next[0].kind, next[0].subject.as_str()),
+        (FeedKind::App, "api")
+    );
+    assert_eq!(db.feed_after(head + 1, 10)?, FeedRead::Entries(vec![]));
+    db.conn
+        .execute("DELETE FROM feed WHERE revision <= ?1", args![head])?;
+    assert_eq!(db.feed_after(1, 10)?, FeedRead::Reload { head: head + 1 });
+    Ok(())
+}
+
 #[test]
 fn every_query_runs_on_both_engines() {
     for (_dir, store) in test_stores() {
@@ -263,6 +367,8 @@ fn every_query_runs_on_both_engines() {
                 leases_and_keys(db)?;
                 edge(db)?;
                 secrets_and_releases(db)?;
+                observed_changes(db)?;
+                feed_in_commit_order(db)?;
                 assert!(
                     db.delete_app("web")?,
                     "deleting an app cascades to its rows"
@@ -309,4 +415,45 @@ fn an_unreachable_postgres_says_where_without_the_password() {
     assert!(text.contains(&format!("127.0.0.1:{port}/hangar")), "{text}");
     assert!(!text.contains("s3cret"), "{text}");
     assert!(err.is_unavailable(), "{text}");
+}
+
+/// A follower whose wake-up never came still reads what was committed, within its poll.
+#[test]
+fn a_follower_that_missed_its_wake_up_still_converges() {
+    for (_dir, store) in test_stores() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(follower_converges(&store));
+    }
+}
+
+async fn follower_converges(store: &Store) {
+    {
+        let head = store.call(|db| db.feed_head()).await.unwrap();
+        let mut follower = store.follow(head);
+        store
+            .call(|db| {
+                db.ensure_org(&org(), "t")?;
+                db.insert_app(&app("quiet"))?;
+                // As if this process had not seen its own commit.
+                db.fed = false;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                match follower.next().await.unwrap() {
+                    FeedRead::Entries(e) if e.is_empty() => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .expect("the poll finds it");
+        let FeedRead::Entries(entries) = read else {
+            panic!("{read:?}");
+        };
+        assert_eq!(entries[0].subject, "quiet");
+        assert_eq!(follower.cursor(), entries.last().unwrap().revision);
+    }
 }

@@ -12,9 +12,11 @@ mod apps;
 mod database;
 mod edge;
 mod error;
+mod feed;
 mod keys;
 mod machines;
 mod migrations;
+mod observed;
 mod postgres;
 mod releases;
 mod secrets;
@@ -28,9 +30,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 pub use apps::{AppRecord, OrgRecord, TokenRecord};
-pub use database::Database;
+pub use database::{lock_sqlite, Database};
 pub use edge::{CertRecord, IpRecord};
 pub use error::StoreError;
+pub use feed::{FeedEntry, FeedKind, FeedRead, Follower, KEPT_REVISIONS};
 pub use keys::{IdempotentResponse, LeaseRecord};
 pub use machines::{
     EventRecord, MachineFilter, MachineListing, MachineRecord, KEPT_EVENTS, RECENT_EVENTS,
@@ -52,11 +55,16 @@ pub struct Store {
     dialect: Dialect,
     /// Held while the store is open: one server per SQLite file.
     _lock: Option<Arc<std::fs::File>>,
+    /// Where the feed's listener connects, on PostgreSQL.
+    postgres_url: Option<String>,
+    feed_wake: Arc<feed::FeedWake>,
 }
 
 /// The database as seen inside one [`Store::call`]: the domain queries live on it.
 pub struct Db<'a> {
     conn: &'a mut Conn,
+    /// Set by a write that appended to the feed, to wake this process's followers.
+    fed: bool,
 }
 
 impl Store {
@@ -89,6 +97,11 @@ impl Store {
             dialect: conn.dialect(),
             conn: Arc::new(Mutex::new(conn)),
             _lock: lock,
+            postgres_url: match database {
+                Database::Postgres(url) => Some(url.clone()),
+                Database::Sqlite(_) => None,
+            },
+            feed_wake: Arc::default(),
         })
     }
 
@@ -104,10 +117,18 @@ impl Store {
         R: Send + 'static,
     {
         let conn = self.conn.clone();
+        let wake = self.feed_wake.clone();
         tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().map_err(|_| StoreError::Poisoned)?;
-            let mut db = Db { conn: &mut guard };
-            f(&mut db)
+            let mut db = Db {
+                conn: &mut guard,
+                fed: false,
+            };
+            let r = f(&mut db);
+            if db.fed {
+                wake.notify.notify_waiters();
+            }
+            r
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
@@ -116,8 +137,15 @@ impl Store {
     /// Runs `f` on the calling thread; for start-up and tests, never inside async code.
     pub fn call_blocking<R>(&self, f: impl FnOnce(&mut Db<'_>) -> Result<R>) -> Result<R> {
         let mut guard = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
-        let mut db = Db { conn: &mut guard };
-        f(&mut db)
+        let mut db = Db {
+            conn: &mut guard,
+            fed: false,
+        };
+        let r = f(&mut db);
+        if db.fed {
+            self.feed_wake.notify.notify_waiters();
+        }
+        r
     }
 }
 

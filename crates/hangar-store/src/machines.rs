@@ -1,14 +1,16 @@
 //! Machines, their config versions and their event log.
 //!
-//! A state change and the event that records it are written in one transaction
-//! ([`Db::record_transition`]), so the log and the state never disagree.
+//! Rows are inserted here at creation; after that they change only as the agent
+//! observes ([`Db::apply_changes`], `observed.rs`), a state change and the event that
+//! records it in one transaction, so the log and the state never disagree.
 
 use crate::sql::{args, Conn, Row, Value};
 use hangar_types::{MachineConfig, MachineEvent, MachineState};
 
+use crate::feed::{self, FeedKind};
 use crate::{Db, Result};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MachineRecord {
     pub id: String,
     pub app_name: String,
@@ -121,7 +123,9 @@ impl Db<'_> {
             args![&m.id, &m.instance_id, &config, &m.created_at],
         )?;
         insert_event(&mut tx, &m.id, launch)?;
+        feed::record(&mut tx, FeedKind::Machine, &m.app_name, &m.id)?;
         tx.commit()?;
+        self.fed = true;
         Ok(())
     }
 
@@ -230,87 +234,6 @@ impl Db<'_> {
             .collect()
     }
 
-    /// Sets the machine's state, and its runtime handle when `runtime` is `Some`, and
-    /// appends the event recording the change, atomically.
-    pub fn record_transition(
-        &mut self,
-        id: &str,
-        state: MachineState,
-        runtime: Option<Option<&str>>,
-        event: &MachineEvent,
-        updated_at: &str,
-    ) -> Result<()> {
-        let mut tx = self.conn.begin()?;
-        match runtime {
-            Some(rt) => tx.defer(
-                "UPDATE machines SET state = ?2, runtime = ?3, updated_at = ?4 WHERE id = ?1",
-                args![id, state.as_str(), rt, updated_at],
-            )?,
-            None => tx.defer(
-                "UPDATE machines SET state = ?2, updated_at = ?3 WHERE id = ?1",
-                args![id, state.as_str(), updated_at],
-            )?,
-        };
-        insert_event(&mut tx, id, event)?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Replaces the machine's config with a new version and records the `update` event.
-    pub fn record_new_version(
-        &mut self,
-        id: &str,
-        version: &str,
-        config: &MachineConfig,
-        state: MachineState,
-        event: &MachineEvent,
-        updated_at: &str,
-    ) -> Result<()> {
-        let config = serde_json::to_string(config)?;
-        let mut tx = self.conn.begin()?;
-        tx.defer(
-            "UPDATE machines SET instance_id = ?2, config = ?3, state = ?4, updated_at = ?5 WHERE id = ?1",
-            args![id, version, &config, state.as_str(), updated_at],
-        )?;
-        tx.defer(
-            "INSERT INTO machine_versions (machine_id, version, config, created_at) VALUES (?1, ?2, ?3, ?4)",
-            args![id, version, &config, updated_at],
-        )?;
-        insert_event(&mut tx, id, event)?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Rewrites the current config in place without a new version (metadata edits).
-    pub fn replace_config_in_place(
-        &mut self,
-        id: &str,
-        config: &MachineConfig,
-        updated_at: &str,
-    ) -> Result<()> {
-        let config = serde_json::to_string(config)?;
-        let mut tx = self.conn.begin()?;
-        tx.defer(
-            "UPDATE machines SET config = ?2, updated_at = ?3 WHERE id = ?1",
-            args![id, &config, updated_at],
-        )?;
-        tx.defer(
-            "UPDATE machine_versions SET config = ?2
-             WHERE machine_id = ?1 AND version = (SELECT instance_id FROM machines WHERE id = ?1)",
-            args![id, &config],
-        )?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    pub fn set_cordoned(&mut self, id: &str, cordoned: bool, updated_at: &str) -> Result<()> {
-        self.conn.execute(
-            "UPDATE machines SET cordoned = ?2, updated_at = ?3 WHERE id = ?1",
-            args![id, cordoned, updated_at],
-        )?;
-        Ok(())
-    }
-
     /// The machine's events, newest first.
     pub fn events(&mut self, machine_id: &str, limit: usize) -> Result<Vec<MachineEvent>> {
         self.conn
@@ -340,10 +263,81 @@ impl Db<'_> {
     }
 }
 
+pub(crate) fn set_state(
+    tx: &mut Conn,
+    id: &str,
+    state: MachineState,
+    runtime: Option<Option<&str>>,
+    updated_at: &str,
+) -> Result<()> {
+    match runtime {
+        Some(rt) => tx.defer(
+            "UPDATE machines SET state = ?2, runtime = ?3, updated_at = ?4 WHERE id = ?1",
+            args![id, state.as_str(), rt, updated_at],
+        ),
+        None => tx.defer(
+            "UPDATE machines SET state = ?2, updated_at = ?3 WHERE id = ?1",
+            args![id, state.as_str(), updated_at],
+        ),
+    }
+}
+
+/// Makes `version` the machine's current config; a version already stored stays as it
+/// is.
+pub(crate) fn set_version(
+    tx: &mut Conn,
+    id: &str,
+    version: &str,
+    config: &MachineConfig,
+    state: MachineState,
+    updated_at: &str,
+) -> Result<()> {
+    let config = serde_json::to_string(config)?;
+    tx.defer(
+        "UPDATE machines SET instance_id = ?2, config = ?3, state = ?4, updated_at = ?5 WHERE id = ?1",
+        args![id, version, &config, state.as_str(), updated_at],
+    )?;
+    tx.defer(
+        "INSERT INTO machine_versions (machine_id, version, config, created_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (machine_id, version) DO NOTHING",
+        args![id, version, &config, updated_at],
+    )
+}
+
+pub(crate) fn set_config_in_place(
+    tx: &mut Conn,
+    id: &str,
+    config: &MachineConfig,
+    updated_at: &str,
+) -> Result<()> {
+    let config = serde_json::to_string(config)?;
+    tx.defer(
+        "UPDATE machines SET config = ?2, updated_at = ?3 WHERE id = ?1",
+        args![id, &config, updated_at],
+    )?;
+    tx.defer(
+        "UPDATE machine_versions SET config = ?2
+         WHERE machine_id = ?1 AND version = (SELECT instance_id FROM machines WHERE id = ?1)",
+        args![id, &config],
+    )
+}
+
+pub(crate) fn set_cordoned(
+    tx: &mut Conn,
+    id: &str,
+    cordoned: bool,
+    updated_at: &str,
+) -> Result<()> {
+    tx.defer(
+        "UPDATE machines SET cordoned = ?2, updated_at = ?3 WHERE id = ?1",
+        args![id, cordoned, updated_at],
+    )
+}
+
 /// Appends an event to the log, keeps `recent_events` current, and prunes the log to
 /// the newest [`KEPT_EVENTS`]: two round trips on PostgreSQL with what the caller
 /// deferred before it and the commit after it.
-fn insert_event(tx: &mut Conn, machine_id: &str, e: &MachineEvent) -> Result<()> {
+pub(crate) fn insert_event(tx: &mut Conn, machine_id: &str, e: &MachineEvent) -> Result<()> {
     let request = e.request.as_ref().map(serde_json::to_string).transpose()?;
     tx.defer(
         "INSERT INTO machine_events (id, machine_id, type, status, source, timestamp, request)
@@ -446,6 +440,23 @@ mod tests {
         }
     }
 
+    fn transition(
+        db: &mut Db<'_>,
+        id: &str,
+        state: MachineState,
+        event: MachineEvent,
+    ) -> Result<()> {
+        let change = hangar_types::observed::MachineChange::Transition {
+            machine_id: id.into(),
+            state,
+            runtime: Some(Some("h".into())),
+            event,
+            at: "t2".into(),
+        };
+        assert_eq!(db.apply_changes(&[change])?, 1);
+        Ok(())
+    }
+
     #[test]
     fn transitions_keep_recent_events_and_prune_the_log() {
         for (_dir, store) in setups() {
@@ -458,12 +469,11 @@ mod tests {
             .call_blocking(|db| {
                 db.insert_machine(&machine("m1", "web"), &event("00000", "launch"))?;
                 for i in 1..=(KEPT_EVENTS + 20) {
-                    db.record_transition(
+                    transition(
+                        db,
                         "m1",
                         MachineState::Started,
-                        Some(Some("h")),
-                        &event(&format!("{i:05}"), "start"),
-                        "t2",
+                        event(&format!("{i:05}"), "start"),
                     )?;
                 }
                 Ok(())
@@ -502,13 +512,7 @@ mod tests {
             .call_blocking(|db| {
                 db.insert_machine(&machine("m1", "web"), &event("1", "launch"))?;
                 db.insert_machine(&machine("m2", "db"), &event("2", "launch"))?;
-                db.record_transition(
-                    "m2",
-                    MachineState::Destroyed,
-                    None,
-                    &event("3", "destroy"),
-                    "t",
-                )
+                transition(db, "m2", MachineState::Destroyed, event("3", "destroy"))
             })
             .unwrap();
         let count = |f: MachineFilter| {

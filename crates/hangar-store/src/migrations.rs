@@ -168,6 +168,21 @@ const MIGRATIONS: &[&str] = &[
         since_ms INTEGER NOT NULL
     );
     "#,
+    // 5: the change feed, revisioned in commit order by its one-row head.
+    r#"
+    CREATE TABLE feed_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        revision INTEGER NOT NULL
+    );
+    INSERT INTO feed_head (id, revision) VALUES (1, 0);
+    CREATE TABLE feed (
+        revision INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        app_name TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        at_ms INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// Any number, the same in every process: the key of the lock two servers starting on

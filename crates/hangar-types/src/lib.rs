@@ -16,6 +16,7 @@ pub mod lease;
 pub mod logs;
 pub mod machine;
 pub mod machine_config;
+pub mod observed;
 pub mod omit;
 pub mod requests;
 pub mod secrets;

@@ -3,9 +3,10 @@
 //!
 //! API handlers send a [`MachineCmd`] to a machine's actor and get a reply; the actor
 //! checks the command is legal in the current state, writes the transition and its event
-//! to the store, then acts through the runtime driver. Each actor publishes a
+//! to the agent's own store (the [`Ledger`]), then acts through the runtime driver; the
+//! [`Mirror`] carries each change on to the control plane's copy. Each actor publishes a
 //! [`Snapshot`] on a watch channel, which `wait` reads. At boot, [`Supervisor::take_charge`]
-//! starts an actor for every stored machine, which reconciles with what the driver
+//! starts an actor for every machine in the ledger, which reconciles with what the driver
 //! reports: running processes are adopted, exits that happened meanwhile are recorded.
 
 mod actor;
@@ -21,11 +22,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hangar_runtime::{Driver, ExecOutput};
-use hangar_store::{MachineRecord, Store, StoreError};
+use hangar_store::{MachineRecord, StoreError};
 use hangar_types::{MachineConfig, MachineState, ProcessStat, Signal};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::ledger::{Ledger, LedgerError};
+use crate::mirror::{ControlPlane, Mirror};
 
 pub use restart::RestartTracker;
 
@@ -58,6 +62,12 @@ pub enum OpError {
 
 impl From<StoreError> for OpError {
     fn from(e: StoreError) -> Self {
+        OpError::Internal(e.to_string())
+    }
+}
+
+impl From<LedgerError> for OpError {
+    fn from(e: LedgerError) -> Self {
         OpError::Internal(e.to_string())
     }
 }
@@ -121,7 +131,10 @@ struct ActorHandle {
 
 /// Shared by every actor.
 pub(crate) struct Context {
-    pub store: Store,
+    /// The agent's own store: the truth for this host's machines.
+    pub ledger: Ledger,
+    /// Carries each recorded change to the control plane.
+    pub mirror: Mirror,
     pub driver: Arc<dyn Driver>,
     pub region: String,
     pub instances: Arc<instances::Instances>,
@@ -145,7 +158,8 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new(
-        store: Store,
+        ledger: Ledger,
+        control: Arc<dyn ControlPlane>,
         driver: Arc<dyn Driver>,
         region: String,
         secrets: Arc<dyn crate::SecretSource>,
@@ -153,7 +167,8 @@ impl Supervisor {
     ) -> Self {
         Self {
             ctx: Arc::new(Context {
-                store,
+                mirror: Mirror::new(ledger.clone(), control),
+                ledger,
                 driver,
                 region,
                 secrets,
@@ -187,25 +202,43 @@ impl Supervisor {
         self.ctx.instances.subscribe()
     }
 
-    /// Starts an actor for every stored machine that is not destroyed; each reconciles
-    /// with the driver before taking commands.
-    pub async fn take_charge(&self) -> Result<(), StoreError> {
-        let machines = self.ctx.store.call(|db| db.live_machines()).await?;
+    /// Brings machines into the agent's store: the ones a host ran before its agent had
+    /// a store of its own (taken from the control plane's copy, once, when the ledger
+    /// is new).
+    pub async fn bring_in(&self, machines: &[MachineRecord]) -> Result<(), LedgerError> {
         for m in machines {
+            self.ctx.ledger.put(m).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the control plane what it missed, then starts an actor for every machine in
+    /// the agent's store; each reconciles with the driver before taking commands. The
+    /// machines are taken charge of whether or not the control plane answers.
+    pub async fn take_charge(&self) -> Result<(), LedgerError> {
+        if !self.ctx.mirror.flush().await {
+            tracing::warn!("control plane away at start; machines run from the agent's store and their changes follow when it answers");
+        }
+        self.tracker
+            .spawn(self.ctx.mirror.clone().run(self.cancel.child_token()));
+        for m in self.ctx.ledger.machines().await? {
             self.spawn(m, actor::Boot::Reconcile);
         }
         Ok(())
     }
 
-    /// Starts the actor of a machine just written to the store; it launches the machine
-    /// unless `skip_launch`.
-    pub fn adopt_new(&self, machine: MachineRecord, skip_launch: bool) {
+    /// Takes a machine the control plane just created (and recorded with its launch
+    /// event) into the agent's store and starts its actor, which launches it unless
+    /// `skip_launch`.
+    pub async fn create(&self, machine: MachineRecord, skip_launch: bool) -> Result<(), OpError> {
+        self.ctx.ledger.put(&machine).await?;
         let boot = if skip_launch {
             actor::Boot::Idle
         } else {
             actor::Boot::Launch
         };
         self.spawn(machine, boot);
+        Ok(())
     }
 
     fn spawn(&self, machine: MachineRecord, boot: actor::Boot) {

@@ -1,9 +1,12 @@
 //! The supervisor's state machine over the recording driver: launches, stops, the kill
-//! after a stop timeout, restart policies, a failed start, and reconciliation after the
-//! supervisor died with its machines running. No processes, no sockets.
+//! after a stop timeout, restart policies, a failed start, reconciliation after the
+//! supervisor died with its machines running, and machines that go on while the control
+//! plane is away. No processes, no sockets: the control plane is a store the mirror
+//! writes into.
 
 #![allow(clippy::unwrap_used)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +16,33 @@ use hangar_store::{AppRecord, MachineRecord, OrgRecord, Store};
 use hangar_types::{MachineEvent, MachineState, Signal};
 
 use super::{MachineCmd, Supervisor};
+use crate::ledger::Ledger;
+use crate::mirror::{ControlPlane, ObserveError};
 use crate::{Observer, SecretSource};
+
+/// The control plane's copy of machines, which can be made unreachable.
+struct Control {
+    store: Store,
+    away: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl ControlPlane for Control {
+    async fn observe(
+        &self,
+        changes: &[hangar_types::observed::MachineChange],
+    ) -> Result<(), ObserveError> {
+        if self.away.load(Ordering::Relaxed) {
+            return Err(ObserveError::Unavailable("stopped by the test".into()));
+        }
+        let changes = changes.to_vec();
+        self.store
+            .call(move |db| db.apply_changes(&changes))
+            .await
+            .map(|_| ())
+            .map_err(|e| ObserveError::Refused(e.to_string()))
+    }
+}
 
 struct NoSecrets;
 
@@ -37,6 +66,8 @@ impl Observer for Seen {
 struct Host {
     _dir: tempfile::TempDir,
     store: Store,
+    control: Arc<Control>,
+    ledger: Ledger,
     driver: Arc<FakeDriver>,
     seen: Arc<Seen>,
 }
@@ -65,17 +96,26 @@ impl Host {
                 })
             })
             .unwrap();
+        let (ledger, fresh) = Ledger::open(&dir.path().join("agent.db")).unwrap();
+        assert!(fresh);
         Host {
             _dir: dir,
+            control: Arc::new(Control {
+                store: store.clone(),
+                away: AtomicBool::new(false),
+            }),
             store,
+            ledger,
             driver: Arc::default(),
             seen: Arc::default(),
         }
     }
 
+    /// A supervisor over the host's store, as after a start of the agent.
     fn supervisor(&self) -> Supervisor {
         Supervisor::new(
-            self.store.clone(),
+            self.ledger.clone(),
+            self.control.clone(),
             self.driver.clone(),
             "ord".into(),
             Arc::new(NoSecrets),
@@ -115,10 +155,10 @@ impl Host {
             .call(move |db| db.insert_machine(&stored, &launch))
             .await
             .unwrap();
-        sup.adopt_new(m, false);
+        sup.create(m, false).await.unwrap();
     }
 
-    /// The machine's events, oldest first, as `kind/status`.
+    /// The machine's events in the control plane's copy, oldest first, as `kind/status`.
     async fn events(&self, id: &str) -> Vec<String> {
         let id = id.to_string();
         let mut events = self
@@ -152,10 +192,17 @@ async fn stop(sup: &Supervisor, id: &str, timeout: Duration) {
     .unwrap();
 }
 
+/// A supervisor that has taken charge of the host (and started sending changes).
+async fn started(host: &Host) -> Supervisor {
+    let sup = host.supervisor();
+    sup.take_charge().await.unwrap();
+    sup
+}
+
 #[tokio::test]
 async fn a_launch_and_a_stop_are_written_then_done_in_order() {
     let host = Host::new();
-    let sup = host.supervisor();
+    let sup = started(&host).await;
     host.launch(&sup, "m1", serde_json::json!({"policy": "no"}))
         .await;
     settles(&sup, "m1", MachineState::Started).await;
@@ -190,7 +237,7 @@ async fn a_launch_and_a_stop_are_written_then_done_in_order() {
 #[tokio::test]
 async fn a_process_deaf_to_the_stop_signal_is_killed_after_the_timeout() {
     let host = Host::new();
-    let sup = host.supervisor();
+    let sup = started(&host).await;
     host.launch(&sup, "m1", serde_json::json!({"policy": "no"}))
         .await;
     settles(&sup, "m1", MachineState::Started).await;
@@ -208,7 +255,7 @@ async fn a_process_deaf_to_the_stop_signal_is_killed_after_the_timeout() {
 #[tokio::test]
 async fn on_failure_restarts_until_max_retries_then_rests_stopped() {
     let host = Host::new();
-    let sup = host.supervisor();
+    let sup = started(&host).await;
     host.launch(
         &sup,
         "m1",
@@ -237,7 +284,7 @@ async fn on_failure_restarts_until_max_retries_then_rests_stopped() {
 #[tokio::test]
 async fn a_start_the_driver_refuses_leaves_the_machine_failed() {
     let host = Host::new();
-    let sup = host.supervisor();
+    let sup = started(&host).await;
     host.driver
         .fail_next_start("m1", "image has no such command");
     host.launch(&sup, "m1", serde_json::json!({"policy": "no"}))
@@ -257,7 +304,7 @@ async fn a_start_the_driver_refuses_leaves_the_machine_failed() {
 #[tokio::test]
 async fn after_a_crash_running_machines_are_adopted_and_exits_meanwhile_recorded() {
     let host = Host::new();
-    let first = host.supervisor();
+    let first = started(&host).await;
     host.launch(&first, "up", serde_json::json!({"policy": "no"}))
         .await;
     host.launch(&first, "gone", serde_json::json!({"policy": "no"}))
@@ -289,4 +336,67 @@ async fn after_a_crash_running_machines_are_adopted_and_exits_meanwhile_recorded
     // The adopted machine is driven as before.
     stop(&second, "up", Duration::from_secs(5)).await;
     settles(&second, "up", MachineState::Stopped).await;
+}
+
+#[tokio::test]
+async fn machines_go_on_while_the_control_plane_is_away_and_it_gets_every_change_once() {
+    let host = Host::new();
+    let sup = started(&host).await;
+    host.launch(&sup, "m1", serde_json::json!({"policy": "always"}))
+        .await;
+    settles(&sup, "m1", MachineState::Started).await;
+    host.control.away.store(true, Ordering::Relaxed);
+
+    // The restart policy applies with nobody to tell.
+    assert!(host.driver.exit("m1", 1));
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while host.driver.starts_of("m1") < 2 || !host.driver.is_running("m1") {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("restarted while the control plane is away");
+    settles(&sup, "m1", MachineState::Started).await;
+    stop(&sup, "m1", Duration::from_secs(5)).await;
+    settles(&sup, "m1", MachineState::Stopped).await;
+    assert_eq!(
+        host.events("m1").await.last().map(String::as_str),
+        Some("start/started"),
+        "the copy waits"
+    );
+    assert!(host.ledger.backlog().await.unwrap() >= 5);
+
+    // An agent restarted meanwhile still sends what waited.
+    sup.shutdown().await;
+    host.driver.forget_waiters();
+    let sup = started(&host).await;
+    settles(&sup, "m1", MachineState::Stopped).await;
+    host.control.away.store(false, Ordering::Relaxed);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while host.ledger.backlog().await.unwrap() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the backlog drains once the control plane is back");
+    assert_eq!(
+        host.events("m1").await,
+        [
+            "launch/created",
+            "start/starting",
+            "start/started",
+            "exit/stopped",
+            "start/starting",
+            "start/started",
+            "stop/stopping",
+            "exit/stopped"
+        ]
+    );
+    let copy = host
+        .store
+        .call(|db| db.machine_by_id("m1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(copy.state, MachineState::Stopped);
 }

@@ -279,7 +279,7 @@ fn stdout(o: &std::process::Output) -> String {
 }
 
 #[tokio::test]
-async fn while_postgres_is_down_machines_serve_and_the_api_answers_503() {
+async fn while_postgres_is_down_machines_serve_restart_and_the_api_answers_503() {
     let Some(pg) = own_postgres() else { return };
     let s = TestServer::start_on(&["--driver", "process"], &[], Some(pg.fresh_database())).await;
     s.create_app("outage").await;
@@ -289,7 +289,8 @@ async fn while_postgres_is_down_machines_serve_and_the_api_answers_503() {
             "outage",
             &format!("mkdir -p www && echo up > www/index.html && exec busybox httpd -f -p 127.0.0.1:{port} -h www"),
             json!({"services": [{"protocol": "tcp", "internal_port": port,
-                "ports": [{"port": 80, "handlers": ["http"]}]}]}),
+                "ports": [{"port": 80, "handlers": ["http"]}]}],
+                "restart": {"policy": "always"}}),
         )
         .await;
     let id = m["id"].as_str().unwrap().to_string();
@@ -299,6 +300,7 @@ async fn while_postgres_is_down_machines_serve_and_the_api_answers_503() {
         (s.proxy_get(&host, "/", &[]).await.0 == 200).then_some(())
     })
     .await;
+    let pid = s.main_pid("outage", &id).await;
 
     pg.stop().unwrap();
     let t = std::time::Instant::now();
@@ -333,6 +335,18 @@ async fn while_postgres_is_down_machines_serve_and_the_api_answers_503() {
         );
     }
 
+    // The machine dies: the agent restarts it by its policy with the database away.
+    let killed = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    eventually(15, "the restarted machine serves again", || async {
+        let (status, body) = s.proxy_get(&host, "/", &[]).await;
+        (status == 200 && body.trim() == "up").then_some(())
+    })
+    .await;
+
     pg.start_again().unwrap();
     let listed = eventually(15, "the API works again", || async {
         let r = s.call("GET", "/apps/outage/machines", None).await;
@@ -340,5 +354,28 @@ async fn while_postgres_is_down_machines_serve_and_the_api_answers_503() {
     })
     .await;
     assert_eq!(listed.body.as_array().map(Vec::len), Some(1), "{listed:?}");
-    assert_eq!(listed.body[0]["state"], "started");
+    // What happened meanwhile reaches the control plane's copy, each step once.
+    let events = eventually(
+        15,
+        "the outage's events reach the control plane",
+        || async {
+            let events = s.events("outage", &id).await;
+            events
+                .iter()
+                .any(|e| e["type"] == "exit" && e["request"]["exit_event"]["restarting"] == true)
+                .then_some(events)
+        },
+    )
+    .await;
+    assert_eq!(events[0]["status"], "started", "{events:?}");
+    let mut ids: Vec<&str> = events.iter().filter_map(|e| e["id"].as_str()).collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "no event twice: {events:?}");
+    let now = s
+        .call("GET", &format!("/apps/outage/machines/{id}"), None)
+        .await;
+    assert_eq!(now.body["state"], "started", "{now:?}");
+    assert_ne!(s.main_pid("outage", &id).await, pid, "a new run");
 }

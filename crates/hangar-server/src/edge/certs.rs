@@ -90,7 +90,7 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 impl Edge {
-    fn publish(&self, record: &CertRecord) {
+    pub(super) fn publish(&self, record: &CertRecord) {
         let key = match (&record.chain_pem, &record.key_pem) {
             (Some(chain), Some(key)) if record.status == "active" => {
                 match certified_key(chain, key) {
@@ -130,7 +130,7 @@ impl Edge {
                 "certificate for {hostname} was removed while it was issued"
             ))
         })?;
-        self.publish(&record);
+        self.caught_up().await?;
         Ok(record)
     }
 
@@ -186,7 +186,7 @@ impl Edge {
             )));
         }
         let record = self.claim(pending(&hostname, app, ACME)).await?;
-        self.publish(&record);
+        self.caught_up().await?;
         if needs_issue(&record) {
             self.spawn_issue(hostname.clone());
         }
@@ -241,7 +241,7 @@ impl Edge {
         self.store
             .call(move |db| db.replace_certificate(&r))
             .await?;
-        self.publish(&row);
+        self.caught_up().await?;
         Ok(self.view(row))
     }
 
@@ -303,7 +303,7 @@ impl Edge {
             .call(move |db| db.delete_certificate(&a, &hh))
             .await?;
         if removed {
-            self.certs.remove_host(&h);
+            self.caught_up().await?;
         }
         Ok(removed)
     }

@@ -155,7 +155,7 @@ impl Edge {
             })?
         };
         tracing::info!(%app, ip = %record.ip, kind = kind.as_str(), "address assigned");
-        self.publish_addresses().await?;
+        self.caught_up().await?;
         Ok(record)
     }
 
@@ -172,13 +172,14 @@ impl Edge {
             .await?;
         if released {
             tracing::info!(%app, %ip, "address released");
-            self.publish_addresses().await?;
+            self.caught_up().await?;
         }
         Ok(released)
     }
 
-    /// Tells the proxy which dedicated address belongs to which app.
-    pub async fn publish_addresses(&self) -> Result<(), EdgeError> {
+    /// Tells the proxy which dedicated address belongs to which app (all of them, read
+    /// from the store).
+    pub(super) async fn publish_addresses(&self) -> Result<(), EdgeError> {
         let rows = self.store.call(|db| db.all_ips()).await?;
         let map: hangar_proxy::AppAddresses = rows
             .into_iter()

@@ -1,10 +1,11 @@
 //! The edge as the control plane keeps it: which addresses each app holds, the
 //! certificates of its hostnames, and their issuance and renewal. Rows live in the
-//! store; what the proxy needs (the address map, the hostname table with certificates
-//! and challenge answers) is published to it from here. Serving traffic is the proxy's
-//! job, not this module's.
+//! store; what the proxy needs (the address map, the hostname table with certificates)
+//! follows the store's change feed (`feed.rs`), and challenge answers are handed to it
+//! directly. Serving traffic is the proxy's job, not this module's.
 
 mod certs;
+mod feed;
 mod ips;
 
 use std::net::IpAddr;
@@ -53,6 +54,8 @@ pub struct Edge {
     acme: AcmeSettings,
     /// Hostnames with an issuance under way.
     issuing: Mutex<std::collections::HashSet<String>>,
+    /// The feed revision the proxy's tables reflect.
+    applied: watch::Sender<i64>,
 }
 
 pub struct EdgeConfig {
@@ -76,6 +79,7 @@ impl Edge {
             dev_ca,
             acme: config.acme,
             issuing: Mutex::default(),
+            applied: watch::channel(0).0,
         }))
     }
 
@@ -116,6 +120,7 @@ impl Edge {
     /// certificates where due, and resume issuances that were under way. (An app whose
     /// create stopped half-way is finished by retrying the create, which provisions.)
     pub async fn take_charge(self: &Arc<Self>) -> Result<(), EdgeError> {
+        self.load_and_follow().await?;
         let apps = self
             .store
             .call(|db| {
@@ -131,13 +136,11 @@ impl Edge {
                 tracing::warn!(%app, error = %e, "could not renew the app's certificate");
             }
         }
-        self.publish_addresses().await?;
-        self.load_certificates().await
+        Ok(())
     }
 
-    /// Forgets what the proxy knew of a deleted app (its rows went with it).
-    pub async fn forget_app(&self, app: &str) -> Result<(), EdgeError> {
-        self.certs.remove_app(app);
-        self.publish_addresses().await
+    /// Waits until the proxy has forgotten a deleted app (its rows went with it).
+    pub async fn forget_app(&self, _app: &str) -> Result<(), EdgeError> {
+        self.caught_up().await
     }
 }

@@ -1,6 +1,7 @@
 //! The commands a machine's actor takes ([`MachineCmd`]): each checks that it is legal
 //! in the current state, records its transition, replies, then acts.
 
+use hangar_types::observed::MachineChange;
 use hangar_types::{MachineEvent, MachineState};
 use serde_json::json;
 
@@ -232,15 +233,16 @@ impl MachineActor {
                 let _ = reply.send(r);
             }
             MachineCmd::Cordon { cordoned, reply } => {
-                let (id, now) = (self.m.id.clone(), clock::rfc3339_now());
-                let r = self
-                    .ctx
-                    .store
-                    .call(move |db| db.set_cordoned(&id, cordoned, &now))
-                    .await
-                    .map_err(OpError::from);
+                let mut next = self.m.clone();
+                next.cordoned = cordoned;
+                next.updated_at = clock::rfc3339_now();
+                let change = MachineChange::Cordoned {
+                    machine_id: next.id.clone(),
+                    cordoned,
+                    at: next.updated_at.clone(),
+                };
+                let r = self.record(next, change).await;
                 if r.is_ok() {
-                    self.m.cordoned = cordoned;
                     self.publish_instance();
                 }
                 let _ = reply.send(r);
@@ -280,12 +282,15 @@ impl MachineActor {
                 None => meta.remove(&k),
             };
         }
-        let (id, cfg, now) = (self.m.id.clone(), config.clone(), clock::rfc3339_now());
-        self.ctx
-            .store
-            .call(move |db| db.replace_config_in_place(&id, &cfg, &now))
-            .await?;
-        self.m.config = config;
+        let mut next = self.m.clone();
+        next.config = config;
+        next.updated_at = clock::rfc3339_now();
+        let change = MachineChange::ConfigInPlace {
+            machine_id: next.id.clone(),
+            config: Box::new(next.config.clone()),
+            at: next.updated_at.clone(),
+        };
+        self.record(next, change).await?;
         self.publish_instance();
         Ok(())
     }
@@ -311,21 +316,19 @@ impl MachineActor {
             // What the update means to do next, for a restart that finds it cut short.
             request: Some(json!({ "previous_state": prev.as_str(), "skip_launch": skip_launch })),
         };
-        let (id, v, cfg, ev, now) = (
-            self.m.id.clone(),
-            version.to_string(),
-            self.m.config.clone(),
-            event.clone(),
-            clock::rfc3339_now(),
-        );
-        let at = now.clone();
-        self.ctx
-            .store
-            .call(move |db| db.record_new_version(&id, &v, &cfg, MachineState::Replacing, &ev, &at))
-            .await?;
-        self.m.instance_id = version.to_string();
-        self.m.state = MachineState::Replacing;
-        self.m.updated_at = now;
+        let mut next = self.m.clone();
+        next.instance_id = version.to_string();
+        next.state = MachineState::Replacing;
+        next.updated_at = clock::rfc3339_now();
+        let change = MachineChange::NewVersion {
+            machine_id: next.id.clone(),
+            version: version.to_string(),
+            config: Box::new(next.config.clone()),
+            state: MachineState::Replacing,
+            event: event.clone(),
+            at: next.updated_at.clone(),
+        };
+        self.record(next, change).await?;
         self.publish(event.id);
         Ok(())
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use hangar_runtime::{DriverError, ExitStatus};
 use hangar_store::MachineRecord;
 use hangar_types::machine_config::MachineConfig;
+use hangar_types::observed::MachineChange;
 use hangar_types::{MachineEvent, MachineState, Signal};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -51,6 +52,9 @@ pub(crate) struct MachineActor {
     pending_restart: Option<tokio::time::Instant>,
     /// Stops the health checks of the current run.
     checks: Option<CancellationToken>,
+    /// The secrets the current version last started with, for a restart while the
+    /// control plane cannot give them.
+    last_secrets: Option<(String, hangar_runtime::Secrets)>,
 }
 
 enum Wake {
@@ -72,6 +76,7 @@ impl MachineActor {
             restarts: RestartTracker::default(),
             pending_restart: None,
             checks: None,
+            last_secrets: None,
         }
     }
 
@@ -156,22 +161,31 @@ impl MachineActor {
             timestamp: clock::now_ms(),
             request,
         };
-        let id = self.m.id.clone();
-        let now = clock::rfc3339_now();
-        let (ev, rt, at) = (event.clone(), runtime.clone(), now.clone());
-        self.ctx
-            .store
-            .call(move |db| {
-                db.record_transition(&id, state, rt.as_ref().map(|r| r.as_deref()), &ev, &at)
-            })
-            .await?;
-        self.m.state = state;
-        self.m.updated_at = now;
-        if let Some(rt) = runtime {
-            self.m.runtime = rt;
+        let mut next = self.m.clone();
+        next.state = state;
+        next.updated_at = clock::rfc3339_now();
+        if let Some(rt) = &runtime {
+            next.runtime = rt.clone();
         }
+        let change = MachineChange::Transition {
+            machine_id: next.id.clone(),
+            state,
+            runtime,
+            event: event.clone(),
+            at: next.updated_at.clone(),
+        };
+        self.record(next, change).await?;
         self.publish(event.id);
         self.sync_checks();
+        Ok(())
+    }
+
+    /// Makes `next` the machine's recorded self: written to the agent's store with the
+    /// change for the control plane, which is then given a moment to have it.
+    async fn record(&mut self, next: MachineRecord, change: MachineChange) -> Result<()> {
+        let seq = self.ctx.ledger.record(&next, &change).await?;
+        self.m = next;
+        self.ctx.mirror.settle(seq).await;
         Ok(())
     }
 
@@ -239,7 +253,7 @@ impl MachineActor {
 
     /// Launches the current version; records `started` or `failed`.
     async fn finish_start(&mut self) {
-        let started = match self.ctx.secrets.for_machine(&self.m).await {
+        let started = match self.secrets().await {
             Ok(secrets) => {
                 let spec = launch::spec(&self.m, &self.ctx.region, secrets);
                 self.ctx.driver.start(&spec).await
@@ -275,6 +289,24 @@ impl MachineActor {
                     .await;
                 self.log_err("record failed start", r);
             }
+        }
+    }
+
+    /// The machine's secrets from the control plane; when it cannot give them, the ones
+    /// this version last started with (a restart keeps working while it is away).
+    async fn secrets(&mut self) -> std::result::Result<hangar_runtime::Secrets, String> {
+        match self.ctx.secrets.for_machine(&self.m).await {
+            Ok(secrets) => {
+                self.last_secrets = Some((self.m.instance_id.clone(), secrets.clone()));
+                Ok(secrets)
+            }
+            Err(e) => match &self.last_secrets {
+                Some((version, secrets)) if *version == self.m.instance_id => {
+                    warn!(machine = %self.m.id, error = %e, "secrets unavailable; starting with the ones this version last had");
+                    Ok(secrets.clone())
+                }
+                _ => Err(e),
+            },
         }
     }
 
@@ -414,8 +446,6 @@ impl MachineActor {
         }
         self.transition(MachineState::Destroyed, "destroy", "flyd", None, Some(None))
             .await?;
-        let id = self.m.id.clone();
-        self.ctx.store.call(move |db| db.delete_lease(&id)).await?;
         info!(machine = %self.m.id, app = %self.m.app_name, "machine destroyed");
         Ok(())
     }

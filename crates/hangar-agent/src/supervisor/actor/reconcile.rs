@@ -11,11 +11,10 @@ impl MachineActor {
     /// Whether the machine's latest update was to leave it running: it was started and
     /// not told to stay stopped.
     async fn update_meant_to_start(&self) -> bool {
-        let id = self.m.id.clone();
         let events = self
             .ctx
-            .store
-            .call(move |db| db.events(&id, 10))
+            .ledger
+            .events(&self.m.id, 10)
             .await
             .unwrap_or_default();
         events
