@@ -9,6 +9,7 @@
 //! seams: a machine's secrets at start and exec ([`SecretSource`]), and hearing how
 //! each machine looks as it changes ([`Observer`], which usage metering reads).
 
+pub mod api;
 pub mod clock;
 pub mod ids;
 pub mod ledger;

@@ -110,7 +110,7 @@ fn emit(line: &mut Vec<u8>, stream: &str, writer: &LogWriter) {
 }
 
 /// Where a reader is in a log file: which file (inode) and how far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogCursor {
     inode: u64,
     offset: u64,

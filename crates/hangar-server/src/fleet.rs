@@ -11,6 +11,7 @@ use hangar_store::{AppRecord, LeaseRecord, MachineRecord, StoreError};
 use hangar_types::{MachineConfig, MachineEvent, MachineState};
 
 use crate::{clock, ids, AppState};
+use hangar_agent::api::OpError;
 
 /// Why a machine could not be checked, prepared or created. The API answers each as
 /// Fly does (`api/errors.rs`); the deployer reports its message.
@@ -46,17 +47,17 @@ pub fn check_config(state: &AppState, config: &MachineConfig) -> Result<(), Flee
         .validate()
         .map_err(|e| FleetError::Invalid(e.to_string()))?;
     state
-        .supervisor
-        .driver()
+        .agent
+        .api()
         .check_config(config)
         .map_err(FleetError::Invalid)
 }
 
 /// Lets the driver fetch what the config needs (its image) before anything is stored.
 pub async fn prepare(state: &AppState, config: &MachineConfig) -> Result<(), FleetError> {
-    match state.supervisor.driver().prepare(config).await {
+    match state.agent.api().prepare(config).await {
         Ok(()) => Ok(()),
-        Err(hangar_runtime::DriverError::InvalidConfig(m)) => Err(FleetError::Invalid(m)),
+        Err(OpError::Invalid(m)) => Err(FleetError::Invalid(m)),
         Err(e) => Err(FleetError::Internal(e.to_string())),
     }
 }
@@ -128,7 +129,8 @@ pub async fn create(
     }
     tracing::info!(app = %record.app_name, machine = %record.id, "machine created");
     state
-        .supervisor
+        .agent
+        .api()
         .create(record.clone(), new.skip_launch)
         .await
         .map_err(|e| FleetError::Internal(format!("hand the machine to the agent: {e}")))?;
@@ -143,7 +145,7 @@ pub async fn wait_state(
     targets: &[MachineState],
     timeout: Duration,
 ) -> Result<MachineState, String> {
-    let Some(mut rx) = state.supervisor.watch(machine_id) else {
+    let Some(mut rx) = state.agent.api().watch(machine_id).await else {
         return Err(format!("machine {machine_id} is gone"));
     };
     let wait = async {
@@ -164,9 +166,10 @@ pub async fn wait_state(
         Ok(r) => r,
         Err(_) => {
             let current = state
-                .supervisor
-                .watch(machine_id)
-                .map(|rx| rx.borrow().state.to_string())
+                .agent
+                .state(machine_id)
+                .await
+                .map(|s| s.to_string())
                 .unwrap_or_else(|| "gone".into());
             let want: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
             Err(format!(
@@ -202,7 +205,7 @@ pub async fn wait_checks(
     }
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let results = state.supervisor.check_results(machine_id);
+        let results = state.agent.check_results(machine_id).await;
         if results.len() >= want && results.iter().all(|c| c.status == "passing") {
             return Ok(());
         }
@@ -228,12 +231,7 @@ pub async fn wait_checks(
 
 /// The machine's last `n` log lines, oldest first.
 pub async fn last_log_lines(state: &AppState, machine_id: &str, n: usize) -> Vec<String> {
-    let path = state.supervisor.driver().log_file(machine_id);
-    tokio::task::spawn_blocking(move || {
-        let (lines, _) = hangar_runtime::logs::read_all(&path);
-        let skip = lines.len().saturating_sub(n);
-        lines.into_iter().skip(skip).map(|l| l.message).collect()
-    })
-    .await
-    .unwrap_or_default()
+    let lines = state.agent.api().logs(machine_id, None).await.lines;
+    let skip = lines.len().saturating_sub(n);
+    lines.into_iter().skip(skip).map(|l| l.message).collect()
 }

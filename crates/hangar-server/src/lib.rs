@@ -1,7 +1,8 @@
 //! The Hangar control plane: the Machines API over HTTP, authentication, idempotency,
 //! apps and releases, the deployer, builds, secrets, the edge's control side and
 //! billing. Machines themselves are the agent's (`hangar-agent`): the control plane
-//! sends their commands to the agent's supervisor, embedded in this process.
+//! sends their commands through the agent's typed interface (`hangar_agent::api`), to
+//! the agent embedded in this process.
 //!
 //! [`Server::start`] bootstraps the `personal` org and the admin token on first start,
 //! has the agent take charge of every stored machine (adopting the ones still running),
@@ -72,7 +73,8 @@ pub struct ServerConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    pub supervisor: supervisor::Supervisor,
+    /// The host's agent, through its typed interface.
+    pub agent: hangar_agent::api::Agent,
     pub region: Arc<str>,
     pub idempotency: Arc<api::idempotency::KeyLocks>,
     pub edge: Arc<edge::Edge>,
@@ -101,6 +103,8 @@ pub struct Server {
     proxy: hangar_proxy::ProxyConfig,
     autostop_interval: std::time::Duration,
     egress: Arc<hangar_proxy::Egress>,
+    /// The embedded agent's supervisor, whose live instances the proxy routes to.
+    supervisor: supervisor::Supervisor,
     state: AppState,
 }
 
@@ -288,7 +292,7 @@ impl Server {
         edge.take_charge().await?;
         let state = AppState {
             store,
-            supervisor,
+            agent: hangar_agent::api::Agent(Arc::new(supervisor.clone())),
             region: config.region.as_str().into(),
             idempotency: Arc::default(),
             edge,
@@ -320,6 +324,7 @@ impl Server {
             },
             autostop_interval: config.autostop_interval,
             egress,
+            supervisor,
             state,
         })
     }
@@ -327,7 +332,7 @@ impl Server {
     /// Serves the API until `shutdown` is cancelled, then finishes in-flight requests.
     /// Machines are left running.
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), ServerError> {
-        let load = self.state.supervisor.load();
+        let load = self.supervisor.load();
         let meter = tokio::spawn(
             self.state
                 .meter
@@ -335,7 +340,7 @@ impl Server {
                 .run(METER_INTERVAL, shutdown.clone()),
         );
         tokio::spawn(autostop(
-            self.state.supervisor.clone(),
+            self.supervisor.clone(),
             load.clone(),
             self.proxy.region.clone(),
             self.autostop_interval,
@@ -349,9 +354,9 @@ impl Server {
         );
         let proxy = hangar_proxy::Proxy::new(
             self.proxy,
-            self.state.supervisor.instances(),
+            self.supervisor.instances(),
             self.state.edge.addresses(),
-            Arc::new(ActorStarter(self.state.supervisor.clone())),
+            Arc::new(ActorStarter(self.supervisor.clone())),
             load,
             self.state.edge.cert_table(),
             self.egress.clone(),
@@ -368,7 +373,7 @@ impl Server {
         if is_root() {
             self.state.edge.unroute_v6_pool().await;
         }
-        self.state.supervisor.shutdown().await;
+        self.supervisor.shutdown().await;
         let _ = meter.await;
         result
     }

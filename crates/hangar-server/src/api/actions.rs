@@ -16,8 +16,8 @@ use hangar_types::{GoDuration, MachineEvent, MachineState, MachineVersion, Proce
 use super::machines::{check_lease, load_machine};
 use super::{ApiError, JsonBody, Params};
 use crate::auth::Caller;
-use crate::supervisor::{MachineCmd, Snapshot};
 use crate::AppState;
+use hangar_agent::api::Snapshot;
 
 type MachinePath = Path<(String, String)>;
 
@@ -61,10 +61,7 @@ async fn start(
     h: HeaderMap,
 ) -> Result<Json<StartResponse>, ApiError> {
     let id = guarded(&s, &c, &app, &id, &h).await?;
-    let prev = s
-        .supervisor
-        .send(&id, |reply| MachineCmd::Start { reply })
-        .await?;
+    let prev = s.agent.start(&id).await?;
     Ok(Json(StartResponse {
         previous_state: prev.to_string(),
         migrated: false,
@@ -81,13 +78,7 @@ async fn stop(
 ) -> Result<Json<OkResponse>, ApiError> {
     let id = guarded(&s, &c, &app, &id, &h).await?;
     let timeout = check_stop_timeout(body.timeout.map(|t| t.0))?;
-    s.supervisor
-        .send(&id, |reply| MachineCmd::Stop {
-            signal: body.signal,
-            timeout,
-            reply,
-        })
-        .await?;
+    s.agent.stop(&id, body.signal, timeout).await?;
     Ok(Json(OkResponse { ok: true }))
 }
 
@@ -137,13 +128,7 @@ async fn restart(
         (None, true) => Some(Signal::SIGKILL),
         (signal, _) => signal,
     };
-    s.supervisor
-        .send(&id, |reply| MachineCmd::Restart {
-            signal,
-            timeout,
-            reply,
-        })
-        .await?;
+    s.agent.restart(&id, signal, timeout).await?;
     Ok(Json(OkResponse { ok: true }))
 }
 
@@ -154,9 +139,7 @@ async fn suspend(
     h: HeaderMap,
 ) -> Result<Json<OkResponse>, ApiError> {
     let id = guarded(&s, &c, &app, &id, &h).await?;
-    s.supervisor
-        .send(&id, |reply| MachineCmd::Suspend { reply })
-        .await?;
+    s.agent.suspend(&id).await?;
     Ok(Json(OkResponse { ok: true }))
 }
 
@@ -167,12 +150,7 @@ async fn signal(
     JsonBody(body): JsonBody<SignalRequest>,
 ) -> Result<Json<OkResponse>, ApiError> {
     let m = load_machine(&s, &c, &app, &id).await?;
-    s.supervisor
-        .send(&m.id, |reply| MachineCmd::Signal {
-            signal: body.signal,
-            reply,
-        })
-        .await?;
+    s.agent.signal(&m.id, body.signal).await?;
     Ok(Json(OkResponse { ok: true }))
 }
 
@@ -185,9 +163,7 @@ async fn set_cordon(
     cordoned: bool,
 ) -> Result<Json<OkResponse>, ApiError> {
     let id = guarded(s, c, app, id, h).await?;
-    s.supervisor
-        .send(&id, |reply| MachineCmd::Cordon { cordoned, reply })
-        .await?;
+    s.agent.cordon(&id, cordoned).await?;
     Ok(Json(OkResponse { ok: true }))
 }
 
@@ -232,13 +208,8 @@ async fn exec(
     }
     let id = guarded(&s, &c, &app, &id, &h).await?;
     let out = s
-        .supervisor
-        .send(&id, |reply| MachineCmd::Exec {
-            argv,
-            stdin: body.stdin.clone(),
-            timeout: Duration::from_secs(secs),
-            reply,
-        })
+        .agent
+        .exec(&id, argv, body.stdin.clone(), Duration::from_secs(secs))
         .await?;
     Ok(Json(ExecResponse {
         exit_code: out.exit_code,
@@ -265,10 +236,7 @@ async fn ps(
             )))
         }
     };
-    let mut list = s
-        .supervisor
-        .send(&m.id, |reply| MachineCmd::Ps { reply })
-        .await?;
+    let mut list = s.agent.ps(&m.id).await?;
     match sort_by.as_str() {
         "" | "pid" => list.sort_by_key(|p| p.pid),
         "cpu" => list.sort_by_key(|p| p.cpu),
@@ -379,7 +347,7 @@ async fn wait(
             event_id: snap.event_id.clone(),
         })
     };
-    let Some(mut rx) = s.supervisor.watch(&m.id) else {
+    let Some(mut rx) = s.agent.api().watch(&m.id).await else {
         // No actor: the machine is destroyed.
         let snap = Snapshot {
             state: m.state,

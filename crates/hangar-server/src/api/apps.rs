@@ -13,7 +13,6 @@ use hangar_types::{
 
 use super::{idempotency, ApiError, JsonBody, Params};
 use crate::auth::Caller;
-use crate::supervisor::MachineCmd;
 use crate::{clock, ids, AppState};
 
 pub(super) fn routes(state: &AppState) -> Router<AppState> {
@@ -216,12 +215,8 @@ async fn destroy(
         .call(move |db| db.machine_listings(&name, &Default::default()))
         .await?;
     for m in machines {
-        match state
-            .supervisor
-            .send(&m.id, |reply| MachineCmd::Destroy { force: true, reply })
-            .await
-        {
-            Ok(()) | Err(crate::supervisor::OpError::NotFound) => {}
+        match state.agent.destroy(&m.id, true).await {
+            Ok(()) | Err(hangar_agent::api::OpError::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
     }

@@ -12,7 +12,7 @@ use crate::deploy::DeployError;
 use crate::edge::EdgeError;
 use crate::fleet::FleetError;
 use crate::secrets::VaultError;
-use crate::supervisor::OpError;
+use hangar_agent::api::OpError;
 
 /// An error answered with Fly's body, `{"error": "...", "status": "..."}`.
 #[derive(Debug, Clone)]

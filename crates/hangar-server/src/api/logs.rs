@@ -14,7 +14,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use hangar_runtime::logs::{self, LogCursor, LogLine};
+use hangar_runtime::logs::{LogCursor, LogLine};
 use hangar_store::MachineFilter;
 use hangar_types::LogEntry;
 use tokio::sync::mpsc;
@@ -37,7 +37,6 @@ pub(super) fn routes() -> Router<AppState> {
 struct Source {
     machine: String,
     region: String,
-    path: std::path::PathBuf,
     cursor: Option<LogCursor>,
 }
 
@@ -61,12 +60,10 @@ async fn sources(state: &AppState, q: &Query) -> Result<Vec<Source>, ApiError> {
         .store
         .call(move |db| db.machine_listings(&app, &filter))
         .await?;
-    let driver = state.supervisor.driver();
     Ok(machines
         .into_iter()
         .filter(|m| q.machine.as_deref().is_none_or(|id| id == m.id))
         .map(|m| Source {
-            path: driver.log_file(&m.id),
             machine: m.id,
             region: m.region,
             cursor: None,
@@ -95,34 +92,19 @@ fn ndjson(entries: &[LogEntry]) -> Bytes {
     Bytes::from(out)
 }
 
-/// Reads every source's retained lines (moving its cursor to the end), oldest first.
-async fn read_retained(mut sources: Vec<Source>, q: Query) -> (Vec<Source>, Vec<LogEntry>) {
-    tokio::task::spawn_blocking(move || {
-        let mut all = Vec::new();
-        for s in &mut sources {
-            let (lines, cursor) = logs::read_all(&s.path);
-            s.cursor = cursor;
-            all.extend(lines.into_iter().map(|l| entry(&q, s, l)));
+/// Reads what every source has after its cursor (with none yet, its retained lines),
+/// moving the cursors on; oldest first.
+async fn read_on(state: &AppState, sources: &mut [Source], q: &Query) -> Vec<LogEntry> {
+    let mut all = Vec::new();
+    for s in sources.iter_mut() {
+        let read = state.agent.api().logs(&s.machine, s.cursor).await;
+        if read.cursor.is_some() {
+            s.cursor = read.cursor;
         }
-        all.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
-        (sources, all)
-    })
-    .await
-    .unwrap_or_default()
-}
-
-async fn read_appended(mut sources: Vec<Source>, q: Query) -> (Vec<Source>, Vec<LogEntry>) {
-    tokio::task::spawn_blocking(move || {
-        let mut all = Vec::new();
-        for s in &mut sources {
-            let lines = logs::read_new(&s.path, &mut s.cursor);
-            all.extend(lines.into_iter().map(|l| entry(&q, s, l)));
-        }
-        all.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
-        (sources, all)
-    })
-    .await
-    .unwrap_or_default()
+        all.extend(read.lines.into_iter().map(|l| entry(q, s, l)));
+    }
+    all.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
+    all
 }
 
 async fn logs(
@@ -152,7 +134,8 @@ async fn logs(
             .filter(|v| !v.is_empty())
             .map(str::to_string),
     };
-    let (sources, mut retained) = read_retained(sources(&state, &q).await?, q.clone()).await;
+    let mut sources = sources(&state, &q).await?;
+    let mut retained = read_on(&state, &mut sources, &q).await;
     if let Some(m) = &q.machine {
         if sources.is_empty() {
             return Err(ApiError::not_found(format!(
@@ -198,8 +181,7 @@ async fn follow_logs(
                 sources.extend(new);
             }
         }
-        let (s, lines) = read_appended(sources, q.clone()).await;
-        sources = s;
+        let lines = read_on(&state, &mut sources, &q).await;
         let chunk = if lines.is_empty() {
             Bytes::new()
         } else {

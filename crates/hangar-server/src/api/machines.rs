@@ -18,7 +18,6 @@ use serde_json::value::RawValue;
 use super::apps::load_app;
 use super::{idempotency, ApiError, JsonBody, Params};
 use crate::auth::Caller;
-use crate::supervisor::MachineCmd;
 use crate::{clock, fleet, ids, AppState};
 
 /// How many recent events a machine embeds in its JSON.
@@ -205,6 +204,12 @@ async fn list(
             Ok((machines, leases))
         })
         .await?;
+    let mut checks = if summary {
+        Default::default()
+    } else {
+        let ids: Vec<String> = machines.iter().map(|m| m.id.clone()).collect();
+        state.agent.api().checks(&ids).await
+    };
     let mut out = Vec::with_capacity(machines.len());
     for m in &machines {
         out.push(ListedMachine {
@@ -228,7 +233,7 @@ async fn list(
             } else {
                 Some(raw(&m.events_json)?)
             },
-            checks: (!summary).then(|| state.supervisor.check_results(&m.id)),
+            checks: (!summary).then(|| checks.remove(&m.id).unwrap_or_default()),
             lease: leases.get(&m.id).map(|l| lease_view(l, &m.instance_id)),
             host_status: (!summary).then_some("ok"),
             cordoned: m.cordoned,
@@ -356,7 +361,7 @@ async fn show(
         })
         .await?;
     let lease = lease.map(|l| lease_view(&l, &m.instance_id));
-    let checks = state.supervisor.check_results(&m.id);
+    let checks = state.agent.check_results(&m.id).await;
     Ok(Json(view(&m, events, checks, lease, None)))
 }
 
@@ -383,21 +388,14 @@ async fn update(
     check_lease(&state, &m.id, &headers).await?;
     fleet::prepare(&state, &config).await?;
     let skip_launch = body.skip_launch == Some(true);
-    state
-        .supervisor
-        .send(&m.id, |reply| MachineCmd::Update {
-            config: Box::new(config),
-            skip_launch,
-            reply,
-        })
-        .await?;
+    state.agent.update(&m.id, config, skip_launch).await?;
     let mid = m.id.clone();
     let (m, events) = state
         .store
         .call(move |db| Ok((db.machine_by_id(&mid)?, db.events(&mid, EMBEDDED_EVENTS)?)))
         .await?;
     let m = m.ok_or_else(|| ApiError::not_found("machine not found"))?;
-    let checks = state.supervisor.check_results(&m.id);
+    let checks = state.agent.check_results(&m.id).await;
     Ok(Json(view(&m, events, checks, None, None)))
 }
 
@@ -414,10 +412,7 @@ async fn destroy(
         return Err(ApiError::not_found("machine not found"));
     }
     check_lease(&state, &m.id, &headers).await?;
-    state
-        .supervisor
-        .send(&m.id, |reply| MachineCmd::Destroy { force, reply })
-        .await?;
+    state.agent.destroy(&m.id, force).await?;
     Ok(Json(OkResponse { ok: true }))
 }
 

@@ -13,7 +13,6 @@ use hangar_types::MachineState;
 use super::machines::load_machine;
 use super::{ApiError, JsonBody};
 use crate::auth::Caller;
-use crate::supervisor::MachineCmd;
 use crate::AppState;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -81,12 +80,8 @@ async fn apply(
     if m.state == MachineState::Destroyed {
         return Err(ApiError::not_found("machine not found"));
     }
-    s.supervisor
-        .send(&m.id, |reply| MachineCmd::SetMetadata {
-            changes,
-            machine_version,
-            reply,
-        })
+    s.agent
+        .set_metadata(&m.id, changes, machine_version)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

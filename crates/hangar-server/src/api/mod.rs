@@ -1,8 +1,9 @@
 //! The Machines API under `/v1`: routes, the error type every handler returns, the JSON
 //! body extractor and the query parser that accept what real Fly clients send.
 //!
-//! Handlers read from the store and send commands to the supervisor; they never change a
-//! machine's state themselves. Routes are grouped by resource in the submodules.
+//! Handlers read from the store and send commands to the host's agent through its typed
+//! interface (`hangar_agent::api::Agent`); they never change a machine's state
+//! themselves. Routes are grouped by resource in the submodules.
 
 mod actions;
 mod apps;

@@ -12,7 +12,6 @@ use hangar_appconfig::machine::metadata;
 use hangar_store::{MachineRecord, ReleaseRecord};
 use hangar_types::{MachineConfig, MachineState};
 
-use crate::supervisor::MachineCmd;
 use crate::{clock, fleet, AppState};
 
 /// How long a machine may take to settle before it is reverted.
@@ -74,9 +73,6 @@ async fn undo(state: &AppState, r: &ReleaseRecord) -> (usize, usize) {
             .push(m);
     }
     let (mut reverted, mut removed) = (0, 0);
-    let send = |id: String, cmd: fn(crate::supervisor::Reply<()>) -> MachineCmd| async move {
-        state.supervisor.send(&id, cmd).await.is_ok()
-    };
     for ms in groups.values() {
         let mut ours = Vec::new();
         for m in ms
@@ -101,55 +97,30 @@ async fn undo(state: &AppState, r: &ReleaseRecord) -> (usize, usize) {
             r.strategy == "bluegreen" && ours.iter().any(|(m, prev)| prev.is_none() && !m.cordoned);
         if cut_over {
             for (m, _) in &ours {
-                let _ = send(m.id.clone(), |reply| MachineCmd::Cordon {
-                    cordoned: false,
-                    reply,
-                })
-                .await;
+                let _ = state.agent.cordon(&m.id, false).await;
             }
             for m in ms
                 .iter()
                 .filter(|m| release_of(&m.config) != Some(r.id.as_str()))
             {
-                if send(m.id.clone(), |reply| MachineCmd::Destroy {
-                    force: true,
-                    reply,
-                })
-                .await
-                {
+                if state.agent.destroy(&m.id, true).await.is_ok() {
                     removed += 1;
                 }
             }
             continue;
         }
         for (m, previous) in ours {
-            let now = state
-                .supervisor
-                .watch(&m.id)
-                .map(|rx| rx.borrow().state)
-                .unwrap_or(m.state);
+            let now = state.agent.state(&m.id).await.unwrap_or(m.state);
             match previous {
                 Some(config) => {
                     let skip_launch = !matches!(now, MachineState::Started | MachineState::Failed);
-                    let done = state
-                        .supervisor
-                        .send(&m.id, |reply| MachineCmd::Update {
-                            config: Box::new(config),
-                            skip_launch,
-                            reply,
-                        })
-                        .await;
+                    let done = state.agent.update(&m.id, config, skip_launch).await;
                     if done.is_ok() {
                         reverted += 1;
                     }
                 }
                 None => {
-                    if send(m.id.clone(), |reply| MachineCmd::Destroy {
-                        force: true,
-                        reply,
-                    })
-                    .await
-                    {
+                    if state.agent.destroy(&m.id, true).await.is_ok() {
                         removed += 1;
                     }
                 }

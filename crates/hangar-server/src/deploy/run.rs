@@ -11,7 +11,6 @@ use hangar_store::{MachineRecord, ReleaseRecord};
 use hangar_types::{MachineConfig, MachineState};
 
 use super::{release_command, strategy, Plan, Reporter, Strategy};
-use crate::supervisor::MachineCmd;
 use crate::{clock, fleet, AppState};
 
 /// Whether a deploy manages the machine: made by a deploy, and not a release command.
@@ -161,9 +160,10 @@ async fn execute(ctx: &Ctx<'_>) -> Result<(), Failure> {
         for id in &moving {
             if let Err(e) = fleet::wait_state(state, id, SETTLED, plan.wait_timeout).await {
                 let gone = state
-                    .supervisor
-                    .watch(id)
-                    .is_none_or(|rx| rx.borrow().state == MachineState::Destroyed);
+                    .agent
+                    .state(id)
+                    .await
+                    .is_none_or(|s| s == MachineState::Destroyed);
                 if !gone {
                     return Err(Failure::on(
                         id,
@@ -273,11 +273,7 @@ async fn execute(ctx: &Ctx<'_>) -> Result<(), Failure> {
 
 /// Destroys a machine, stopping it first (its requests finish); failures are reported.
 pub(super) async fn destroy(ctx: &Ctx<'_>, id: &str) {
-    let r = ctx
-        .state
-        .supervisor
-        .send(id, |reply| MachineCmd::Destroy { force: true, reply })
-        .await;
+    let r = ctx.state.agent.destroy(id, true).await;
     if let Err(e) = r {
         ctx.reporter
             .warning(format!("machine {id} was not destroyed: {e}; destroy it with `hangar machine destroy {id} --force`"));
@@ -314,12 +310,7 @@ async fn roll_back(ctx: &Ctx<'_>) {
         let _ = fleet::wait_state(ctx.state, &id, SETTLED, ctx.plan.wait_timeout).await;
         let restored = ctx
             .state
-            .supervisor
-            .send(&id, |reply| MachineCmd::Update {
-                config: Box::new(config),
-                skip_launch: !was_started,
-                reply,
-            })
+            .agent.update(&id, config, !was_started)
             .await;
         match restored {
             Err(e) => ctx

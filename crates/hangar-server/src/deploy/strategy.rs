@@ -13,7 +13,6 @@ use hangar_types::{MachineConfig, MachineState};
 
 use super::run::{destroy, Ctx, Failure};
 use crate::fleet::{self, NewMachine};
-use crate::supervisor::MachineCmd;
 
 /// One existing machine and the config it moves to.
 pub(super) struct Entry {
@@ -48,9 +47,9 @@ pub(super) async fn wait_healthy(
         tokio::time::sleep(SMOKE).await;
         let now = ctx
             .state
-            .supervisor
-            .watch(id)
-            .map(|rx| rx.borrow().state)
+            .agent
+            .state(id)
+            .await
             .unwrap_or(MachineState::Destroyed);
         if now != MachineState::Started {
             return Err(Failure::on(
@@ -72,12 +71,7 @@ pub(super) async fn wait_healthy(
 async fn update_one(ctx: &Ctx<'_>, e: &Entry, wait: bool) -> Result<(), Failure> {
     let id = e.machine.id.clone();
     // Its state now, not when the deploy listed it: autostop may have stopped it since.
-    let now = ctx
-        .state
-        .supervisor
-        .watch(&id)
-        .map(|rx| rx.borrow().state)
-        .unwrap_or(e.machine.state);
+    let now = ctx.state.agent.state(&id).await.unwrap_or(e.machine.state);
     let started = matches!(now, MachineState::Started | MachineState::Starting);
     let skip_launch = !matches!(
         now,
@@ -90,12 +84,8 @@ async fn update_one(ctx: &Ctx<'_>, e: &Entry, wait: bool) -> Result<(), Failure>
     );
     let config = e.config.clone();
     ctx.state
-        .supervisor
-        .send(&id, |reply| MachineCmd::Update {
-            config: Box::new(config),
-            skip_launch,
-            reply,
-        })
+        .agent
+        .update(&id, config, skip_launch)
         .await
         .map_err(|err| Failure::on(&id, format!("update machine {id}: {err}")))?;
     if let Ok(mut u) = ctx.undo.updated.lock() {
@@ -324,48 +314,44 @@ pub(super) async fn canary(ctx: &Ctx<'_>, groups: Vec<String>) -> Result<(), Fai
 /// the greens and leaves the blues untouched.
 pub(super) async fn bluegreen(ctx: &Ctx<'_>, entries: Vec<Entry>) -> Result<(), Failure> {
     let mut greens: Vec<(String, &Entry, bool)> = Vec::new();
-    let result: Result<(), Failure> = async {
-        for e in &entries {
-            let start = was_started(&e.machine);
-            let id = launch(
-                ctx,
-                &e.group,
-                e.config.clone(),
-                e.machine.region.clone(),
-                !start,
-                true,
-            )
-            .await?
-            .id;
-            ctx.reporter.machine(
-                &id,
-                &e.group,
-                format!("green machine created for {}", e.machine.id),
-            );
-            greens.push((id, e, start));
-        }
-        stream::iter(greens.iter().filter(|(_, _, s)| *s).map(Ok))
-            .try_for_each_concurrent(MAX_CONCURRENT, |(id, e, _)| async move {
-                wait_healthy(ctx, id, &e.group, &e.config).await?;
-                ctx.reporter.machine(id, &e.group, "green machine healthy");
-                Ok(())
-            })
-            .await?;
-        for (id, e, _) in &greens {
-            ctx.state
-                .supervisor
-                .send(id, |reply| MachineCmd::Cordon {
-                    cordoned: false,
-                    reply,
+    let result: Result<(), Failure> =
+        async {
+            for e in &entries {
+                let start = was_started(&e.machine);
+                let id = launch(
+                    ctx,
+                    &e.group,
+                    e.config.clone(),
+                    e.machine.region.clone(),
+                    !start,
+                    true,
+                )
+                .await?
+                .id;
+                ctx.reporter.machine(
+                    &id,
+                    &e.group,
+                    format!("green machine created for {}", e.machine.id),
+                );
+                greens.push((id, e, start));
+            }
+            stream::iter(greens.iter().filter(|(_, _, s)| *s).map(Ok))
+                .try_for_each_concurrent(MAX_CONCURRENT, |(id, e, _)| async move {
+                    wait_healthy(ctx, id, &e.group, &e.config).await?;
+                    ctx.reporter.machine(id, &e.group, "green machine healthy");
+                    Ok(())
                 })
-                .await
-                .map_err(|err| Failure::on(id, format!("uncordon green machine {id}: {err}")))?;
-            ctx.reporter
-                .machine(id, &e.group, "green machine ready for traffic");
+                .await?;
+            for (id, e, _) in &greens {
+                ctx.state.agent.cordon(id, false).await.map_err(|err| {
+                    Failure::on(id, format!("uncordon green machine {id}: {err}"))
+                })?;
+                ctx.reporter
+                    .machine(id, &e.group, "green machine ready for traffic");
+            }
+            Ok(())
         }
-        Ok(())
-    }
-    .await;
+        .await;
     if let Err(f) = result {
         ctx.reporter.step(format!(
             "bluegreen: removing {} green machine(s); the blue machines keep serving",
@@ -386,14 +372,7 @@ pub(super) async fn bluegreen(ctx: &Ctx<'_>, entries: Vec<Entry>) -> Result<(), 
         return Err(Failure::new(f.message));
     }
     for e in &entries {
-        let _ = ctx
-            .state
-            .supervisor
-            .send(&e.machine.id, |reply| MachineCmd::Cordon {
-                cordoned: true,
-                reply,
-            })
-            .await;
+        let _ = ctx.state.agent.cordon(&e.machine.id, true).await;
     }
     ctx.reporter
         .step("traffic moved to green; draining and destroying blue machines");
