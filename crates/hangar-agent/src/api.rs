@@ -63,7 +63,8 @@ pub enum Command {
 }
 
 /// What a command came to.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", content = "value", rename_all = "snake_case")]
 pub enum Outcome {
     /// Done, with nothing to report.
     Done,
@@ -80,7 +81,7 @@ pub enum Outcome {
 }
 
 /// Lines of a machine's log and where to read on from.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LogRead {
     pub lines: Vec<LogLine>,
     pub cursor: Option<LogCursor>,
@@ -89,8 +90,8 @@ pub struct LogRead {
 /// A host's agent, as the control plane sees it.
 #[async_trait::async_trait]
 pub trait AgentApi: Send + Sync {
-    /// Whether this host's driver can run the config (the message says what not).
-    fn check_config(&self, config: &MachineConfig) -> Result<(), String>;
+    /// Whether this host's driver can run the config (`Invalid` says what not).
+    async fn check_config(&self, config: &MachineConfig) -> Result<(), OpError>;
     /// Fetches what the config needs (its image) before the machine is stored.
     async fn prepare(&self, config: &MachineConfig) -> Result<(), OpError>;
     /// Takes a machine the control plane has stored; launches it unless `skip_launch`.
@@ -107,8 +108,8 @@ pub trait AgentApi: Send + Sync {
 
 #[async_trait::async_trait]
 impl AgentApi for Supervisor {
-    fn check_config(&self, config: &MachineConfig) -> Result<(), String> {
-        self.driver().check_config(config)
+    async fn check_config(&self, config: &MachineConfig) -> Result<(), OpError> {
+        self.driver().check_config(config).map_err(OpError::Invalid)
     }
 
     async fn prepare(&self, config: &MachineConfig) -> Result<(), OpError> {

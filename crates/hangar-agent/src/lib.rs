@@ -14,7 +14,10 @@ pub mod clock;
 pub mod ids;
 pub mod ledger;
 pub mod mirror;
+pub mod remote;
+pub mod standalone;
 pub mod supervisor;
+pub mod traffic;
 
 use hangar_runtime::Secrets;
 use hangar_store::MachineRecord;

@@ -120,7 +120,7 @@ pub enum Adopted {
 }
 
 /// Output of a command run inside a machine.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExecOutput {
     pub exit_code: i32,
     pub stdout: String,

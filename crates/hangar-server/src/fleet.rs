@@ -25,6 +25,9 @@ pub enum FleetError {
     NameTaken { name: String, app: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The host's agent could not answer.
+    #[error(transparent)]
+    Agent(OpError),
     #[error("{0}")]
     Internal(String),
 }
@@ -42,15 +45,15 @@ pub struct NewMachine {
 }
 
 /// Checks a config as the API does, naming the problem.
-pub fn check_config(state: &AppState, config: &MachineConfig) -> Result<(), FleetError> {
+pub async fn check_config(state: &AppState, config: &MachineConfig) -> Result<(), FleetError> {
     config
         .validate()
         .map_err(|e| FleetError::Invalid(e.to_string()))?;
-    state
-        .agent
-        .api()
-        .check_config(config)
-        .map_err(FleetError::Invalid)
+    match state.agent.api().check_config(config).await {
+        Ok(()) => Ok(()),
+        Err(OpError::Invalid(m)) => Err(FleetError::Invalid(m)),
+        Err(e) => Err(FleetError::Agent(e)),
+    }
 }
 
 /// Lets the driver fetch what the config needs (its image) before anything is stored.
@@ -58,7 +61,7 @@ pub async fn prepare(state: &AppState, config: &MachineConfig) -> Result<(), Fle
     match state.agent.api().prepare(config).await {
         Ok(()) => Ok(()),
         Err(OpError::Invalid(m)) => Err(FleetError::Invalid(m)),
-        Err(e) => Err(FleetError::Internal(e.to_string())),
+        Err(e) => Err(FleetError::Agent(e)),
     }
 }
 

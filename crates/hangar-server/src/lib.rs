@@ -89,6 +89,19 @@ pub struct AppState {
     pub meter: Arc<billing::Meter>,
     /// Tokens found recently.
     pub tokens: Arc<auth::TokenCache>,
+    /// With an agent in a process of its own: the link to it, which it fills in when
+    /// it registers, and the token it shows.
+    pub remote_agent: Option<hangar_agent::remote::client::RemoteAgent>,
+    pub agent_token: Option<Arc<str>>,
+}
+
+/// Where this control plane's machines run.
+pub enum Host {
+    /// An agent in this process, over this driver.
+    Embedded(Arc<dyn Driver>),
+    /// An agent in a process of its own (`hangar agent --control URL`) that registers
+    /// with the token given; this process runs no proxy.
+    Remote { token: String },
 }
 
 /// A started server: where it listens, what bootstrap did, and how to stop it.
@@ -98,76 +111,20 @@ pub struct Server {
     pub https_addr: SocketAddr,
     pub bootstrap: Bootstrap,
     listener: TcpListener,
-    http_listener: TcpListener,
-    https_listener: TcpListener,
+    http_listener: Option<TcpListener>,
+    https_listener: Option<TcpListener>,
     proxy: hangar_proxy::ProxyConfig,
     autostop_interval: std::time::Duration,
     egress: Arc<hangar_proxy::Egress>,
-    /// The embedded agent's supervisor, whose live instances the proxy routes to.
-    supervisor: supervisor::Supervisor,
+    /// The embedded agent's supervisor, whose live instances the proxy routes to; none
+    /// with a remote agent (which runs the host's proxy itself).
+    supervisor: Option<supervisor::Supervisor>,
     state: AppState,
-}
-
-/// Every `interval`, stops (or suspends) what autostop finds idle, through the actors.
-/// A machine gets at least one interval (and never less than a few seconds) after it
-/// starts before autostop may take it: one woken for a request serves what follows it.
-async fn autostop(
-    supervisor: supervisor::Supervisor,
-    load: Arc<hangar_proxy::Load>,
-    primary_region: String,
-    interval: std::time::Duration,
-    shutdown: CancellationToken,
-) {
-    let instances = supervisor.instances();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let set = instances.borrow().clone();
-        let min_age = interval.max(MIN_RUN);
-        for d in hangar_proxy::autostop::pass(&set, &primary_region, |id| load.of(id), min_age) {
-            tracing::info!(app = %d.app, machine = %d.machine_id, mode = ?d.mode, "autostop");
-            let suspended = d.mode == hangar_proxy::AutostopMode::Suspend
-                && supervisor
-                    .send(&d.machine_id, |reply| supervisor::MachineCmd::Suspend {
-                        reply,
-                    })
-                    .await
-                    .is_ok();
-            if !suspended {
-                let _ = supervisor
-                    .send(&d.machine_id, |reply| supervisor::MachineCmd::Stop {
-                        signal: None,
-                        timeout: None,
-                        reply,
-                    })
-                    .await;
-            }
-        }
-    }
 }
 
 /// How often running meters are counted into the store: at most this much is lost to
 /// a crash.
 const METER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The least time a started machine runs before autostop may stop it.
-const MIN_RUN: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Starts machines for the proxy through their actors.
-struct ActorStarter(supervisor::Supervisor);
-
-#[async_trait::async_trait]
-impl hangar_proxy::Starter for ActorStarter {
-    async fn start(&self, _app: &str, machine_id: &str) -> Result<(), String> {
-        self.0
-            .send(machine_id, |reply| supervisor::MachineCmd::Start { reply })
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -219,7 +176,7 @@ impl Server {
     pub async fn start(
         config: ServerConfig,
         store: Store,
-        driver: Arc<dyn Driver>,
+        host: Host,
     ) -> Result<Server, ServerError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|error| ServerError::DataDir {
             path: config.data_dir.clone(),
@@ -234,22 +191,23 @@ impl Server {
         let egress = Arc::new(hangar_proxy::Egress::default());
         let meter =
             billing::Meter::load(store.clone(), config.prices.clone(), egress.clone()).await?;
-        let ledger_path = config.data_dir.join("agent.db");
-        let (ledger, fresh) = hangar_agent::ledger::Ledger::open(&ledger_path)?;
-        let supervisor = supervisor::Supervisor::new(
-            ledger,
-            Arc::new(observed::MachineCopy(store.clone())),
-            driver,
-            config.region.clone(),
-            Arc::new(vault.clone()),
-            meter.clone(),
-        );
-        if fresh {
-            // Machines this host ran before its agent kept a store of its own.
-            let known = store.call(|db| db.live_machines()).await?;
-            supervisor.bring_in(&known).await?;
-        }
-        supervisor.take_charge().await?;
+        let (agent, supervisor, remote_agent, agent_token) = match host {
+            Host::Embedded(driver) => {
+                let supervisor =
+                    embedded_agent(&config, &store, driver, &vault, meter.clone()).await?;
+                let agent = hangar_agent::api::Agent(Arc::new(supervisor.clone()));
+                (agent, Some(supervisor), None, None)
+            }
+            Host::Remote { token } => {
+                // Until the agent's changes arrive, machines are as the copy has them.
+                for m in store.call(|db| db.live_machines()).await? {
+                    hangar_agent::Observer::machine(meter.as_ref(), &m);
+                }
+                let link = hangar_agent::remote::client::RemoteAgent::new(&token);
+                let agent = hangar_agent::api::Agent(Arc::new(link.clone()));
+                (agent, None, Some(link), Some(token.as_str().into()))
+            }
+        };
         meter.settle();
         let listener = TcpListener::bind(config.api_listen)
             .await
@@ -258,20 +216,15 @@ impl Server {
                 error,
             })?;
         let api_addr = listener.local_addr().map_err(ServerError::Serve)?;
-        let http_listener = TcpListener::bind(config.http_listen)
-            .await
-            .map_err(|error| ServerError::Listen {
-                addr: config.http_listen,
-                error,
-            })?;
-        let http_addr = http_listener.local_addr().map_err(ServerError::Serve)?;
-        let https_listener = TcpListener::bind(config.https_listen)
-            .await
-            .map_err(|error| ServerError::Listen {
-                addr: config.https_listen,
-                error,
-            })?;
-        let https_addr = https_listener.local_addr().map_err(ServerError::Serve)?;
+        // A remote agent runs the host's proxy: its addresses are the configured ones.
+        let (http_listener, http_addr) = match &supervisor {
+            Some(_) => bind(config.http_listen).await?,
+            None => (None, config.http_listen),
+        };
+        let (https_listener, https_addr) = match &supervisor {
+            Some(_) => bind(config.https_listen).await?,
+            None => (None, config.https_listen),
+        };
         let shared_v4 = match http_addr.ip() {
             ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
             ip => ip,
@@ -292,7 +245,7 @@ impl Server {
         edge.take_charge().await?;
         let state = AppState {
             store,
-            agent: hangar_agent::api::Agent(Arc::new(supervisor.clone())),
+            agent,
             region: config.region.as_str().into(),
             idempotency: Arc::default(),
             edge,
@@ -302,6 +255,8 @@ impl Server {
             builder: builds::Builder::new(config.registry_listen, &config.data_dir),
             meter,
             tokens: Arc::default(),
+            remote_agent,
+            agent_token,
         };
         let interrupted = deploy::mark_interrupted(&state).await;
         if !interrupted.is_empty() {
@@ -332,51 +287,95 @@ impl Server {
     /// Serves the API until `shutdown` is cancelled, then finishes in-flight requests.
     /// Machines are left running.
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), ServerError> {
-        let load = self.supervisor.load();
         let meter = tokio::spawn(
             self.state
                 .meter
                 .clone()
                 .run(METER_INTERVAL, shutdown.clone()),
         );
-        tokio::spawn(autostop(
-            self.supervisor.clone(),
-            load.clone(),
-            self.proxy.region.clone(),
-            self.autostop_interval,
-            shutdown.clone(),
-        ));
         tokio::spawn(
             self.state
                 .edge
                 .clone()
                 .renew_loop(std::time::Duration::from_secs(12 * 3600), shutdown.clone()),
         );
-        let proxy = hangar_proxy::Proxy::new(
-            self.proxy,
-            self.supervisor.instances(),
-            self.state.edge.addresses(),
-            Arc::new(ActorStarter(self.supervisor.clone())),
-            load,
-            self.state.edge.cert_table(),
-            self.egress.clone(),
-        );
-        let proxy =
-            tokio::spawn(proxy.serve(self.http_listener, self.https_listener, shutdown.clone()));
+        let listeners = self.http_listener.zip(self.https_listener);
+        let proxy = self
+            .supervisor
+            .as_ref()
+            .zip(listeners)
+            .map(|(supervisor, (http, https))| {
+                tokio::spawn(hangar_agent::traffic::autostop(
+                    supervisor.clone(),
+                    self.proxy.region.clone(),
+                    self.autostop_interval,
+                    shutdown.clone(),
+                ));
+                let proxy = hangar_proxy::Proxy::new(
+                    self.proxy.clone(),
+                    supervisor.instances(),
+                    self.state.edge.addresses(),
+                    Arc::new(hangar_agent::traffic::ActorStarter(supervisor.clone())),
+                    supervisor.load(),
+                    self.state.edge.cert_table(),
+                    self.egress.clone(),
+                );
+                tokio::spawn(proxy.serve(http, https, shutdown.clone()))
+            });
         let app = api::router(self.state.clone());
         let stop = shutdown.clone();
         let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await
             .map_err(ServerError::Serve);
-        let _ = proxy.await;
+        if let Some(proxy) = proxy {
+            let _ = proxy.await;
+        }
         if is_root() {
             self.state.edge.unroute_v6_pool().await;
         }
-        self.supervisor.shutdown().await;
+        if let Some(supervisor) = &self.supervisor {
+            supervisor.shutdown().await;
+        }
         let _ = meter.await;
         result
     }
+}
+
+/// The host's agent in this process: its own store beside the control plane's data,
+/// its changes copied into the control plane's store, its secrets from the vault.
+async fn embedded_agent(
+    config: &ServerConfig,
+    store: &Store,
+    driver: Arc<dyn Driver>,
+    vault: &secrets::Vault,
+    meter: Arc<billing::Meter>,
+) -> Result<supervisor::Supervisor, ServerError> {
+    let ledger_path = config.data_dir.join("agent.db");
+    let (ledger, fresh) = hangar_agent::ledger::Ledger::open(&ledger_path)?;
+    let supervisor = supervisor::Supervisor::new(
+        ledger,
+        Arc::new(observed::MachineCopy(store.clone())),
+        driver,
+        config.region.clone(),
+        Arc::new(vault.clone()),
+        meter,
+    );
+    if fresh {
+        // Machines this host ran before its agent kept a store of its own.
+        let known = store.call(|db| db.live_machines()).await?;
+        supervisor.bring_in(&known).await?;
+    }
+    supervisor.take_charge().await?;
+    Ok(supervisor)
+}
+
+async fn bind(addr: SocketAddr) -> Result<(Option<TcpListener>, SocketAddr), ServerError> {
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|error| ServerError::Listen { addr, error })?;
+    let bound = l.local_addr().map_err(ServerError::Serve)?;
+    Ok((Some(l), bound))
 }
 
 /// Whether this process runs as root (addresses outside loopback need it).

@@ -34,7 +34,7 @@ use crate::mirror::{ControlPlane, Mirror};
 pub use restart::RestartTracker;
 
 /// What a machine looks like to waiters: its state, version and newest event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     pub state: MachineState,
     pub version: String,
@@ -42,7 +42,8 @@ pub struct Snapshot {
 }
 
 /// Why a command was refused or failed; the API turns it into Fly's status and body.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "message", rename_all = "snake_case")]
 pub enum OpError {
     /// Illegal in the machine's current state (412 `failed_precondition`).
     #[error("failed_precondition: {0}")]
@@ -56,6 +57,9 @@ pub enum OpError {
     /// The machine is gone (404).
     #[error("machine not found")]
     NotFound,
+    /// The host's agent cannot be reached now (503).
+    #[error("the host's agent is unavailable: {0}")]
+    Unavailable(String),
     #[error("internal: {0}")]
     Internal(String),
 }

@@ -1,5 +1,6 @@
 //! The command tree, with flyctl's names, and the dispatch to each command's module.
 
+mod agent;
 mod appconfig;
 mod apps;
 mod auth;
@@ -44,6 +45,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the platform: the Machines API and the machine supervisor
     Server(server::ServerArgs),
+    /// Run this host's agent alone, for a control plane started with --remote-agent
+    Agent(agent::AgentArgs),
     /// Manage apps
     #[command(subcommand)]
     Apps(apps::AppsCmd),
@@ -102,6 +105,7 @@ pub struct ShimArgs {
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Server(a) => server::run(a).await.map(|_| ExitCode::SUCCESS),
+        Command::Agent(a) => agent::run(a).await.map(|_| ExitCode::SUCCESS),
         Command::Apps(c) => apps::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Machine(c) => machine::run(c).await,
         Command::Logs(a) => logs::run(a).await.map(|_| ExitCode::SUCCESS),

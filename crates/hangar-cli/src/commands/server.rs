@@ -11,7 +11,7 @@ use hangar_runtime::containerd::{self, ContainerdDriver, RegistryOptions};
 use hangar_runtime::process::ProcessDriver;
 use hangar_runtime::Driver;
 use hangar_server::CancellationToken;
-use hangar_server::{edge, Server, ServerConfig};
+use hangar_server::{edge, Host, Server, ServerConfig};
 use tracing::info;
 
 use crate::config::{self, CliConfig};
@@ -38,9 +38,6 @@ pub struct ServerArgs {
     /// Address of the Machines API
     #[arg(long, env = "HANGAR_API_LISTEN", default_value = "127.0.0.1:4280")]
     pub api_listen: SocketAddr,
-    /// How machines run
-    #[arg(long, env = "HANGAR_DRIVER", value_enum, default_value = "auto")]
-    pub driver: DriverKind,
     /// The region this host reports, and new machines' default region
     #[arg(long, env = "HANGAR_REGION", default_value = "local")]
     pub region: String,
@@ -101,6 +98,21 @@ pub struct ServerArgs {
     /// Fly's list prices
     #[arg(long, env = "HANGAR_PRICE_TABLE")]
     pub price_table: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub machines: DriverArgs,
+    /// Run no agent in this process: machines run on an agent of its own
+    /// (`hangar agent --control URL`), which registers with HANGAR_AGENT_TOKEN and runs
+    /// the host's proxy (then --http-listen/--https-listen name the agent's)
+    #[arg(long, env = "HANGAR_REMOTE_AGENT")]
+    pub remote_agent: bool,
+}
+
+/// How this host runs machines (`hangar server` and `hangar agent`).
+#[derive(Args)]
+pub struct DriverArgs {
+    /// How machines run
+    #[arg(long, env = "HANGAR_DRIVER", value_enum, default_value = "auto")]
+    pub driver: DriverKind,
     /// Use the containerd listening here instead of starting a private one
     #[arg(long, env = "HANGAR_CONTAINERD_SOCKET")]
     pub containerd_socket: Option<PathBuf>,
@@ -121,7 +133,7 @@ pub enum AcmeChallenge {
     Http01,
 }
 
-fn init_tracing() {
+pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HANGAR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -131,7 +143,7 @@ fn init_tracing() {
 }
 
 /// Why containerd cannot run here, if it cannot.
-fn containerd_unavailable(args: &ServerArgs) -> Option<String> {
+fn containerd_unavailable(args: &DriverArgs) -> Option<String> {
     if args.containerd_socket.is_some() {
         return None;
     }
@@ -156,7 +168,10 @@ fn which(bin: &str) -> Option<PathBuf> {
         .unwrap_or(None)
 }
 
-async fn choose_driver(args: &ServerArgs, data_dir: &std::path::Path) -> Result<Arc<dyn Driver>> {
+pub(crate) async fn choose_driver(
+    args: &DriverArgs,
+    data_dir: &std::path::Path,
+) -> Result<Arc<dyn Driver>> {
     let exe = std::env::current_exe().context("find the hangar binary for the machine shim")?;
     let use_containerd = match args.driver {
         DriverKind::Process => {
@@ -232,7 +247,12 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let store = hangar_server::open_store(database.clone())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let driver = choose_driver(&args, &data_dir).await?;
+    let host = if args.remote_agent {
+        let token = agent_token().context("--remote-agent")?;
+        Host::Remote { token }
+    } else {
+        Host::Embedded(choose_driver(&args.machines, &data_dir).await?)
+    };
     let cfg = ServerConfig {
         data_dir: data_dir.clone(),
         api_listen: args.api_listen,
@@ -270,7 +290,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         registry_listen: args.registry_listen,
         prices: price_table(args.price_table.as_deref())?,
     };
-    let server = Server::start(cfg, store, driver)
+    let server = Server::start(cfg, store, host)
         .await
         .context("start hangar server")?;
     let api_url = format!("http://{}", server.api_addr);
@@ -293,12 +313,18 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         }
     }
     println!("Hangar API listening on {api_url}");
-    println!(
-        "Apps are served at http://<app>.{domain}:{} and https://<app>.{domain}:{} (trust `hangar certs ca` for HTTPS)",
-        server.http_addr.port(),
-        server.https_addr.port(),
-        domain = args.app_domain.trim_matches('.'),
-    );
+    if args.remote_agent {
+        println!(
+            "Machines run on an agent of their own: start `hangar agent --control {api_url}` with the same HANGAR_AGENT_TOKEN"
+        );
+    } else {
+        println!(
+            "Apps are served at http://<app>.{domain}:{} and https://<app>.{domain}:{} (trust `hangar certs ca` for HTTPS)",
+            server.http_addr.port(),
+            server.https_addr.port(),
+            domain = args.app_domain.trim_matches('.'),
+        );
+    }
 
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
@@ -369,7 +395,16 @@ async fn keep_lead(mut leadership: hangar_server::Leadership, shutdown: Cancella
     }
 }
 
-async fn wait_for_signal() {
+/// The secret a control plane and its agents share (`HANGAR_AGENT_TOKEN`).
+pub(crate) fn agent_token() -> Result<String> {
+    match std::env::var("HANGAR_AGENT_TOKEN") {
+        Ok(t) if t.trim().len() >= 16 => Ok(t.trim().to_string()),
+        Ok(_) => bail!("HANGAR_AGENT_TOKEN is too short: give at least 16 characters, the same to the server and its agents (e.g. `openssl rand -hex 32`)"),
+        Err(_) => bail!("set HANGAR_AGENT_TOKEN, a secret the server and its agents share (e.g. `openssl rand -hex 32`)"),
+    }
+}
+
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

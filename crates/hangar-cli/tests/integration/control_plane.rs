@@ -34,7 +34,8 @@ fn own_postgres() -> Option<hangar_testkit::TestPostgres> {
 async fn a_standby_control_plane_takes_over_the_same_apps_and_machines() {
     let Some(pg) = postgres() else { return };
     let db = pg.fresh_database();
-    let mut primary = TestServer::start_on(&["--driver", "process"], &[], Some(db)).await;
+    // One control plane with its agent, then another on the same database and host.
+    let mut primary = TestServer::start_embedded_on(&["--driver", "process"], &[], Some(db)).await;
     primary.create_app("shared").await;
     let m = primary
         .create_machine("shared", "exec sleep 600", json!({}))

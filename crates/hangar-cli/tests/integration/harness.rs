@@ -20,6 +20,12 @@ pub struct TestServer {
     pub registry_port: u16,
     pub token: String,
     child: Option<Child>,
+    /// The agent's own process, when the run has one (`HANGAR_TEST_AGENT=process`).
+    agent: Option<Child>,
+    /// Where that agent's interface listens.
+    pub agent_port: u16,
+    /// Whether the agent runs in a process of its own.
+    apart: bool,
     http: reqwest::Client,
     server_args: Vec<String>,
     server_env: Vec<(String, String)>,
@@ -36,6 +42,55 @@ pub const TEST_MASTER_KEY: &str =
 /// (`HANGAR_TEST_DATABASE=postgres`) rather than SQLite under the data dir.
 pub fn on_postgres() -> bool {
     std::env::var("HANGAR_TEST_DATABASE").is_ok_and(|v| v == "postgres")
+}
+
+/// Whether this run's servers have their agent in a process of its own
+/// (`HANGAR_TEST_AGENT=process`: `hangar server --remote-agent` and `hangar agent`).
+pub fn agent_apart() -> bool {
+    std::env::var("HANGAR_TEST_AGENT").is_ok_and(|v| v == "process")
+}
+
+/// The token test control planes and their agents share.
+const TEST_AGENT_TOKEN: &str = "test-agent-token-0123456789abcdef";
+
+/// `hangar server` flags that say how machines or the proxy run: with the agent
+/// apart they are the agent's (each takes a value).
+const AGENT_FLAGS: &[&str] = &[
+    "--driver",
+    "--containerd-socket",
+    "--insecure-registry",
+    "--autostop-interval",
+    "--proxy-response-timeout",
+    "--proxy-queue-timeout",
+];
+
+/// Flags both take.
+const SHARED_FLAGS: &[&str] = &["--app-domain"];
+
+/// Splits `hangar server` arguments into the server's and the agent's.
+fn split_args(args: &[String]) -> (Vec<String>, Vec<String>) {
+    let (mut server, mut agent) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < args.len() {
+        let flag = args[i].split('=').next().unwrap_or("");
+        let with_value = !args[i].contains('=') && i + 1 < args.len();
+        let pair: Vec<String> =
+            if with_value && flag.starts_with("--") && !args[i + 1].starts_with("--") {
+                args[i..i + 2].to_vec()
+            } else {
+                vec![args[i].clone()]
+            };
+        i += pair.len();
+        if AGENT_FLAGS.contains(&flag) {
+            agent.extend(pair);
+        } else if SHARED_FLAGS.contains(&flag) {
+            agent.extend(pair.clone());
+            server.extend(pair);
+        } else {
+            server.extend(pair);
+        }
+    }
+    (server, agent)
 }
 
 /// A fresh database on the test PostgreSQL, when the run is on PostgreSQL.
@@ -119,7 +174,23 @@ impl TestServer {
         env: &[(&str, &str)],
         database: Option<String>,
     ) -> TestServer {
+        TestServer::unstarted(args, env, database).started().await
+    }
+
+    /// A server with its agent embedded, whatever the run's mode (for tests
+    /// of the control plane alone, such as a standby taking over its machines).
+    pub async fn start_embedded_on(
+        args: &[&str],
+        env: &[(&str, &str)],
+        database: Option<String>,
+    ) -> TestServer {
         let mut s = TestServer::unstarted(args, env, database);
+        s.apart = false;
+        s.started().await
+    }
+
+    async fn started(self) -> TestServer {
+        let mut s = self;
         // A port picked free may be taken by someone else before the server binds it:
         // then the server says so and exits, and it gets other ports.
         for _ in 0..5 {
@@ -127,6 +198,7 @@ impl TestServer {
                 Ok(()) => break,
                 Err(log) if log.contains("Address already in use") => {
                     s.port = free_port();
+                    s.agent_port = free_port();
                     s.http_port = free_port();
                     s.https_port = free_port();
                     s.registry_port = free_port();
@@ -135,6 +207,19 @@ impl TestServer {
             }
         }
         assert!(s.child.is_some(), "server did not come up: {}", s.log());
+        s.token = std::fs::read_to_string(s.data_dir().join("admin-token"))
+            .expect("admin token file")
+            .trim()
+            .to_string();
+        s
+    }
+
+    /// A control plane (`--remote-agent`) and its agent in a process of its own,
+    /// whatever the run's mode.
+    pub async fn start_apart(args: &[&str]) -> TestServer {
+        let mut s = TestServer::unstarted(args, &[], test_database());
+        s.apart = true;
+        s.spawn().await;
         s.token = std::fs::read_to_string(s.data_dir().join("admin-token"))
             .expect("admin token file")
             .trim()
@@ -152,6 +237,9 @@ impl TestServer {
             registry_port: free_port(),
             token: String::new(),
             child: None,
+            agent: None,
+            agent_port: free_port(),
+            apart: agent_apart(),
             http: reqwest::Client::new(),
             server_args: args.iter().map(|a| a.to_string()).collect(),
             server_env: env
@@ -167,6 +255,7 @@ impl TestServer {
     pub fn standby_of(primary: &TestServer) -> TestServer {
         let args: Vec<&str> = primary.server_args.iter().map(String::as_str).collect();
         let mut s = TestServer::unstarted(&args, &[], primary.database.clone());
+        s.apart = primary.apart;
         s.token = primary.token.clone();
         s.launch();
         s
@@ -224,13 +313,25 @@ impl TestServer {
         Err(self.log())
     }
 
-    /// Starts the server process without waiting for it.
-    pub fn launch(&mut self) {
-        let log = std::fs::OpenOptions::new()
+    fn log_file(&self) -> std::fs::File {
+        std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("server.log"))
-            .expect("server log");
+            .expect("server log")
+    }
+
+    /// Starts the server process (and, with the agent apart, the agent's, unless it
+    /// runs) without waiting for it.
+    pub fn launch(&mut self) {
+        let (server_args, agent_args) = if self.apart {
+            let (mut s, a) = split_args(&self.server_args);
+            s.push("--remote-agent".into());
+            (s, Some(a))
+        } else {
+            (self.server_args.clone(), None)
+        };
+        let log = self.log_file();
         let child = Command::new(HANGAR)
             .args(["server", "--data-dir"])
             .arg(self.data_dir())
@@ -257,8 +358,9 @@ impl TestServer {
                     .iter()
                     .map(|_| ("HANGAR_MASTER_KEY", TEST_MASTER_KEY)),
             )
-            .args(&self.server_args)
+            .args(&server_args)
             .envs(self.server_env.iter().map(|(k, v)| (k, v)))
+            .env("HANGAR_AGENT_TOKEN", TEST_AGENT_TOKEN)
             .env("HANGAR_CONFIG", self.dir.path().join("cli.toml"))
             .env(
                 "HANGAR_LOG",
@@ -269,6 +371,54 @@ impl TestServer {
             .spawn()
             .expect("spawn hangar server");
         self.child = Some(child);
+        let agent_running = self
+            .agent
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none());
+        if let (Some(args), false) = (agent_args, agent_running) {
+            self.launch_agent(&args);
+        }
+    }
+
+    /// Starts `hangar agent` for this server, on the same data dir (its store and its
+    /// machines live there as the embedded agent's do).
+    fn launch_agent(&mut self, args: &[String]) {
+        let log = self.log_file();
+        let child = Command::new(HANGAR)
+            .args(["agent", "--data-dir"])
+            .arg(self.data_dir())
+            .args([
+                "--control",
+                &self.url(),
+                "--listen",
+                &format!("127.0.0.1:{}", self.agent_port),
+                "--region",
+                "ord",
+                "--http-listen",
+                &format!("127.0.0.1:{}", self.http_port),
+                "--https-listen",
+                &format!("127.0.0.1:{}", self.https_port),
+            ])
+            .args(args)
+            .envs(self.server_env.iter().map(|(k, v)| (k, v)))
+            .env("HANGAR_AGENT_TOKEN", TEST_AGENT_TOKEN)
+            .env(
+                "HANGAR_LOG",
+                std::env::var("HANGAR_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn hangar agent");
+        self.agent = Some(child);
+    }
+
+    /// SIGKILL to the control plane alone (the agent's process, when apart, goes on).
+    pub fn kill9_control_plane(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// The server process's exit status, if it has exited.
@@ -278,9 +428,10 @@ impl TestServer {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
-    /// SIGKILL, as a crash would.
+    /// SIGKILL, as a crash would (of the agent's process too, when apart).
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        self.kill9_control_plane();
+        if let Some(mut c) = self.agent.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -294,7 +445,15 @@ impl TestServer {
             nix::sys::signal::Signal::SIGTERM,
         )
         .expect("send SIGTERM");
-        c.wait().expect("wait for server")
+        let status = c.wait().expect("wait for server");
+        if let Some(mut a) = self.agent.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(a.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = a.wait();
+        }
+        status
     }
 
     pub fn log(&self) -> String {

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod acme;
+mod agent_apart;
 mod autostart;
 mod bad_input;
 mod billing;

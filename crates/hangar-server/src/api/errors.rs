@@ -96,6 +96,11 @@ impl From<OpError> for ApiError {
             OpError::Invalid(m) => ApiError::bad_request(m),
             OpError::Timeout(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, e.to_string()),
             OpError::NotFound => ApiError::not_found("machine not found"),
+            OpError::Unavailable(m) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{m}; retry in a moment"),
+            )
+            .with_code("unavailable"),
             OpError::Internal(m) => ApiError::internal(m),
         }
     }
@@ -110,6 +115,7 @@ impl From<FleetError> for ApiError {
             FleetError::NameTaken { .. } => ApiError::conflict(format!("already_exists: {e}")),
             FleetError::Store(e) => e.into(),
             FleetError::Internal(m) => ApiError::internal(m),
+            FleetError::Agent(e) => e.into(),
         }
     }
 }

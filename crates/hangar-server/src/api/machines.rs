@@ -248,14 +248,14 @@ async fn list(
 }
 
 /// Reads a config from a create or update body and checks it: 400 naming the problem.
-fn checked_config(
+async fn checked_config(
     state: &AppState,
     config: Option<MachineConfig>,
 ) -> Result<MachineConfig, ApiError> {
     let config = config.ok_or_else(|| {
         ApiError::invalid("config is required: give {\"config\": {\"image\": \"...\"}}")
     })?;
-    fleet::check_config(state, &config)?;
+    fleet::check_config(state, &config).await?;
     Ok(config)
 }
 
@@ -305,7 +305,7 @@ async fn create(
     JsonBody(body): JsonBody<CreateMachineRequest>,
 ) -> Result<Json<Machine>, ApiError> {
     let app = load_app(&state, &caller, &app).await?;
-    let config = checked_config(&state, body.config.clone())?;
+    let config = checked_config(&state, body.config.clone()).await?;
     let region = resolve_region(body.region.as_deref(), &state.region)?;
     fleet::prepare(&state, &config).await?;
     let name = match body.name.as_deref().filter(|n| !n.is_empty()) {
@@ -373,7 +373,7 @@ async fn update(
     JsonBody(body): JsonBody<CreateMachineRequest>,
 ) -> Result<Json<Machine>, ApiError> {
     let m = load_machine(&state, &caller, &app, &id).await?;
-    let config = checked_config(&state, body.config.clone())?;
+    let config = checked_config(&state, body.config.clone()).await?;
     if m.state == MachineState::Destroyed {
         return Err(ApiError::not_found("machine not found"));
     }

@@ -6,6 +6,7 @@
 //! themselves. Routes are grouped by resource in the submodules.
 
 mod actions;
+mod agent;
 mod apps;
 mod billing;
 mod builds;
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
             crate::auth::require_token,
         ));
     Router::new()
+        .merge(agent::routes())
         .nest("/v1", v1)
         .route("/healthz", get(|| async { "ok" }))
         .route("/", post(not_found).get(not_found))

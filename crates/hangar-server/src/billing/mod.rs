@@ -141,6 +141,11 @@ impl Meter {
         let _ = self.tx.send(Msg::Count);
     }
 
+    /// Bytes an agent's proxy sent for `app` (counted there, metered here).
+    pub fn add_egress(&self, app: &str, bytes: u64) {
+        self.egress.give_back(app, bytes);
+    }
+
     /// Says every machine has been reported since start.
     pub fn settle(&self) {
         let _ = self.tx.send(Msg::Settle);

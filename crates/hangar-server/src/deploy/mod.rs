@@ -114,6 +114,7 @@ pub async fn start(
         let mc = group_config(&plan, &g, None)
             .map_err(|e| DeployError::Invalid(format!("process group '{g}': {e}")))?;
         fleet::check_config(state, &mc)
+            .await
             .map_err(|e| DeployError::Invalid(format!("process group '{g}': {e}")))?;
         configs.push(mc);
     }

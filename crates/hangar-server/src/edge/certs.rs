@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hangar_certs::acme::{self, Challenges, Method};
+use hangar_certs::acme::{self, Method};
 use hangar_certs::Issued;
-use hangar_proxy::{certified_key, challenge_key, CertTable};
+use hangar_proxy::certified_key;
 use hangar_store::CertRecord;
 use tokio_util::sync::CancellationToken;
 
@@ -28,26 +28,6 @@ pub struct CertView {
 }
 
 /// Publishes challenge answers to the proxy.
-struct ProxyChallenges(Arc<CertTable>);
-
-impl Challenges for ProxyChallenges {
-    fn put_tls_alpn(&self, hostname: &str, cert_pem: &str, key_pem: &str) {
-        match challenge_key(cert_pem, key_pem) {
-            Ok(key) => self.0.put_alpn_challenge(hostname, key),
-            Err(e) => tracing::warn!(%hostname, error = %e, "cannot serve the TLS-ALPN-01 answer"),
-        }
-    }
-    fn remove_tls_alpn(&self, hostname: &str) {
-        self.0.remove_alpn_challenge(hostname);
-    }
-    fn put_http(&self, token: &str, key_authorization: &str) {
-        self.0.put_http_challenge(token, key_authorization);
-    }
-    fn remove_http(&self, token: &str) {
-        self.0.remove_http_challenge(token);
-    }
-}
-
 fn expires(record: &CertRecord) -> Option<SystemTime> {
     record
         .chain_pem
@@ -350,7 +330,10 @@ impl Edge {
         {
             return Ok(true);
         }
-        let challenges = ProxyChallenges(self.certs.clone());
+        let challenges = super::challenges::ProxyChallenges {
+            certs: self.certs.clone(),
+            board: self.challenges.clone(),
+        };
         let mut result =
             acme::issue(&self.acme.config, hostname, self.acme.method, &challenges).await;
         if let (Err(e), Method::TlsAlpn01) = (&result, self.acme.method) {

@@ -5,6 +5,7 @@
 //! directly. Serving traffic is the proxy's job, not this module's.
 
 mod certs;
+mod challenges;
 mod feed;
 mod ips;
 
@@ -17,6 +18,7 @@ use hangar_store::Store;
 use tokio::sync::watch;
 
 pub use certs::{CertView, ACME as ACME_AUTHORITY, CUSTOM as CUSTOM_AUTHORITY};
+pub use challenges::{Answers as ChallengeAnswers, ChallengeBoard};
 pub use hangar_certs::acme::{AcmeConfig, Method as AcmeMethod};
 pub use ips::{IpKind, Pools};
 
@@ -56,6 +58,8 @@ pub struct Edge {
     issuing: Mutex<std::collections::HashSet<String>>,
     /// The feed revision the proxy's tables reflect.
     applied: watch::Sender<i64>,
+    /// ACME answers under way, for agents' proxies too.
+    challenges: Arc<ChallengeBoard>,
 }
 
 pub struct EdgeConfig {
@@ -80,11 +84,17 @@ impl Edge {
             acme: config.acme,
             issuing: Mutex::default(),
             applied: watch::channel(0).0,
+            challenges: Arc::default(),
         }))
     }
 
     pub fn cert_table(&self) -> Arc<CertTable> {
         self.certs.clone()
+    }
+
+    /// ACME answers under way.
+    pub fn challenges(&self) -> &ChallengeBoard {
+        &self.challenges
     }
 
     pub fn addresses(&self) -> watch::Receiver<Arc<AppAddresses>> {

@@ -1,0 +1,171 @@
+//! The agent's side of the interface over HTTP: every [`AgentApi`] call as a route under
+//! `/agent/v1`, answered by this host's supervisor, for a control plane on another
+//! process or host. Requests carry the agent token as a bearer token; an error is
+//! the [`OpError`] as JSON with a status that says its kind.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hangar_types::MachineConfig;
+use serde::Deserialize;
+
+use super::{CreateBody, LogQuery, WaitQuery, PREFIX};
+use crate::api::{AgentApi, Command, OpError};
+use crate::supervisor::Supervisor;
+
+/// How long a wait for a machine's next state holds the request at most.
+const LONGEST_WAIT: Duration = Duration::from_secs(25);
+
+#[derive(Clone)]
+struct Served {
+    supervisor: Supervisor,
+    token: Arc<str>,
+}
+
+/// The routes, answered by `supervisor`, for callers that present `token`.
+pub fn router(supervisor: Supervisor, token: &str) -> Router {
+    let served = Served {
+        supervisor,
+        token: token.into(),
+    };
+    Router::new()
+        .route(&format!("{PREFIX}/check_config"), post(check_config))
+        .route(&format!("{PREFIX}/prepare"), post(prepare))
+        .route(&format!("{PREFIX}/machines"), post(create))
+        .route(&format!("{PREFIX}/machines/{{id}}/command"), post(command))
+        .route(&format!("{PREFIX}/machines/{{id}}/wait"), get(wait))
+        .route(&format!("{PREFIX}/machines/{{id}}/logs"), get(logs))
+        .route(&format!("{PREFIX}/checks"), post(checks))
+        .with_state(served)
+}
+
+struct Failure(StatusCode, OpError);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<OpError> for Failure {
+    fn from(e: OpError) -> Self {
+        let status = match &e {
+            OpError::Precondition(_) => StatusCode::PRECONDITION_FAILED,
+            OpError::Invalid(_) => StatusCode::BAD_REQUEST,
+            OpError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            OpError::NotFound => StatusCode::NOT_FOUND,
+            OpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            OpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Failure(status, e)
+    }
+}
+
+fn authorized(s: &Served, headers: &HeaderMap) -> Result<(), Failure> {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), s.token.as_bytes()) => Ok(()),
+        _ => Err(Failure(
+            StatusCode::UNAUTHORIZED,
+            OpError::Invalid("the agent token is missing or wrong".into()),
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Deserialize)]
+struct ConfigBody {
+    config: Box<MachineConfig>,
+}
+
+async fn check_config(
+    State(s): State<Served>,
+    headers: HeaderMap,
+    Json(body): Json<ConfigBody>,
+) -> Result<StatusCode, Failure> {
+    authorized(&s, &headers)?;
+    AgentApi::check_config(&s.supervisor, &body.config).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn prepare(
+    State(s): State<Served>,
+    headers: HeaderMap,
+    Json(body): Json<ConfigBody>,
+) -> Result<StatusCode, Failure> {
+    authorized(&s, &headers)?;
+    AgentApi::prepare(&s.supervisor, &body.config).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create(
+    State(s): State<Served>,
+    headers: HeaderMap,
+    Json(body): Json<CreateBody>,
+) -> Result<StatusCode, Failure> {
+    authorized(&s, &headers)?;
+    AgentApi::create(&s.supervisor, body.machine, body.skip_launch).await?;
+    Ok(StatusCode::CREATED)
+}
+
+async fn command(
+    State(s): State<Served>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(command): Json<Command>,
+) -> Result<Response, Failure> {
+    authorized(&s, &headers)?;
+    let outcome = AgentApi::command(&s.supervisor, &id, command).await?;
+    Ok(Json(outcome).into_response())
+}
+
+/// The machine's state: at once without `after`; with it, once its newest event is
+/// not `after`, or as it is when the wait runs out.
+async fn wait(
+    State(s): State<Served>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> Result<Response, Failure> {
+    authorized(&s, &headers)?;
+    let mut rx = s.supervisor.watch(&id).ok_or(OpError::NotFound)?;
+    let _ = tokio::time::timeout(
+        LONGEST_WAIT,
+        rx.wait_for(|snap| q.after.as_ref().is_none_or(|a| snap.event_id != *a)),
+    )
+    .await;
+    let snap = rx.borrow().clone();
+    Ok(Json(snap).into_response())
+}
+
+async fn logs(
+    State(s): State<Served>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, Failure> {
+    authorized(&s, &headers)?;
+    let cursor = q.decode().map_err(OpError::Invalid)?;
+    let read = AgentApi::logs(&s.supervisor, &id, cursor).await;
+    Ok(Json(read).into_response())
+}
+
+async fn checks(
+    State(s): State<Served>,
+    headers: HeaderMap,
+    Json(ids): Json<Vec<String>>,
+) -> Result<Response, Failure> {
+    authorized(&s, &headers)?;
+    Ok(Json(AgentApi::checks(&s.supervisor, &ids).await).into_response())
+}
