@@ -152,7 +152,13 @@ async fn client_side_rolling(
         loop {
             let now = s.client.get_machine(app, &m.id).await?;
             let fresh = now.instance_id == updated.instance_id && now.state == "started";
-            if fresh && !now.checks.is_empty() && now.checks.iter().all(|c| c.status == "passing") {
+            if fresh
+                && !now.checks.is_empty()
+                && now
+                    .checks
+                    .iter()
+                    .all(|c| c.status == hangar_types::CheckState::Passing)
+            {
                 break;
             }
             if Instant::now() > until {

@@ -96,7 +96,7 @@ pub async fn create(
     };
     let launch = MachineEvent {
         id: ids::ulid(),
-        kind: "launch".into(),
+        kind: hangar_types::EventKind::Launch,
         status: "created".into(),
         source: "user".into(),
         timestamp: clock::now_ms(),
@@ -209,13 +209,17 @@ pub async fn wait_checks(
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let results = state.agent.check_results(machine_id).await;
-        if results.len() >= want && results.iter().all(|c| c.status == "passing") {
+        if results.len() >= want
+            && results
+                .iter()
+                .all(|c| c.status == hangar_types::CheckState::Passing)
+        {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
             let failing: Vec<String> = results
                 .iter()
-                .filter(|c| c.status != "passing")
+                .filter(|c| c.status != hangar_types::CheckState::Passing)
                 .map(|c| format!("{} is {}: {}", c.name, c.status, c.output.trim()))
                 .collect();
             let detail = if failing.is_empty() {

@@ -75,7 +75,7 @@ fn leases_and_keys(db: &mut Db<'_>) -> Result<()> {
     };
     let launch = hangar_types::MachineEvent {
         id: "e1".into(),
-        kind: "launch".into(),
+        kind: hangar_types::EventKind::Launch,
         status: "created".into(),
         source: "user".into(),
         timestamp: 1,
@@ -270,7 +270,7 @@ fn observed_changes(db: &mut Db<'_>) -> Result<()> {
     use hangar_types::MachineState;
     let event = |id: &str, status: &str| hangar_types::MachineEvent {
         id: id.into(),
-        kind: "start".into(),
+        kind: hangar_types::EventKind::Start,
         status: status.into(),
         source: "flyd".into(),
         timestamp: 2,

@@ -93,11 +93,15 @@ fn machine_from_row(r: &Row) -> Result<MachineRecord> {
 
 fn event_from_row(r: &Row) -> Result<EventRecord> {
     let request: Option<String> = r.get(6)?;
+    let kind: String = r.get(2)?;
     Ok(EventRecord {
         machine_id: r.get(0)?,
         event: MachineEvent {
             id: r.get(1)?,
-            kind: r.get(2)?,
+            kind: kind.parse().map_err(|_| crate::StoreError::Column {
+                index: 2,
+                expected: "a machine event type",
+            })?,
             status: r.get(3)?,
             source: r.get(4)?,
             timestamp: r.get(5)?,
@@ -345,7 +349,7 @@ pub(crate) fn insert_event(tx: &mut Conn, machine_id: &str, e: &MachineEvent) ->
         args![
             &e.id,
             machine_id,
-            &e.kind,
+            e.kind.as_str(),
             &e.status,
             &e.source,
             e.timestamp,
@@ -380,7 +384,7 @@ mod tests {
     fn event(id: &str, kind: &str) -> MachineEvent {
         MachineEvent {
             id: id.into(),
-            kind: kind.into(),
+            kind: kind.parse().expect("event kind"),
             status: "started".into(),
             source: "flyd".into(),
             timestamp: 1,

@@ -12,6 +12,7 @@ pub mod deploy;
 pub mod duration;
 pub mod edge;
 pub mod error;
+pub mod event;
 pub mod lease;
 pub mod logs;
 pub mod machine;
@@ -27,6 +28,7 @@ pub use app::{App, CreateAppRequest, CreateAppResponse, ListApp, ListAppsRespons
 pub use deploy::DeployStrategy;
 pub use duration::GoDuration;
 pub use error::ErrorBody;
+pub use event::{CheckState, EventKind};
 pub use lease::{Lease, LeaseEnvelope};
 pub use logs::LogEntry;
 pub use machine::{CheckStatus, ImageRef, Machine, MachineEvent, MachineVersion, ProcessStat};

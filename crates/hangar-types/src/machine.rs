@@ -98,7 +98,7 @@ impl ImageRef {
 pub struct MachineEvent {
     pub id: String,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: crate::EventKind,
     pub status: String,
     pub source: String,
     pub timestamp: i64,
@@ -109,7 +109,7 @@ pub struct MachineEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckStatus {
     pub name: String,
-    pub status: String,
+    pub status: crate::CheckState,
     pub output: String,
     pub updated_at: String,
 }

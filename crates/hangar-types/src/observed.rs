@@ -84,7 +84,7 @@ mod tests {
     fn a_change_keeps_whether_the_runtime_handle_changed() {
         let event = MachineEvent {
             id: "01J".into(),
-            kind: "exit".into(),
+            kind: crate::EventKind::Exit,
             status: "stopped".into(),
             source: "flyd".into(),
             timestamp: 1,

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use hangar_proxy::Health;
 use hangar_types::machine_config::MachineCheck;
+use hangar_types::CheckState;
 use hangar_types::{CheckStatus, MachineConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -52,7 +53,7 @@ impl CheckResults {
         let mut health = Health::Passing;
         for n in names {
             match list.and_then(|l| l.iter().find(|c| &c.name == n)) {
-                Some(c) if c.status != "passing" => return Health::Failing,
+                Some(c) if c.status != CheckState::Passing => return Health::Failing,
                 Some(_) => {}
                 None => health = Health::Pending,
             }
@@ -273,14 +274,14 @@ pub fn spawn(
                     return;
                 }
                 let (status, output) = match outcome {
-                    Ok(o) => ("passing", o),
-                    Err(e) => ("critical", e),
+                    Ok(o) => (CheckState::Passing, o),
+                    Err(e) => (CheckState::Critical, e),
                 };
                 results.record(
                     &id,
                     CheckStatus {
                         name: p.name.clone(),
-                        status: status.into(),
+                        status,
                         output,
                         updated_at: clock::rfc3339_now(),
                     },

@@ -13,6 +13,7 @@ use std::time::Duration;
 use hangar_runtime::fake::{Call, FakeDriver};
 use hangar_runtime::Secrets;
 use hangar_store::{AppRecord, MachineRecord, OrgRecord, Store};
+use hangar_types::EventKind;
 use hangar_types::{MachineEvent, MachineState, Signal};
 
 use super::{MachineCmd, Supervisor};
@@ -144,7 +145,7 @@ impl Host {
         };
         let launch = MachineEvent {
             id: crate::ids::ulid(),
-            kind: "launch".into(),
+            kind: EventKind::Launch,
             status: "created".into(),
             source: "user".into(),
             timestamp: 0,

@@ -76,7 +76,11 @@ pub async fn run(args: StatusArgs) -> Result<()> {
                 region: m.region.clone(),
                 state: m.state.clone(),
                 version: version_of(m),
-                checks_passing: m.checks.iter().filter(|c| c.status == "passing").count(),
+                checks_passing: m
+                    .checks
+                    .iter()
+                    .filter(|c| c.status == hangar_types::CheckState::Passing)
+                    .count(),
                 checks_total: m.checks.len(),
                 updated_at: m.updated_at.clone(),
             })
@@ -189,7 +193,11 @@ async fn wait_for_checks(client: &hangar_client::Client, app: &str, id: &str) ->
     loop {
         let m = client.get_machine(app, id).await?;
         let expected = checks_run(&m.config);
-        let passing = m.checks.iter().filter(|c| c.status == "passing").count();
+        let passing = m
+            .checks
+            .iter()
+            .filter(|c| c.status == hangar_types::CheckState::Passing)
+            .count();
         if passing >= expected {
             return Ok(());
         }

@@ -91,7 +91,7 @@ pub(super) async fn last_exit_code(ctx: &Ctx<'_>, id: &str) -> Option<i64> {
         .ok()?;
     events
         .iter()
-        .find(|e| e.kind == "exit")
+        .find(|e| e.kind == hangar_types::EventKind::Exit)
         .and_then(|e| e.request.as_ref())
         .and_then(|r| r.get("exit_event"))
         .and_then(|x| x.get("exit_code"))

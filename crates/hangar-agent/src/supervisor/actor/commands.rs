@@ -2,6 +2,7 @@
 //! in the current state, records its transition, replies, then acts.
 
 use hangar_types::observed::MachineChange;
+use hangar_types::EventKind;
 use hangar_types::{MachineEvent, MachineState};
 use serde_json::json;
 
@@ -51,7 +52,7 @@ impl MachineActor {
                 S::Started | S::Created | S::Suspended | S::Failed | S::Starting => {
                     let (signal, timeout) = Self::stop_defaults(&self.m.config, signal, timeout);
                     let r = self
-                        .transition(S::Stopping, "stop", "user", None, None)
+                        .transition(S::Stopping, EventKind::Stop, "user", None, None)
                         .await;
                     let ok = r.is_ok();
                     let _ = reply.send(r);
@@ -74,7 +75,7 @@ impl MachineActor {
                 S::Started => {
                     let (signal, timeout) = Self::stop_defaults(&self.m.config, signal, timeout);
                     let r = self
-                        .transition(S::Restarting, "restart", "user", None, None)
+                        .transition(S::Restarting, EventKind::Restart, "user", None, None)
                         .await;
                     let ok = r.is_ok();
                     let _ = reply.send(r);
@@ -94,7 +95,7 @@ impl MachineActor {
                 (S::Started, Some(p)) => {
                     let handle = p.handle.clone();
                     let r = self
-                        .transition(S::Suspending, "suspend", "user", None, None)
+                        .transition(S::Suspending, EventKind::Suspend, "user", None, None)
                         .await;
                     let ok = r.is_ok();
                     let _ = reply.send(r);
@@ -102,13 +103,25 @@ impl MachineActor {
                         self.drain(super::DEFAULT_STOP_TIMEOUT).await;
                         let r = match self.ctx.driver.suspend(&handle).await {
                             Ok(()) => {
-                                self.transition(S::Suspended, "suspend", "flyd", None, None)
-                                    .await
+                                self.transition(
+                                    S::Suspended,
+                                    EventKind::Suspend,
+                                    "flyd",
+                                    None,
+                                    None,
+                                )
+                                .await
                             }
                             Err(e) => {
                                 let req = json!({ "error": e.to_string() });
-                                self.transition(S::Started, "suspend", "flyd", Some(req), None)
-                                    .await
+                                self.transition(
+                                    S::Started,
+                                    EventKind::Suspend,
+                                    "flyd",
+                                    Some(req),
+                                    None,
+                                )
+                                .await
                             }
                         };
                         self.log_err("record suspend", r);
@@ -162,11 +175,11 @@ impl MachineActor {
                             Ok(())
                         }
                         S::Created => {
-                            self.transition(S::Created, "update", "flyd", None, Some(None))
+                            self.transition(S::Created, EventKind::Update, "flyd", None, Some(None))
                                 .await
                         }
                         _ => {
-                            self.transition(S::Stopped, "update", "flyd", None, Some(None))
+                            self.transition(S::Stopped, EventKind::Update, "flyd", None, Some(None))
                                 .await
                         }
                     };
@@ -309,7 +322,7 @@ impl MachineActor {
     ) -> Result<()> {
         let event = MachineEvent {
             id: ids::ulid(),
-            kind: "update".into(),
+            kind: EventKind::Update,
             status: MachineState::Replacing.as_str().into(),
             source: "user".into(),
             timestamp: clock::now_ms(),

@@ -11,6 +11,7 @@ use hangar_runtime::{DriverError, ExitStatus};
 use hangar_store::MachineRecord;
 use hangar_types::machine_config::MachineConfig;
 use hangar_types::observed::MachineChange;
+use hangar_types::EventKind;
 use hangar_types::{MachineEvent, MachineState, Signal};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -148,14 +149,14 @@ impl MachineActor {
     async fn transition(
         &mut self,
         state: MachineState,
-        kind: &str,
+        kind: EventKind,
         source: &str,
         request: Option<Value>,
         runtime: Option<Option<String>>,
     ) -> Result<()> {
         let event = MachineEvent {
             id: ids::ulid(),
-            kind: kind.to_string(),
+            kind,
             status: state.as_str().to_string(),
             source: source.to_string(),
             timestamp: clock::now_ms(),
@@ -247,7 +248,7 @@ impl MachineActor {
     /// Records `starting`, the part of a start a caller must see before the reply.
     async fn begin_start(&mut self, source: &str) -> Result<()> {
         self.pending_restart = None;
-        self.transition(MachineState::Starting, "start", source, None, None)
+        self.transition(MachineState::Starting, EventKind::Start, source, None, None)
             .await
     }
 
@@ -272,7 +273,7 @@ impl MachineActor {
                 let r = self
                     .transition(
                         MachineState::Started,
-                        "start",
+                        EventKind::Start,
                         "flyd",
                         None,
                         Some(Some(handle)),
@@ -285,7 +286,13 @@ impl MachineActor {
                 warn!(machine = %self.m.id, app = %self.m.app_name, error = %e, "machine failed to start");
                 let req = json!({ "error": e.to_string() });
                 let r = self
-                    .transition(MachineState::Failed, "start", "flyd", Some(req), Some(None))
+                    .transition(
+                        MachineState::Failed,
+                        EventKind::Start,
+                        "flyd",
+                        Some(req),
+                        Some(None),
+                    )
                     .await;
                 self.log_err("record failed start", r);
             }
@@ -324,7 +331,7 @@ impl MachineActor {
         match self.ctx.driver.resume(&handle).await {
             Ok(()) => {
                 let r = self
-                    .transition(MachineState::Started, "start", "flyd", None, None)
+                    .transition(MachineState::Started, EventKind::Start, "flyd", None, None)
                     .await;
                 self.log_err("record resume", r);
             }
@@ -404,8 +411,14 @@ impl MachineActor {
     async fn record_requested_exit(&mut self, status: Option<ExitStatus>) -> Result<()> {
         let req =
             status.map(|s| exit_request(&s, true, false, self.restarts.count(Instant::now())));
-        self.transition(MachineState::Stopped, "exit", "flyd", req, Some(None))
-            .await
+        self.transition(
+            MachineState::Stopped,
+            EventKind::Exit,
+            "flyd",
+            req,
+            Some(None),
+        )
+        .await
     }
 
     /// An exit nobody asked for: record it, then apply the restart policy and
@@ -418,7 +431,13 @@ impl MachineActor {
         info!(machine = %self.m.id, app = %self.m.app_name, exit_code = status.exit_code, restart, "machine exited");
         let req = exit_request(&status, false, restart, self.restarts.count(now));
         let r = self
-            .transition(MachineState::Stopped, "exit", "flyd", Some(req), Some(None))
+            .transition(
+                MachineState::Stopped,
+                EventKind::Exit,
+                "flyd",
+                Some(req),
+                Some(None),
+            )
             .await;
         self.log_err("record exit", r);
         if restart {
@@ -438,14 +457,26 @@ impl MachineActor {
 
     async fn destroy_now(&mut self) -> Result<()> {
         self.pending_restart = None;
-        self.transition(MachineState::Destroying, "destroy", "user", None, None)
-            .await?;
+        self.transition(
+            MachineState::Destroying,
+            EventKind::Destroy,
+            "user",
+            None,
+            None,
+        )
+        .await?;
         self.kill_process().await;
         if let Err(e) = self.ctx.driver.destroy(&self.m.id).await {
             warn!(machine = %self.m.id, error = %e, "remove machine files");
         }
-        self.transition(MachineState::Destroyed, "destroy", "flyd", None, Some(None))
-            .await?;
+        self.transition(
+            MachineState::Destroyed,
+            EventKind::Destroy,
+            "flyd",
+            None,
+            Some(None),
+        )
+        .await?;
         info!(machine = %self.m.id, app = %self.m.app_name, "machine destroyed");
         Ok(())
     }

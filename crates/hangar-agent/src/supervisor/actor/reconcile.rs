@@ -2,6 +2,7 @@
 //! line with what the driver reports, adopting a process that still runs.
 
 use hangar_runtime::Adopted;
+use hangar_types::EventKind;
 use hangar_types::MachineState;
 use tracing::{info, warn};
 
@@ -19,7 +20,7 @@ impl MachineActor {
             .unwrap_or_default();
         events
             .iter()
-            .find(|e| e.kind == "update")
+            .find(|e| e.kind == EventKind::Update)
             .and_then(|e| e.request.as_ref())
             .is_some_and(|r| r["previous_state"] == "started" && r["skip_launch"] != true)
     }
@@ -49,13 +50,13 @@ impl MachineActor {
             (S::Destroying, _, _) => return self.destroy_now().await.is_ok(),
             (S::Started, true, _) | (S::Suspended, true, _) => Ok(()),
             (S::Starting | S::Restarting, true, _) => {
-                self.transition(S::Started, "start", "flyd", None, None)
+                self.transition(S::Started, EventKind::Start, "flyd", None, None)
                     .await
             }
             (S::Suspending, true, _) => match self.running.as_ref().map(|p| p.handle.clone()) {
                 Some(h) => {
                     let _ = self.ctx.driver.suspend(&h).await;
-                    self.transition(S::Suspended, "suspend", "flyd", None, None)
+                    self.transition(S::Suspended, EventKind::Suspend, "flyd", None, None)
                         .await
                 }
                 None => Ok(()),

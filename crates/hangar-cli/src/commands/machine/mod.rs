@@ -360,7 +360,7 @@ pub async fn run(cmd: MachineCmd) -> Result<ExitCode> {
                 .map(|e| {
                     vec![
                         e.status.clone(),
-                        e.kind.clone(),
+                        e.kind.to_string(),
                         e.source.clone(),
                         e.timestamp.to_string(),
                     ]
