@@ -284,6 +284,11 @@ impl Server {
         })
     }
 
+    /// The API as a service, for driving it in-process (tests).
+    pub fn router(&self) -> axum::Router {
+        api::router(self.state.clone())
+    }
+
     /// Serves the API until `shutdown` is cancelled, then finishes in-flight requests.
     /// Machines are left running.
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), ServerError> {

@@ -8,6 +8,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod agent;
+mod helpers;
+pub use agent::agent_apart;
+use agent::{split_args, TEST_AGENT_TOKEN};
+pub use helpers::*;
+
 pub const HANGAR: &str = env!("CARGO_BIN_EXE_hangar");
 
 pub struct TestServer {
@@ -42,55 +48,6 @@ pub const TEST_MASTER_KEY: &str =
 /// (`HANGAR_TEST_DATABASE=postgres`) rather than SQLite under the data dir.
 pub fn on_postgres() -> bool {
     std::env::var("HANGAR_TEST_DATABASE").is_ok_and(|v| v == "postgres")
-}
-
-/// Whether this run's servers have their agent in a process of its own
-/// (`HANGAR_TEST_AGENT=process`: `hangar server --remote-agent` and `hangar agent`).
-pub fn agent_apart() -> bool {
-    std::env::var("HANGAR_TEST_AGENT").is_ok_and(|v| v == "process")
-}
-
-/// The token test control planes and their agents share.
-const TEST_AGENT_TOKEN: &str = "test-agent-token-0123456789abcdef";
-
-/// `hangar server` flags that say how machines or the proxy run: with the agent
-/// apart they are the agent's (each takes a value).
-const AGENT_FLAGS: &[&str] = &[
-    "--driver",
-    "--containerd-socket",
-    "--insecure-registry",
-    "--autostop-interval",
-    "--proxy-response-timeout",
-    "--proxy-queue-timeout",
-];
-
-/// Flags both take.
-const SHARED_FLAGS: &[&str] = &["--app-domain"];
-
-/// Splits `hangar server` arguments into the server's and the agent's.
-fn split_args(args: &[String]) -> (Vec<String>, Vec<String>) {
-    let (mut server, mut agent) = (Vec::new(), Vec::new());
-    let mut i = 0;
-    while i < args.len() {
-        let flag = args[i].split('=').next().unwrap_or("");
-        let with_value = !args[i].contains('=') && i + 1 < args.len();
-        let pair: Vec<String> =
-            if with_value && flag.starts_with("--") && !args[i + 1].starts_with("--") {
-                args[i..i + 2].to_vec()
-            } else {
-                vec![args[i].clone()]
-            };
-        i += pair.len();
-        if AGENT_FLAGS.contains(&flag) {
-            agent.extend(pair);
-        } else if SHARED_FLAGS.contains(&flag) {
-            agent.extend(pair.clone());
-            server.extend(pair);
-        } else {
-            server.extend(pair);
-        }
-    }
-    (server, agent)
 }
 
 /// A fresh database on the test PostgreSQL, when the run is on PostgreSQL.
@@ -380,39 +337,6 @@ impl TestServer {
         }
     }
 
-    /// Starts `hangar agent` for this server, on the same data dir (its store and its
-    /// machines live there as the embedded agent's do).
-    fn launch_agent(&mut self, args: &[String]) {
-        let log = self.log_file();
-        let child = Command::new(HANGAR)
-            .args(["agent", "--data-dir"])
-            .arg(self.data_dir())
-            .args([
-                "--control",
-                &self.url(),
-                "--listen",
-                &format!("127.0.0.1:{}", self.agent_port),
-                "--region",
-                "ord",
-                "--http-listen",
-                &format!("127.0.0.1:{}", self.http_port),
-                "--https-listen",
-                &format!("127.0.0.1:{}", self.https_port),
-            ])
-            .args(args)
-            .envs(self.server_env.iter().map(|(k, v)| (k, v)))
-            .env("HANGAR_AGENT_TOKEN", TEST_AGENT_TOKEN)
-            .env(
-                "HANGAR_LOG",
-                std::env::var("HANGAR_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn hangar agent");
-        self.agent = Some(child);
-    }
-
     /// SIGKILL to the control plane alone (the agent's process, when apart, goes on).
     pub fn kill9_control_plane(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -658,50 +582,4 @@ impl Drop for TestServer {
             .stderr(Stdio::null())
             .status();
     }
-}
-
-/// Polls `f` until it returns `Some`, or fails after `secs`.
-pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let until = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Runs `cmd` with `input` on its standard input, and what it printed.
-pub fn with_stdin(mut cmd: Command, input: &str) -> Output {
-    use std::io::Write;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run hangar");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("wait for hangar")
-}
-
-pub fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-pub fn read_file(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
 }
