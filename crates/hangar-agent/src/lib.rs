@@ -27,7 +27,17 @@ use hangar_store::MachineRecord;
 pub trait SecretSource: Send + Sync {
     /// The secrets `machine` runs with; the error says why they cannot be had (never
     /// a value).
-    async fn for_machine(&self, machine: &MachineRecord) -> Result<Secrets, String>;
+    async fn for_machine(&self, machine: &MachineRecord) -> Result<Secrets, SecretsError>;
+}
+
+/// Why a machine's secrets cannot be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SecretsError {
+    /// Not now (the control plane or its database is away): worth waiting for.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Hears how a machine looks each time the agent publishes it (created, started,

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::mirror::{ControlPlane, ObserveError};
-use crate::SecretSource;
+use crate::{SecretSource, SecretsError};
 
 /// How often the agent says where it listens.
 const REGISTER_EVERY: Duration = Duration::from_secs(5);
@@ -277,15 +277,14 @@ impl ControlPlane for Control {
 
 #[async_trait::async_trait]
 impl SecretSource for Control {
-    async fn for_machine(&self, machine: &MachineRecord) -> Result<Secrets, String> {
-        let resp = self
-            .post("/secrets", machine)
-            .await
-            .map_err(|e| e.to_string())?;
-        let values: BTreeMap<String, String> = resp
-            .json()
-            .await
-            .map_err(|e| format!("the control plane's answer: {}", e.without_url()))?;
+    async fn for_machine(&self, machine: &MachineRecord) -> Result<Secrets, SecretsError> {
+        let resp = self.post("/secrets", machine).await.map_err(|e| match e {
+            ObserveError::Unavailable(m) => SecretsError::Unavailable(m),
+            ObserveError::Refused(m) => SecretsError::Failed(m),
+        })?;
+        let values: BTreeMap<String, String> = resp.json().await.map_err(|e| {
+            SecretsError::Unavailable(format!("the control plane's answer: {}", e.without_url()))
+        })?;
         Ok(Secrets(values))
     }
 }

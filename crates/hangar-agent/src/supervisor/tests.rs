@@ -49,7 +49,7 @@ struct NoSecrets;
 
 #[async_trait::async_trait]
 impl SecretSource for NoSecrets {
-    async fn for_machine(&self, _machine: &MachineRecord) -> Result<Secrets, String> {
+    async fn for_machine(&self, _machine: &MachineRecord) -> Result<Secrets, crate::SecretsError> {
         Ok(Secrets::default())
     }
 }

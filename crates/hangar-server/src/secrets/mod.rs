@@ -197,9 +197,17 @@ impl Vault {
 /// The agent gets a machine's secrets from the vault.
 #[async_trait::async_trait]
 impl hangar_agent::SecretSource for Vault {
-    async fn for_machine(&self, machine: &MachineRecord) -> Result<Secrets, String> {
+    async fn for_machine(
+        &self,
+        machine: &MachineRecord,
+    ) -> Result<Secrets, hangar_agent::SecretsError> {
         Vault::for_machine(self, machine)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| match e {
+                VaultError::Store(s) if s.is_unavailable() => {
+                    hangar_agent::SecretsError::Unavailable(s.to_string())
+                }
+                e => hangar_agent::SecretsError::Failed(e.to_string()),
+            })
     }
 }

@@ -36,6 +36,8 @@ pub(crate) enum Boot {
 
 /// Fly's default stop timeout.
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a start waits for the control plane to give the machine its secrets.
+const SECRETS_WAIT: Duration = Duration::from_secs(30);
 /// How long to wait for the process to go after SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
@@ -299,21 +301,30 @@ impl MachineActor {
         }
     }
 
-    /// The machine's secrets from the control plane; when it cannot give them, the ones
-    /// this version last started with (a restart keeps working while it is away).
+    /// The machine's secrets from the control plane; when it cannot give them now, the
+    /// ones this version last started with (a restart keeps working while it is away),
+    /// or, having none, it waits for the control plane a while (an agent that starts
+    /// before its control plane does not fail its machines).
     async fn secrets(&mut self) -> std::result::Result<hangar_runtime::Secrets, String> {
-        match self.ctx.secrets.for_machine(&self.m).await {
-            Ok(secrets) => {
-                self.last_secrets = Some((self.m.instance_id.clone(), secrets.clone()));
-                Ok(secrets)
-            }
-            Err(e) => match &self.last_secrets {
-                Some((version, secrets)) if *version == self.m.instance_id => {
-                    warn!(machine = %self.m.id, error = %e, "secrets unavailable; starting with the ones this version last had");
-                    Ok(secrets.clone())
+        let until = tokio::time::Instant::now() + SECRETS_WAIT;
+        loop {
+            match self.ctx.secrets.for_machine(&self.m).await {
+                Ok(secrets) => {
+                    self.last_secrets = Some((self.m.instance_id.clone(), secrets.clone()));
+                    return Ok(secrets);
                 }
-                _ => Err(e),
-            },
+                Err(crate::SecretsError::Unavailable(e)) => match &self.last_secrets {
+                    Some((version, secrets)) if *version == self.m.instance_id => {
+                        warn!(machine = %self.m.id, error = %e, "secrets unavailable; starting with the ones this version last had");
+                        return Ok(secrets.clone());
+                    }
+                    _ if tokio::time::Instant::now() < until => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    _ => return Err(e),
+                },
+                Err(crate::SecretsError::Failed(e)) => return Err(e),
+            }
         }
     }
 
