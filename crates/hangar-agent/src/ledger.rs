@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use hangar_store::MachineRecord;
 use hangar_types::observed::MachineChange;
 use hangar_types::{MachineEvent, MachineState};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 /// Events kept per machine: enough for reconciliation to learn how an update meant to
 /// end. The full log is the control plane's.
@@ -220,18 +220,12 @@ impl Ledger {
             .collect::<std::result::Result<_, _>>()?)
     }
 
-    /// Changes after `after` the control plane has not acknowledged, oldest first.
-    pub(crate) async fn unsent(
-        &self,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, MachineChange)>> {
+    /// Up to `limit` changes the control plane has not acknowledged, oldest first.
+    pub(crate) async fn unsent(&self, limit: usize) -> Result<Vec<(i64, MachineChange)>> {
         let rows = self
             .call(move |c| {
-                let mut st = c.prepare(
-                    "SELECT seq, change FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                )?;
-                let rows = st.query_map(params![after, limit as i64], |r| {
+                let mut st = c.prepare("SELECT seq, change FROM outbox ORDER BY seq LIMIT ?1")?;
+                let rows = st.query_map(params![limit as i64], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
                 })?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -251,11 +245,7 @@ impl Ledger {
 
     /// How many changes wait for the control plane.
     pub async fn backlog(&self) -> Result<i64> {
-        self.call(|c| {
-            c.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
-                .optional()
-                .map(|n| n.unwrap_or(0))
-        })
-        .await
+        self.call(|c| c.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)))
+            .await
     }
 }

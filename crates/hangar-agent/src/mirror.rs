@@ -128,7 +128,7 @@ impl Mirror {
     /// Sends one batch; how many changes went, or `Err` when the control plane is away.
     async fn send_batch(&self) -> Result<usize, ()> {
         let inner = &self.inner;
-        let batch = match inner.ledger.unsent(0, BATCH).await {
+        let batch = match inner.ledger.unsent(BATCH).await {
             Ok(b) => b,
             Err(e) => {
                 error!(error = %e, "read the agent's outbox");
@@ -145,6 +145,7 @@ impl Mirror {
                 if !inner.away.swap(true, Ordering::Relaxed) {
                     warn!(error = %e, waiting = changes.len(), "control plane away; machine changes wait in the agent's store");
                 }
+                // Actors waiting for this change stop waiting: it is away.
                 inner.acked.send_modify(|_| {});
                 return Err(());
             }

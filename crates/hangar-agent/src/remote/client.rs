@@ -184,7 +184,10 @@ impl AgentApi for RemoteAgent {
         let Ok(req) = self.post("/checks").await else {
             return HashMap::new();
         };
-        self.json(req.json(machine_ids)).await.unwrap_or_default()
+        self.json(req.json(machine_ids)).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "health check results unavailable from the agent");
+            HashMap::new()
+        })
     }
 
     async fn logs(&self, machine_id: &str, after: Option<LogCursor>) -> LogRead {
@@ -196,6 +199,9 @@ impl AgentApi for RemoteAgent {
             .get(url)
             .timeout(CALL_DEADLINE)
             .query(&LogQuery::encode(after));
-        self.json(req).await.unwrap_or_default()
+        self.json(req).await.unwrap_or_else(|e| {
+            tracing::warn!(machine = %machine_id, error = %e, "logs unavailable from the agent");
+            LogRead::default()
+        })
     }
 }

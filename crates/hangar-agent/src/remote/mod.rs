@@ -12,6 +12,21 @@ use hangar_runtime::logs::LogCursor;
 use hangar_store::MachineRecord;
 use serde::{Deserialize, Serialize};
 
+/// Whether a request's `Authorization` header carries `token` as a bearer token, compared
+/// in constant time.
+pub fn bearer_matches(header: Option<&axum::http::HeaderValue>, token: &str) -> bool {
+    let given = header
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 /// Where the agent's routes live.
 pub const PREFIX: &str = "/agent/v1";
 

@@ -67,21 +67,14 @@ impl From<OpError> for Failure {
 }
 
 fn authorized(s: &Served, headers: &HeaderMap) -> Result<(), Failure> {
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if constant_time_eq(t.as_bytes(), s.token.as_bytes()) => Ok(()),
-        _ => Err(Failure(
+    if super::bearer_matches(headers.get(axum::http::header::AUTHORIZATION), &s.token) {
+        Ok(())
+    } else {
+        Err(Failure(
             StatusCode::UNAUTHORIZED,
             OpError::Invalid("the agent token is missing or wrong".into()),
-        )),
+        ))
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Deserialize)]

@@ -12,7 +12,10 @@ use hangar_agent::standalone::{AgentConfig, StandaloneAgent};
 use hangar_server::CancellationToken;
 use tracing::info;
 
-use super::server::{agent_token, choose_driver, init_tracing, wait_for_signal, DriverArgs};
+use super::server::{
+    agent_token, choose_driver, go_duration, init_tracing, region_code, wait_for_signal,
+    DriverArgs, SHORTEST,
+};
 use crate::config;
 
 #[derive(Args)]
@@ -53,21 +56,9 @@ pub struct AgentArgs {
     pub machines: DriverArgs,
 }
 
-fn duration(flag: &str, v: &str) -> Result<std::time::Duration> {
-    Ok(hangar_types::GoDuration::parse(v)
-        .map_err(|e| anyhow::anyhow!("invalid --{flag}: {e}"))?
-        .0)
-}
-
 pub async fn run(args: AgentArgs) -> Result<()> {
     init_tracing();
-    let region = args.region.trim().to_ascii_lowercase();
-    if region.is_empty() || !region.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        bail!(
-            "invalid --region {:?}: use a region code such as \"ord\"",
-            args.region
-        );
-    }
+    let region = region_code(&args.region)?;
     let control = args.control.trim().trim_end_matches('/').to_string();
     if !(control.starts_with("http://") || control.starts_with("https://")) {
         bail!("invalid --control {control:?}: give the control plane's API URL, such as http://127.0.0.1:4280");
@@ -87,11 +78,13 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         http_listen: args.http_listen,
         https_listen: args.https_listen,
         app_domain: args.app_domain.trim_matches('.').to_ascii_lowercase(),
-        autostop_interval: duration("autostop-interval", &args.autostop_interval)?
-            .max(std::time::Duration::from_millis(100)),
-        proxy_response_timeout: duration("proxy-response-timeout", &args.proxy_response_timeout)?
-            .max(std::time::Duration::from_millis(100)),
-        proxy_queue_timeout: duration("proxy-queue-timeout", &args.proxy_queue_timeout)?,
+        autostop_interval: go_duration("autostop-interval", &args.autostop_interval)?.max(SHORTEST),
+        proxy_response_timeout: go_duration(
+            "proxy-response-timeout",
+            &args.proxy_response_timeout,
+        )?
+        .max(SHORTEST),
+        proxy_queue_timeout: go_duration("proxy-queue-timeout", &args.proxy_queue_timeout)?,
     };
     let agent = StandaloneAgent::start(config, driver)
         .await

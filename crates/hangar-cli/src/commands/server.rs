@@ -219,15 +219,28 @@ pub(crate) async fn choose_driver(
     Ok(Arc::new(driver))
 }
 
+/// A `--region` value as a region code, or an error saying what one looks like.
+pub(crate) fn region_code(given: &str) -> Result<String> {
+    let region = given.trim().to_ascii_lowercase();
+    if region.is_empty() || !region.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        bail!("invalid --region {given:?}: use a region code such as \"ord\"");
+    }
+    Ok(region)
+}
+
+/// A Go duration flag's value; the error names the flag.
+pub(crate) fn go_duration(flag: &str, value: &str) -> Result<std::time::Duration> {
+    Ok(hangar_types::GoDuration::parse(value)
+        .map_err(|e| anyhow::anyhow!("invalid --{flag}: {e}"))?
+        .0)
+}
+
+/// The shortest autostop interval and proxy response timeout taken.
+pub(crate) const SHORTEST: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub async fn run(args: ServerArgs) -> Result<()> {
     init_tracing();
-    let region = args.region.trim().to_ascii_lowercase();
-    if region.is_empty() || !region.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        bail!(
-            "invalid --region {:?}: use a region code such as \"ord\"",
-            args.region
-        );
-    }
+    let region = region_code(&args.region)?;
     let data_dir = args
         .data_dir
         .clone()
@@ -259,19 +272,15 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         region: region.clone(),
         admin_token: std::env::var("HANGAR_ADMIN_TOKEN").ok(),
         http_listen: args.http_listen,
-        autostop_interval: hangar_types::GoDuration::parse(&args.autostop_interval)
-            .map_err(|e| anyhow::anyhow!("invalid --autostop-interval: {e}"))?
-            .0
-            .max(std::time::Duration::from_millis(100)),
+        autostop_interval: go_duration("autostop-interval", &args.autostop_interval)?.max(SHORTEST),
         app_domain: args.app_domain.trim_matches('.').to_ascii_lowercase(),
         https_listen: args.https_listen,
-        proxy_response_timeout: hangar_types::GoDuration::parse(&args.proxy_response_timeout)
-            .map_err(|e| anyhow::anyhow!("invalid --proxy-response-timeout: {e}"))?
-            .0
-            .max(std::time::Duration::from_millis(100)),
-        proxy_queue_timeout: hangar_types::GoDuration::parse(&args.proxy_queue_timeout)
-            .map_err(|e| anyhow::anyhow!("invalid --proxy-queue-timeout: {e}"))?
-            .0,
+        proxy_response_timeout: go_duration(
+            "proxy-response-timeout",
+            &args.proxy_response_timeout,
+        )?
+        .max(SHORTEST),
+        proxy_queue_timeout: go_duration("proxy-queue-timeout", &args.proxy_queue_timeout)?,
         ip_pools: edge::Pools::parse(&args.ip_pool_v4, &args.ip_pool_v6)
             .map_err(|e| anyhow::anyhow!(e))?,
         acme: edge::AcmeSettings {

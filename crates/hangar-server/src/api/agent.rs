@@ -43,18 +43,8 @@ fn agent_link(
             "this control plane runs its own agent; start it with --remote-agent to take agents of their own",
         ));
     };
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let same = given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if !same {
+    let authorization = headers.get(axum::http::header::AUTHORIZATION);
+    if !hangar_agent::remote::bearer_matches(authorization, token) {
         return Err(ApiError::unauthorized(
             "the agent token is missing or wrong: give the agent the control plane's HANGAR_AGENT_TOKEN",
         ));

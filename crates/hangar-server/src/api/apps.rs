@@ -222,7 +222,7 @@ async fn destroy(
     }
     let name = app.name.clone();
     state.store.call(move |db| db.delete_app(&name)).await?;
-    state.edge.forget_app(&app.name).await?;
+    state.edge.forget_app().await?;
     tracing::info!(app = %app.name, "app deleted");
     Ok(StatusCode::ACCEPTED)
 }

@@ -150,7 +150,7 @@ impl Edge {
     }
 
     /// Waits until the proxy has forgotten a deleted app (its rows went with it).
-    pub async fn forget_app(&self, _app: &str) -> Result<(), EdgeError> {
+    pub async fn forget_app(&self) -> Result<(), EdgeError> {
         self.caught_up().await
     }
 }
