@@ -132,11 +132,12 @@ impl StandaloneAgent {
         tokio::spawn(self.control.clone().keep_registered(me, shutdown.clone()));
         let certs = Arc::new(CertTable::default());
         let (addresses, addresses_rx) = watch::channel(Arc::default());
-        tokio::spawn(
-            self.control
-                .clone()
-                .follow_edge(certs.clone(), addresses, shutdown.clone()),
-        );
+        tokio::spawn(self.control.clone().follow_edge(
+            certs.clone(),
+            addresses,
+            self.config.data_dir.join("edge.json"),
+            shutdown.clone(),
+        ));
         tokio::spawn(traffic::autostop(
             self.supervisor.clone(),
             self.config.region.clone(),

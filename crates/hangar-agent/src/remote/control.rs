@@ -180,14 +180,21 @@ impl Control {
     /// at start and whenever the change feed moves (the control plane answers a wait on
     /// the feed as soon as it does). While the control plane is away they stay as they
     /// were.
+    ///
+    /// Each snapshot is also kept in `cache` (readable by root only: it holds private
+    /// keys), so an agent restarted while the control plane is away serves at once.
     pub async fn follow_edge(
         self,
         certs: Arc<CertTable>,
         addresses: watch::Sender<Arc<AppAddresses>>,
+        cache: std::path::PathBuf,
         cancel: CancellationToken,
     ) {
         let mut seen: Option<FeedHead> = None;
         let mut answers = Answered::default();
+        if let Some(snap) = read_cache(&cache) {
+            apply_edge(&certs, &addresses, &mut answers, snap);
+        }
         loop {
             let moved = match &seen {
                 None => Ok(true),
@@ -203,6 +210,7 @@ impl Control {
                         head: snap.revision,
                         challenges: snap.challenges_version,
                     });
+                    write_cache(&cache, &snap);
                     apply_edge(&certs, &addresses, &mut answers, snap);
                 }),
                 Err(e) => Err(e),
@@ -214,6 +222,40 @@ impl Control {
                 }
             }
         }
+    }
+}
+
+fn read_cache(path: &std::path::Path) -> Option<EdgeSnapshot> {
+    let text = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&text) {
+        Ok(snap) => Some(snap),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable copy of the edge");
+            None
+        }
+    }
+}
+
+/// Replaces the copy of the edge atomically; a failure is logged, the proxy goes on.
+fn write_cache(path: &std::path::Path, snap: &EdgeSnapshot) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let written = serde_json::to_vec(snap)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        });
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "cannot keep a copy of the edge");
     }
 }
 
