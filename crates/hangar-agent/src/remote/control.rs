@@ -23,6 +23,8 @@ use crate::{SecretSource, SecretsError};
 
 /// How often the agent says where it listens.
 const REGISTER_EVERY: Duration = Duration::from_secs(5);
+/// How soon it tries again while the control plane has not taken its registration.
+const REGISTER_RETRY: Duration = Duration::from_millis(500);
 
 /// The control plane, as an agent reaches it.
 #[derive(Clone)]
@@ -132,9 +134,11 @@ impl Control {
                     said = false;
                 }
             }
+            // Until the control plane has heard it, ask again soon: calls there wait for it.
+            let next = if said { REGISTER_EVERY } else { REGISTER_RETRY };
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(REGISTER_EVERY) => {}
+                _ = tokio::time::sleep(next) => {}
             }
         }
     }
