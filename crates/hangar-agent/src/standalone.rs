@@ -129,12 +129,22 @@ impl StandaloneAgent {
             url: format!("http://{}", self.listen_addr),
             region: self.config.region.clone(),
         };
-        tokio::spawn(self.control.clone().keep_registered(me, shutdown.clone()));
+        let (loaded, edge_loaded) = watch::channel(false);
+        tokio::spawn(self.control.clone().keep_registered(
+            me.clone(),
+            edge_loaded,
+            shutdown.clone(),
+        ));
         let certs = Arc::new(CertTable::default());
         let (addresses, addresses_rx) = watch::channel(Arc::default());
-        tokio::spawn(self.control.clone().follow_edge(
-            certs.clone(),
+        let tables = crate::remote::control::ProxyTables {
+            certs: certs.clone(),
             addresses,
+            loaded,
+        };
+        tokio::spawn(self.control.clone().follow_edge(
+            me.url,
+            tables,
             self.config.data_dir.join("edge.json"),
             shutdown.clone(),
         ));

@@ -23,6 +23,11 @@ pub trait Challenges: Send + Sync {
     /// Answer `/.well-known/acme-challenge/<token>` with `key_authorization`.
     fn put_http(&self, token: &str, key_authorization: &str);
     fn remove_http(&self, token: &str);
+    /// Waits until the answers put so far are served wherever the CA may connect
+    /// (every proxy in front of the hostname); by default, at once.
+    fn published(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
 }
 
 /// Which challenge to answer.
@@ -203,6 +208,7 @@ pub async fn issue(
                 challenges.put_http(&token, key_authorization.as_str());
                 answers.push(Answer::Http(token));
             }
+            challenges.published().await;
             challenge.set_ready().await.map_err(acme)?;
         }
         let retry = RetryPolicy::new()

@@ -68,6 +68,14 @@ pub struct HostRoute {
     pub key_pem: Option<String>,
 }
 
+/// The agent's proxy's tables, kept from the control plane's edge, and whether they
+/// have been loaded from it yet (a copy from the cache does not count).
+pub struct ProxyTables {
+    pub certs: Arc<CertTable>,
+    pub addresses: watch::Sender<Arc<AppAddresses>>,
+    pub loaded: watch::Sender<bool>,
+}
+
 /// Where the feed (and the board of ACME answers) is: asked with the caller's view,
 /// answered once either moved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +83,15 @@ pub struct FeedHead {
     pub head: i64,
     #[serde(default)]
     pub challenges: u64,
+}
+
+/// A wait on the feed: who asks, and what its proxy serves from now (which the control
+/// plane takes as that proxy's acknowledgement).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FeedWait {
+    /// The agent's registered address.
+    pub agent: String,
+    pub applied: FeedHead,
 }
 
 impl Control {
@@ -117,8 +134,20 @@ impl Control {
         }
     }
 
-    /// Says where this agent listens, now and every few seconds until cancelled.
-    pub async fn keep_registered(self, me: Registration, cancel: CancellationToken) {
+    /// Says where this agent listens, once its proxy holds the control plane's edge
+    /// (`edge_loaded`: a machine created through the control plane waits for the
+    /// registration, so by then its hostnames are served here), and again every few
+    /// seconds until cancelled.
+    pub async fn keep_registered(
+        self,
+        me: Registration,
+        mut edge_loaded: watch::Receiver<bool>,
+        cancel: CancellationToken,
+    ) {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = edge_loaded.wait_for(|loaded| *loaded) => {}
+        }
         let mut said = false;
         loop {
             match self.post("/register", &me).await {
@@ -172,8 +201,8 @@ impl Control {
             .map_err(|e| ObserveError::Unavailable(e.without_url().to_string()))
     }
 
-    async fn feed_head(&self, after: FeedHead) -> Result<FeedHead, ObserveError> {
-        self.post("/feed", &after)
+    async fn feed_head(&self, wait: &FeedWait) -> Result<FeedHead, ObserveError> {
+        self.post("/feed", wait)
             .await?
             .json()
             .await
@@ -185,15 +214,21 @@ impl Control {
     /// the feed as soon as it does). While the control plane is away they stay as they
     /// were.
     ///
-    /// Each snapshot is also kept in `cache` (readable by root only: it holds private
+    /// Each wait on the feed tells the control plane what the proxy serves from, so
+    /// its edge writes can wait for this host too. Each snapshot is also kept in `cache` (readable by root only: it holds private
     /// keys), so an agent restarted while the control plane is away serves at once.
     pub async fn follow_edge(
         self,
-        certs: Arc<CertTable>,
-        addresses: watch::Sender<Arc<AppAddresses>>,
+        me: String,
+        proxy: ProxyTables,
         cache: std::path::PathBuf,
         cancel: CancellationToken,
     ) {
+        let ProxyTables {
+            certs,
+            addresses,
+            loaded,
+        } = proxy;
         let mut seen: Option<FeedHead> = None;
         let mut answers = Answered::default();
         if let Some(snap) = read_cache(&cache) {
@@ -202,10 +237,16 @@ impl Control {
         loop {
             let moved = match &seen {
                 None => Ok(true),
-                Some(at) => tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    r = self.feed_head(at.clone()) => r.map(|h| h != *at),
-                },
+                Some(at) => {
+                    let wait = FeedWait {
+                        agent: me.clone(),
+                        applied: at.clone(),
+                    };
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        r = self.feed_head(&wait) => r.map(|h| h != *at),
+                    }
+                }
             };
             let applied = match moved {
                 Ok(false) => Ok(()),
@@ -216,13 +257,20 @@ impl Control {
                     });
                     write_cache(&cache, &snap);
                     apply_edge(&certs, &addresses, &mut answers, snap);
+                    loaded.send_replace(true);
                 }),
                 Err(e) => Err(e),
             };
             if applied.is_err() {
+                // Until the first snapshot the agent has not joined: try again soon.
+                let pause = if seen.is_some() {
+                    Duration::from_secs(1)
+                } else {
+                    REGISTER_RETRY
+                };
                 tokio::select! {
                     _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(pause) => {}
                 }
             }
         }

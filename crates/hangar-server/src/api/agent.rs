@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use hangar_agent::mirror::{ControlPlane, ObserveError};
-use hangar_agent::remote::control::{EdgeSnapshot, FeedHead, HostRoute, Registration};
+use hangar_agent::remote::control::{EdgeSnapshot, FeedHead, FeedWait, HostRoute, Registration};
 use hangar_store::{FeedRead, MachineRecord};
 use hangar_types::observed::MachineChange;
 
@@ -58,6 +58,7 @@ async fn register(
     Json(me): Json<Registration>,
 ) -> Result<StatusCode, ApiError> {
     let link = agent_link(&s, &headers)?;
+    s.edge.agents().registered(me.url.trim_end_matches('/'));
     if link.url().as_deref() != Some(me.url.trim_end_matches('/')) {
         tracing::info!(agent = %me.url, region = %me.region, "agent registered");
         link.set_url(&me.url);
@@ -168,14 +169,21 @@ async fn edge(
     Ok(Json(snapshot))
 }
 
-/// Answers with the feed's head (and the ACME board's version) as soon as either moved
-/// from what the agent has, or after a while.
+/// Takes what the agent's proxy serves from as its acknowledgement, then answers with
+/// the feed's head (and the ACME board's version) as soon as either moved from that, or
+/// after a while.
 async fn feed(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Json(after): Json<FeedHead>,
+    Json(wait): Json<FeedWait>,
 ) -> Result<Json<FeedHead>, ApiError> {
     agent_link(&s, &headers)?;
+    let after = wait.applied;
+    s.edge.agents().applied(
+        wait.agent.trim_end_matches('/'),
+        after.head,
+        after.challenges,
+    );
     let mut board = s.edge.challenges().subscribe();
     let board_moved = |v: u64| v != after.challenges;
     let head = s.store.call(|db| db.feed_head()).await?;

@@ -333,6 +333,7 @@ impl Edge {
         let challenges = super::challenges::ProxyChallenges {
             certs: self.certs.clone(),
             board: self.challenges.clone(),
+            agents: self.agents.clone(),
         };
         let mut result =
             acme::issue(&self.acme.config, hostname, self.acme.method, &challenges).await;

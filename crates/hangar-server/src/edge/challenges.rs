@@ -5,6 +5,8 @@
 //! Answers are short-lived and never stored.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use hangar_certs::acme::Challenges;
@@ -50,9 +52,14 @@ impl ChallengeBoard {
 pub(super) struct ProxyChallenges {
     pub certs: Arc<CertTable>,
     pub board: Arc<ChallengeBoard>,
+    pub agents: Arc<super::AgentViews>,
 }
 
 impl Challenges for ProxyChallenges {
+    fn published(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let version = *self.board.version.borrow();
+        Box::pin(self.agents.reach_challenges(version))
+    }
     fn put_tls_alpn(&self, hostname: &str, cert_pem: &str, key_pem: &str) {
         match challenge_key(cert_pem, key_pem) {
             Ok(key) => self.certs.put_alpn_challenge(hostname, key),

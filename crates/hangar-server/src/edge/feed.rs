@@ -3,7 +3,8 @@
 //! hostname table in line with the rows they name, whichever control plane (or
 //! process) committed them; when it fell behind what the feed keeps, it reloads them
 //! whole. Writers on this edge wait for it to pass their commit ([`Edge::caught_up`]),
-//! so a hostname added through the API is served when the call returns.
+//! and for agents' proxies to say they have (`agents.rs`), so a hostname added through
+//! the API is served when the call returns.
 //!
 //! Machines in the feed are not the edge's: the proxy routes to the live instances the
 //! host's agent publishes.
@@ -32,7 +33,8 @@ impl Edge {
         Ok(())
     }
 
-    /// Waits until the proxy's tables reflect every commit so far.
+    /// Waits until the proxy's tables, and those of agents heard from lately, reflect
+    /// every commit so far.
     pub(super) async fn caught_up(&self) -> Result<(), EdgeError> {
         let head = self.store.call(|db| db.feed_head()).await?;
         let mut applied = self.applied.subscribe();
@@ -45,6 +47,7 @@ impl Edge {
                 "the proxy's tables have not caught up with the change feed yet"
             );
         }
+        self.agents.reach_revision(head).await;
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 //! follows the store's change feed (`feed.rs`), and challenge answers are handed to it
 //! directly. Serving traffic is the proxy's job, not this module's.
 
+mod agents;
 mod certs;
 mod challenges;
 mod feed;
@@ -17,6 +18,7 @@ use hangar_proxy::{AppAddresses, CertTable};
 use hangar_store::Store;
 use tokio::sync::watch;
 
+pub use agents::AgentViews;
 pub use certs::{CertView, ACME as ACME_AUTHORITY, CUSTOM as CUSTOM_AUTHORITY};
 pub use challenges::{Answers as ChallengeAnswers, ChallengeBoard};
 pub use hangar_certs::acme::{AcmeConfig, Method as AcmeMethod};
@@ -60,6 +62,8 @@ pub struct Edge {
     applied: watch::Sender<i64>,
     /// ACME answers under way, for agents' proxies too.
     challenges: Arc<ChallengeBoard>,
+    /// What agents' proxies in processes of their own serve from.
+    agents: Arc<AgentViews>,
 }
 
 pub struct EdgeConfig {
@@ -85,6 +89,7 @@ impl Edge {
             issuing: Mutex::default(),
             applied: watch::channel(0).0,
             challenges: Arc::default(),
+            agents: Arc::default(),
         }))
     }
 
@@ -95,6 +100,11 @@ impl Edge {
     /// ACME answers under way.
     pub fn challenges(&self) -> &ChallengeBoard {
         &self.challenges
+    }
+
+    /// What agents' proxies serve from, as their waits on the feed say.
+    pub fn agents(&self) -> &AgentViews {
+        &self.agents
     }
 
     pub fn addresses(&self) -> watch::Receiver<Arc<AppAddresses>> {

@@ -574,6 +574,16 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            // What the server (and agent) said is the first thing a failure needs.
+            let log = std::fs::read_to_string(self.dir.path().join("server.log"));
+            let log = log.unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            eprintln!("--- last lines of the server log ---");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
         self.kill_machines();
         // The server routes its IPv6 pool to lo as root; a killed server leaves it.
         let v6 = &pools(self.http_port)[3];
