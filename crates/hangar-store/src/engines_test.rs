@@ -232,7 +232,8 @@ fn secrets_and_releases(db: &mut Db<'_>) -> Result<()> {
     assert_eq!(secrets.len(), 1);
     assert_eq!(secrets[0].sealed, vec![0, 1, 255]);
 
-    let release = |status: &str| ReleaseRecord {
+    use hangar_types::deploy::ReleaseStatus;
+    let release = |status: ReleaseStatus| ReleaseRecord {
         id: format!("rel-{status}"),
         app_name: "web".into(),
         version: 0,
@@ -240,20 +241,20 @@ fn secrets_and_releases(db: &mut Db<'_>) -> Result<()> {
         definition: "{}".into(),
         secrets_version: 2,
         secrets: vec![9, 9],
-        strategy: "rolling".into(),
-        status: status.into(),
+        strategy: hangar_types::deploy::DeployStrategy::Rolling,
+        status,
         description: "deploy".into(),
         user: "admin".into(),
         error: None,
         created_at: "t".into(),
         updated_at: "t".into(),
     };
-    let first = db.create_release(release("complete"))?;
-    let second = db.create_release(release("running"))?;
+    let first = db.create_release(release(ReleaseStatus::Complete))?;
+    let second = db.create_release(release(ReleaseStatus::Running))?;
     assert_eq!((first.version, second.version), (1, 2));
     assert_eq!(db.current_release("web")?.unwrap().id, first.id);
     assert_eq!(db.unfinished_releases()?.len(), 1);
-    db.set_release_status(&second.id, "failed", Some("boom"), "t3")?;
+    db.set_release_status(&second.id, ReleaseStatus::Failed, Some("boom"), "t3")?;
     let failed = db.release(&second.id)?.unwrap();
     assert_eq!(
         (failed.status.as_str(), failed.error.as_deref()),
@@ -358,6 +359,23 @@ fn feed_in_commit_order(db: &mut Db<'_>) -> Result<()> {
     Ok(())
 }
 
+/// PostgreSQL cannot hold a NUL byte in text; neither engine is given one, and the
+/// error says so rather than failing as the database.
+fn text_with_nul_is_refused(db: &mut Db<'_>) -> Result<()> {
+    let filter = MachineFilter {
+        region: Some("ia\0d".into()),
+        ..Default::default()
+    };
+    match db.machine_listings("web", &filter) {
+        Err(StoreError::Invalid(m)) => assert!(m.contains("NUL byte"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(!db
+        .machine_listings("web", &MachineFilter::default())?
+        .is_empty());
+    Ok(())
+}
+
 #[test]
 fn every_query_runs_on_both_engines() {
     for (_dir, store) in test_stores() {
@@ -369,6 +387,7 @@ fn every_query_runs_on_both_engines() {
                 secrets_and_releases(db)?;
                 observed_changes(db)?;
                 feed_in_commit_order(db)?;
+                text_with_nul_is_refused(db)?;
                 assert!(
                     db.delete_app("web")?,
                     "deleting an app cascades to its rows"

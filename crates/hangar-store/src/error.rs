@@ -28,6 +28,13 @@ pub enum StoreError {
     ColumnType(String),
     #[error("query returned no row")]
     NoRow,
+    /// A value no row may hold (text with a NUL byte, which PostgreSQL refuses and so
+    /// SQLite is not given either); the caller's input, not the database, is at fault.
+    #[error("{0}")]
+    Invalid(String),
+    /// A stored value this binary cannot read (written by a newer one, or by hand).
+    #[error("stored data cannot be read: {0}; is this hangar older than the one that wrote it?")]
+    Corrupt(String),
     #[error("database lock poisoned by an earlier panic")]
     Poisoned,
     #[error("database task failed: {0}")]

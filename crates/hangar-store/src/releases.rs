@@ -2,6 +2,8 @@
 //! snapshot, strategy and outcome. Versions count up per app from 1, chosen inside the
 //! insert's transaction. Running deploys is the server's job.
 
+use hangar_types::deploy::{DeployStrategy, ReleaseStatus};
+
 use crate::sql::{args, Row};
 
 use crate::{Db, Result};
@@ -17,10 +19,8 @@ pub struct ReleaseRecord {
     pub secrets_version: i64,
     /// Every secret of the app at release time, sealed by the server as one value.
     pub secrets: Vec<u8>,
-    /// `rolling`, `immediate`, `canary`, `bluegreen`.
-    pub strategy: String,
-    /// `pending`, `running`, `complete`, `failed`, `interrupted`.
-    pub status: String,
+    pub strategy: DeployStrategy,
+    pub status: ReleaseStatus,
     pub description: String,
     pub user: String,
     pub error: Option<String>,
@@ -43,6 +43,13 @@ impl std::fmt::Debug for ReleaseRecord {
 const COLUMNS: &str = "id, app_name, version, image, definition, secrets_version, secrets, \
     strategy, status, description, \"user\", error, created_at, updated_at";
 
+/// A stored status; one this binary does not know is a newer schema's, refused.
+fn status(s: &str) -> Result<ReleaseStatus> {
+    ReleaseStatus::parse(s).ok_or_else(|| {
+        crate::StoreError::Corrupt(format!("a release has the unknown status '{s}'"))
+    })
+}
+
 fn from_row(r: &Row) -> Result<ReleaseRecord> {
     Ok(ReleaseRecord {
         id: r.get(0)?,
@@ -52,8 +59,9 @@ fn from_row(r: &Row) -> Result<ReleaseRecord> {
         definition: r.get(4)?,
         secrets_version: r.get(5)?,
         secrets: r.get(6)?,
-        strategy: r.get(7)?,
-        status: r.get(8)?,
+        strategy: DeployStrategy::parse(&r.get::<String>(7)?)
+            .map_err(crate::StoreError::Corrupt)?,
+        status: status(&r.get::<String>(8)?)?,
         description: r.get(9)?,
         user: r.get(10)?,
         error: r.get(11)?,
@@ -77,7 +85,7 @@ impl Db<'_> {
             &format!("INSERT INTO releases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
             args![
                 &r.id, &r.app_name, r.version, &r.image, &r.definition, r.secrets_version,
-                &r.secrets, &r.strategy, &r.status, &r.description, &r.user, &r.error,
+                &r.secrets, r.strategy.as_str(), r.status.as_str(), &r.description, &r.user, &r.error,
                 &r.created_at, &r.updated_at
             ],
         )?;
@@ -88,13 +96,13 @@ impl Db<'_> {
     pub fn set_release_status(
         &mut self,
         id: &str,
-        status: &str,
+        status: ReleaseStatus,
         error: Option<&str>,
         now: &str,
     ) -> Result<()> {
         self.conn.execute(
             "UPDATE releases SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
-            args![id, status, error, now],
+            args![id, status.as_str(), error, now],
         )?;
         Ok(())
     }

@@ -249,6 +249,7 @@ impl Conn {
 
     /// Runs a statement that returns no rows; returns how many rows it changed.
     pub(crate) fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64> {
+        storable(args)?;
         match self {
             Conn::Sqlite(c) => {
                 let mut stmt = c.prepare_cached(sql)?;
@@ -260,6 +261,7 @@ impl Conn {
 
     /// Runs a query and reads every row.
     pub(crate) fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>> {
+        storable(args)?;
         match self {
             Conn::Sqlite(c) => {
                 let mut stmt = c.prepare_cached(sql)?;
@@ -293,6 +295,7 @@ impl Conn {
     /// next statement whose answer is read, or the commit, in one round trip; so an
     /// error it meets is reported there.
     pub(crate) fn defer(&mut self, sql: &str, args: &[Value]) -> Result<()> {
+        storable(args)?;
         match self {
             Conn::Sqlite(_) => self.execute(sql, args).map(|_| ()),
             Conn::Postgres(c) => {
@@ -322,6 +325,20 @@ impl Conn {
             open: true,
         })
     }
+}
+
+/// Refuses text with a NUL byte on either engine, so input PostgreSQL cannot hold is a
+/// clear error everywhere rather than a database failure on one engine.
+fn storable(args: &[Value]) -> Result<()> {
+    if args
+        .iter()
+        .any(|a| matches!(a, Value::Text(s) if s.contains('\0')))
+    {
+        return Err(StoreError::Invalid(
+            "text may not contain a NUL byte (\\u0000); remove it and try again".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn from_sqlite(v: rusqlite::types::ValueRef<'_>) -> Value {

@@ -58,8 +58,7 @@ pub struct RollbackRequest {
 pub struct Release {
     pub id: String,
     pub version: i64,
-    /// `pending`, `running`, `complete`, `failed`, `interrupted`.
-    pub status: String,
+    pub status: ReleaseStatus,
     /// As Fly shows it: `ROLLING`, `IMMEDIATE`, `CANARY`, `BLUEGREEN`.
     pub strategy: String,
     pub description: String,
@@ -115,6 +114,54 @@ impl DeployEvent {
     }
 }
 
+/// Where a release's deploy stands. `complete` is the only status whose release the app
+/// runs; `pending` and `running` are in progress (and, found at start, were cut short:
+/// they become `interrupted` once the machines are put back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReleaseStatus {
+    Pending,
+    Running,
+    Complete,
+    Failed,
+    Interrupted,
+}
+
+impl ReleaseStatus {
+    pub const ALL: [ReleaseStatus; 5] = [
+        Self::Pending,
+        Self::Running,
+        Self::Complete,
+        Self::Failed,
+        Self::Interrupted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Complete => "complete",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether the deploy has yet to end.
+    pub fn in_progress(self) -> bool {
+        matches!(self, Self::Pending | Self::Running)
+    }
+}
+
+impl std::fmt::Display for ReleaseStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How a deploy moves machines to the new release (fly.toml `[deploy] strategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -166,7 +213,17 @@ impl std::fmt::Display for DeployStrategy {
 
 #[cfg(test)]
 mod strategy_tests {
-    use super::DeployStrategy;
+    use super::{DeployStrategy, ReleaseStatus};
+
+    #[test]
+    fn release_statuses_round_trip_as_stored_and_on_the_wire() {
+        for s in ReleaseStatus::ALL {
+            assert_eq!(ReleaseStatus::parse(s.as_str()), Some(s));
+            let wire = serde_json::to_string(&s).unwrap();
+            assert_eq!(wire, format!("\"{s}\""));
+        }
+        assert_eq!(ReleaseStatus::parse("done"), None);
+    }
 
     #[test]
     fn names_round_trip_and_unknown_ones_list_the_choices() {

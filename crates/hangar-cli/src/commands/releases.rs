@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use hangar_types::deploy::RollbackRequest;
+use hangar_types::deploy::{ReleaseStatus, RollbackRequest};
 use hangar_types::GoDuration;
 
 use super::deploy::parse_duration;
@@ -62,7 +62,7 @@ pub async fn run(args: ReleasesArgs) -> Result<()> {
                 .map(|r| {
                     let mut row = vec![
                         format!("v{}", r.version),
-                        r.status.clone(),
+                        r.status.to_string(),
                         r.description.clone(),
                         r.user.clone(),
                         r.created_at.clone(),
@@ -95,7 +95,7 @@ pub async fn run(args: ReleasesArgs) -> Result<()> {
                     match list
                         .releases
                         .iter()
-                        .find(|r| r.version < current && r.status == "complete")
+                        .find(|r| r.version < current && r.status == ReleaseStatus::Complete)
                     {
                         Some(r) => r.version.to_string(),
                         None => bail!(

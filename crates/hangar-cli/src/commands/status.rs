@@ -66,7 +66,7 @@ pub async fn run(args: StatusArgs) -> Result<()> {
     let status = AppStatus {
         name: app.clone(),
         release: current.as_ref().map(|r| r.release.version),
-        release_status: current.as_ref().map(|r| r.release.status.clone()),
+        release_status: current.as_ref().map(|r| r.release.status.to_string()),
         image: current.as_ref().map(|r| r.release.image_ref.clone()),
         machines: machines
             .iter()

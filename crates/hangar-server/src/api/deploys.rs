@@ -18,7 +18,7 @@ use axum::{Extension, Json, Router};
 use hangar_appconfig::AppConfig;
 use hangar_store::{AppRecord, ReleaseRecord};
 use hangar_types::deploy::{
-    DeployEvent, DeployRequest, Release, ReleaseDetail, ReleaseList, RollbackRequest,
+    DeployEvent, DeployRequest, Release, ReleaseDetail, ReleaseList, ReleaseStatus, RollbackRequest,
 };
 
 use super::apps::load_app;
@@ -40,14 +40,14 @@ pub(super) fn view(r: &ReleaseRecord, current: Option<i64>) -> Release {
     Release {
         id: r.id.clone(),
         version: r.version,
-        status: r.status.clone(),
-        strategy: r.strategy.to_ascii_uppercase(),
+        status: r.status,
+        strategy: r.strategy.as_str().to_ascii_uppercase(),
         description: r.description.clone(),
         user: r.user.clone(),
         image_ref: r.image.clone(),
         secrets_version: r.secrets_version,
         stable: current == Some(r.version),
-        in_progress: r.status == "running" || r.status == "pending",
+        in_progress: r.status.in_progress(),
         error: r.error.clone(),
         created_at: r.created_at.clone(),
         updated_at: r.updated_at.clone(),
@@ -270,7 +270,7 @@ async fn progress(
     let headers = [(header::CONTENT_TYPE, "application/x-ndjson")];
     let Some(reporter) = state.deploys.get(&r.id) else {
         // Not deployed by this server process: its outcome is all there is to tell.
-        let ok = r.status == "complete";
+        let ok = r.status == ReleaseStatus::Complete;
         let message = match &r.error {
             Some(e) => format!("v{} {}: {e}", r.version, r.status),
             None => format!("v{} {}", r.version, r.status),

@@ -84,6 +84,9 @@ impl From<hangar_store::StoreError> for ApiError {
             )
             .with_code("unavailable");
         }
+        if let hangar_store::StoreError::Invalid(m) = e {
+            return ApiError::bad_request(m);
+        }
         ApiError::internal(e)
     }
 }

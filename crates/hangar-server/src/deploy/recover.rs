@@ -36,7 +36,7 @@ pub async fn mark_interrupted(state: &AppState) -> Vec<ReleaseRecord> {
             for r in &unfinished {
                 db.set_release_status(
                     &r.id,
-                    "interrupted",
+                    hangar_types::deploy::ReleaseStatus::Interrupted,
                     Some("the server stopped while this release was deploying; its changes are undone; deploy again"),
                     &now,
                 )?;
@@ -93,8 +93,8 @@ async fn undo(state: &AppState, r: &ReleaseRecord) -> (usize, usize) {
         }
         // Bluegreen past its cutover (a green machine takes traffic): the greens are
         // the app now; the blues left go.
-        let cut_over =
-            r.strategy == "bluegreen" && ours.iter().any(|(m, prev)| prev.is_none() && !m.cordoned);
+        let cut_over = r.strategy == hangar_types::deploy::DeployStrategy::Bluegreen
+            && ours.iter().any(|(m, prev)| prev.is_none() && !m.cordoned);
         if cut_over {
             for (m, _) in &ours {
                 let _ = state.agent.cordon(&m.id, false).await;

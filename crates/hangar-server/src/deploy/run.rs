@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use hangar_appconfig::machine::metadata;
 use hangar_store::{MachineRecord, ReleaseRecord};
+use hangar_types::deploy::ReleaseStatus;
 use hangar_types::{MachineConfig, MachineState};
 
 use super::{release_command, strategy, Plan, Reporter, Strategy};
@@ -107,7 +108,7 @@ pub(super) async fn run(state: AppState, plan: Plan, release: ReleaseRecord, rep
                 }
             }
             reporter.finish(true, done_message(&ctx));
-            ("complete", None)
+            (ReleaseStatus::Complete, None)
         }
         Err(f) => {
             reporter.step(format!("deploy failed: {}", f.message));
@@ -122,7 +123,7 @@ pub(super) async fn run(state: AppState, plan: Plan, release: ReleaseRecord, rep
             }
             roll_back(&ctx).await;
             reporter.finish(false, format!("v{} failed: {}", release.version, f.message));
-            ("failed", Some(f.message))
+            (ReleaseStatus::Failed, Some(f.message))
         }
     };
     // Held through any rollback; released whatever the outcome.
