@@ -16,7 +16,7 @@ use hangar_types::{MachineConfig, Signal};
 use serde_json::{json, Value};
 
 use crate::compute;
-use crate::model::{AppConfig, AutoStop, Concurrency, HttpService, Service, ServiceCheck};
+use crate::model::{AppConfig, AutoStop, Concurrency, HttpService, Mount, Service, ServiceCheck};
 
 /// Metadata keys a deploy writes on machines (§6.2).
 pub mod metadata {
@@ -53,22 +53,9 @@ impl AppConfig {
         if let Some(overlay) = self.machine_config_overlay()? {
             overlay_json(&mut mc, overlay)?;
         }
-        mc.metrics = flat.metrics.first().map(|m| {
-            let mut v = json!({"port": m.port, "path": m.path});
-            if let Some(h) = m.https {
-                v["https"] = json!(h);
-            }
-            v
-        });
+        mc.metrics = machine_metrics(&flat);
         let exp = self.experimental.clone().unwrap_or_default();
-        mc.init.cmd = match flat.processes.get(group).filter(|c| !c.trim().is_empty()) {
-            Some(cmd) => Some(shlex::split(cmd).ok_or_else(|| {
-                err(format!(
-                    "could not parse command for {group} process group: unbalanced quotes in {cmd:?}"
-                ))
-            })?),
-            None => exp.cmd.clone(),
-        };
+        mc.init.cmd = process_command(&flat, group)?.or_else(|| exp.cmd.clone());
         mc.init.entrypoint = exp.entrypoint.clone();
         mc.init.exec = exp.exec.clone();
         mc.init.swap_size_mb = self.swap_size_mb;
@@ -80,42 +67,8 @@ impl AppConfig {
             env!("CARGO_PKG_VERSION").into(),
         );
         mc.metadata = Some(md);
-        let mut services = Vec::new();
-        if let Some(h) = &flat.http_service {
-            services.push(http_service(h));
-        }
-        for s in &flat.services {
-            services.push(service(s));
-        }
-        mc.services = (!services.is_empty()).then_some(services);
-        let mut checks = BTreeMap::new();
-        for (name, c) in &flat.checks {
-            let port = match c.port {
-                Some(p) => p,
-                None => match &flat.http_service {
-                    Some(h) => h.internal_port,
-                    None => return Err(err(format!(
-                        "Check '{name}' for process group '{group}' has no port set and the group has no http_service to take it from"
-                    ))),
-                },
-            };
-            let as_service = ServiceCheck {
-                interval: c.interval,
-                timeout: c.timeout,
-                grace_period: c.grace_period,
-                method: c.method.as_ref().map(|m| m.to_ascii_uppercase()),
-                path: c.path.clone(),
-                protocol: c.protocol.clone(),
-                tls_skip_verify: c.tls_skip_verify,
-                tls_server_name: c.tls_server_name.clone(),
-                headers: c.headers.clone(),
-            };
-            let mut mcheck = check(c.kind.as_deref().unwrap_or_default(), &as_service);
-            mcheck.check_type = c.kind.clone();
-            mcheck.port = Some(port);
-            checks.insert(name.clone(), mcheck);
-        }
-        mc.checks = (!checks.is_empty()).then_some(checks);
+        mc.services = machine_services(&flat);
+        mc.checks = machine_checks(&flat, group)?;
         let mut env = self.env.clone();
         env.insert("FLY_PROCESS_GROUP".into(), group.into());
         if let Some(r) = self.primary_region.as_ref().filter(|r| !r.is_empty()) {
@@ -124,32 +77,8 @@ impl AppConfig {
         mc.env = Some(env);
         mc.statics = (!self.statics.is_empty())
             .then(|| serde_json::to_value(&self.statics).unwrap_or(Value::Null));
-        mc.mounts = (!flat.mounts.is_empty()).then(|| {
-            Value::Array(
-                flat.mounts
-                    .iter()
-                    .map(|m| {
-                        let mut v = json!({"name": m.source, "path": m.destination});
-                        if let Some(t) = m.auto_extend_size_threshold {
-                            v["extend_threshold_percent"] = json!(t);
-                        }
-                        if let Some(Ok(gb)) = m
-                            .auto_extend_size_increment
-                            .as_deref()
-                            .map(compute::volume_gb)
-                        {
-                            v["add_size_gb"] = json!(gb);
-                        }
-                        if let Some(Ok(gb)) =
-                            m.auto_extend_size_limit.as_deref().map(compute::volume_gb)
-                        {
-                            v["size_gb_limit"] = json!(gb);
-                        }
-                        v
-                    })
-                    .collect(),
-            )
-        });
+        mc.mounts = (!flat.mounts.is_empty())
+            .then(|| Value::Array(flat.mounts.iter().map(machine_mount).collect()));
         mc.stop_config = self.stop_config()?;
         mc.files = self.machine_files()?;
         if let Some(c) = self.compute_for(group) {
@@ -159,26 +88,7 @@ impl AppConfig {
             }
             mc.guest = Some(g);
         }
-        mc.restart = match flat.restart.last() {
-            None => None,
-            Some(r) => Some(MachineRestart {
-                policy: Some(
-                    match r.policy.as_deref() {
-                        Some("always") => "always",
-                        Some("never") => "no",
-                        Some("on-failure") => "on-failure",
-                        other => {
-                            return Err(err(format!(
-                                "invalid restart policy: {}",
-                                other.unwrap_or_default()
-                            )))
-                        }
-                    }
-                    .into(),
-                ),
-                max_retries: r.retries,
-            }),
-        };
+        mc.restart = machine_restart(&flat)?;
         Ok(mc)
     }
 
@@ -348,6 +258,119 @@ impl AppConfig {
         );
         Ok(Some(mc))
     }
+}
+
+/// The group's metrics endpoint (the first `[[metrics]]`), as the machine config has it.
+fn machine_metrics(flat: &AppConfig) -> Option<Value> {
+    flat.metrics.first().map(|m| {
+        let mut v = json!({"port": m.port, "path": m.path});
+        if let Some(h) = m.https {
+            v["https"] = json!(h);
+        }
+        v
+    })
+}
+
+/// The group's `[processes]` command, split like a shell would; none when it has none.
+fn process_command(flat: &AppConfig, group: &str) -> Result<Option<Vec<String>>, ConversionError> {
+    match flat.processes.get(group).filter(|c| !c.trim().is_empty()) {
+        Some(cmd) => Ok(Some(shlex::split(cmd).ok_or_else(|| {
+            err(format!(
+                "could not parse command for {group} process group: unbalanced quotes in {cmd:?}"
+            ))
+        })?)),
+        None => Ok(None),
+    }
+}
+
+/// `[http_service]` first, then each `[[services]]`; none when there are none.
+fn machine_services(flat: &AppConfig) -> Option<Vec<MachineService>> {
+    let mut services = Vec::new();
+    if let Some(h) = &flat.http_service {
+        services.push(http_service(h));
+    }
+    for s in &flat.services {
+        services.push(service(s));
+    }
+    (!services.is_empty()).then_some(services)
+}
+
+/// The top-level `[checks]`, each on its own port or the `[http_service]`'s; an error
+/// names a check with neither.
+fn machine_checks(
+    flat: &AppConfig,
+    group: &str,
+) -> Result<Option<BTreeMap<String, MachineCheck>>, ConversionError> {
+    let mut checks = BTreeMap::new();
+    for (name, c) in &flat.checks {
+        let port = match c.port {
+            Some(p) => p,
+            None => match &flat.http_service {
+                Some(h) => h.internal_port,
+                None => return Err(err(format!(
+                    "Check '{name}' for process group '{group}' has no port set and the group has no http_service to take it from"
+                ))),
+            },
+        };
+        let as_service = ServiceCheck {
+            interval: c.interval,
+            timeout: c.timeout,
+            grace_period: c.grace_period,
+            method: c.method.as_ref().map(|m| m.to_ascii_uppercase()),
+            path: c.path.clone(),
+            protocol: c.protocol.clone(),
+            tls_skip_verify: c.tls_skip_verify,
+            tls_server_name: c.tls_server_name.clone(),
+            headers: c.headers.clone(),
+        };
+        let mut mcheck = check(c.kind.as_deref().unwrap_or_default(), &as_service);
+        mcheck.check_type = c.kind.clone();
+        mcheck.port = Some(port);
+        checks.insert(name.clone(), mcheck);
+    }
+    Ok((!checks.is_empty()).then_some(checks))
+}
+
+/// A `[[mounts]]` entry as the machine config has it: the volume, where it is mounted,
+/// and its auto-extend settings (sizes that do not parse are left out).
+fn machine_mount(m: &Mount) -> Value {
+    let mut v = json!({"name": m.source, "path": m.destination});
+    if let Some(t) = m.auto_extend_size_threshold {
+        v["extend_threshold_percent"] = json!(t);
+    }
+    if let Some(Ok(gb)) = m
+        .auto_extend_size_increment
+        .as_deref()
+        .map(compute::volume_gb)
+    {
+        v["add_size_gb"] = json!(gb);
+    }
+    if let Some(Ok(gb)) = m.auto_extend_size_limit.as_deref().map(compute::volume_gb) {
+        v["size_gb_limit"] = json!(gb);
+    }
+    v
+}
+
+/// The restart policy of the group's last `[[restart]]`, in the machine config's words.
+fn machine_restart(flat: &AppConfig) -> Result<Option<MachineRestart>, ConversionError> {
+    let Some(r) = flat.restart.last() else {
+        return Ok(None);
+    };
+    let policy = match r.policy.as_deref() {
+        Some("always") => "always",
+        Some("never") => "no",
+        Some("on-failure") => "on-failure",
+        other => {
+            return Err(err(format!(
+                "invalid restart policy: {}",
+                other.unwrap_or_default()
+            )))
+        }
+    };
+    Ok(Some(MachineRestart {
+        policy: Some(policy.into()),
+        max_retries: r.retries,
+    }))
 }
 
 fn overlay_json(mc: &mut MachineConfig, overlay: Value) -> Result<(), ConversionError> {

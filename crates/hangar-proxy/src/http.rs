@@ -139,49 +139,73 @@ async fn respond(
     req: Request<Body>,
     request_id: &str,
 ) -> Response<Body> {
-    if let Some(token) = req
-        .uri()
-        .path()
-        .strip_prefix("/.well-known/acme-challenge/")
-    {
-        if let Some(answer) = inner.certs.http_challenge(token) {
-            // The key authorization, exactly, with no trailing newline.
-            return text(StatusCode::OK, "").map(|_| Body::from(answer));
-        }
+    if let Some(answer) = acme_answer(inner, &req) {
+        return answer;
     }
     let host = host_of(&req);
-    let app = match &conn.app {
-        Some(app) => app.clone(),
-        None => match app_of_host(inner, &host) {
-            Some(app) => app,
-            None => {
-                return text(
-                    StatusCode::NOT_FOUND,
-                    format!(
+    let app = match conn.app.clone().or_else(|| app_of_host(inner, &host)) {
+        Some(app) => app,
+        None => {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!(
                     "no app is served at {host:?}; use <app>.{} or a hostname with a certificate",
                     inner.config.app_domain
                 ),
-                )
-            }
-        },
+            )
+        }
     };
     if !conn.origin.tls && forces_https(inner, &app, conn.entry) {
         return https_redirect(inner, conn, &host, &req);
     }
-    let mut want = Want::app(&app, conn.entry);
+    let mut req = req;
+    let want = routing_want(inner, &app, conn.entry, &mut req);
+    if forward::is_upgrade(&req) || !keeps_body(&req) {
+        return once(inner, conn, req, &want, request_id).await;
+    }
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("could not read the request body: {e}"),
+            )
+        }
+    };
+    let template = Request::from_parts(parts, ());
+    replay::replaying(inner, conn, template, body, want, request_id).await
+}
+
+/// The answer to an ACME HTTP-01 challenge for a certificate being issued, if the
+/// request is one: the key authorization, exactly, with no trailing newline.
+fn acme_answer(inner: &Inner, req: &Request<Body>) -> Option<Response<Body>> {
+    let token = req
+        .uri()
+        .path()
+        .strip_prefix("/.well-known/acme-challenge/")?;
+    let answer = inner.certs.http_challenge(token)?;
+    Some(text(StatusCode::OK, "").map(|_| Body::from(answer)))
+}
+
+/// The machine of `app` the request asks for with Fly's routing headers:
+/// `fly-force-instance-id`, else `fly-prefer-instance-id` when that machine serves (when
+/// it does not, the request is marked `fly-preferred-instance-unavailable`), and
+/// `fly-force-region` or `fly-prefer-region` (which may fall back to any region).
+fn routing_want(inner: &Inner, app: &str, entry: Entry, req: &mut Request<Body>) -> Want {
+    let mut want = Want::app(app, entry);
     want.instance = req
         .headers()
         .get("fly-force-instance-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let mut req = req;
     if let Some(preferred) = req
         .headers()
         .get("fly-prefer-instance-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
     {
-        let available = route::machine_serves(inner, &app, &preferred);
+        let available = route::machine_serves(inner, app, &preferred);
         if available && want.instance.is_none() {
             want.instance = Some(preferred);
         } else if let Ok(v) = HeaderValue::from_str(&preferred) {
@@ -200,30 +224,19 @@ async fn respond(
             want.regions.push("any".into());
         }
     }
-    if forward::is_upgrade(&req) {
-        return once(inner, conn, req, &want, request_id).await;
-    }
+    want
+}
+
+/// Whether the request's body can be kept for a replay: it is empty, or its
+/// `Content-Length` is within [`REPLAY_BODY_LIMIT`].
+fn keeps_body(req: &Request<Body>) -> bool {
     let len = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let empty = http_body::Body::size_hint(req.body()).exact() == Some(0);
-    if !(empty || len.is_some_and(|l| l <= REPLAY_BODY_LIMIT)) {
-        return once(inner, conn, req, &want, request_id).await;
-    }
-    let (parts, body) = req.into_parts();
-    let body = match body.collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("could not read the request body: {e}"),
-            )
-        }
-    };
-    let template = Request::from_parts(parts, ());
-    replay::replaying(inner, conn, template, body, want, request_id).await
+    empty || len.is_some_and(|l| l <= REPLAY_BODY_LIMIT)
 }
 
 /// Sends a request whose body cannot be kept: no replay is possible.

@@ -387,69 +387,100 @@ pub async fn replaying(
         if failed.is_some() || !asks_replay(&resp) {
             return resp;
         }
-        let machine = target.instance.machine_id.clone();
-        let instructions = match instructions(resp).await {
-            Some(Ok(r)) => r,
-            Some(Err(e)) => {
-                return text(
-                    StatusCode::BAD_GATEWAY,
-                    format!("machine {machine} answered with an invalid fly-replay: {e}"),
-                )
-            }
-            None => {
-                return text(
-                    StatusCode::BAD_GATEWAY,
-                    format!("machine {machine} answered with an unreadable fly-replay"),
-                )
-            }
+        let hop = match next_hop(inner, resp, &target, &want, &mut template).await {
+            Ok(hop) => hop,
+            Err(answer) => return answer,
         };
-        let app = instructions.app.clone().unwrap_or_else(|| want.app.clone());
-        if !inner.instances.borrow().contains_key(&app) {
-            return text(
-                StatusCode::BAD_GATEWAY,
-                format!("fly-replay names app {app:?}, which has no machines"),
-            );
-        }
-        if let Err(e) = apply(&mut template, &instructions.transform) {
-            return text(
-                StatusCode::BAD_GATEWAY,
-                format!("machine {machine} answered with an invalid fly-replay: {e}"),
-            );
-        }
-        let mut src = format!(
-            "instance={machine};region={};t={}",
-            target.instance.region,
-            micros_now()
-        );
-        if let Some(state) = &instructions.state {
-            src.push_str(&format!(";state={state}"));
-        }
-        replay_src = Some(src);
-        pending =
-            (instructions.fallback.is_some() || instructions.timeout.is_some()).then(|| Pending {
-                fallback: instructions.fallback,
-                replayer: target.clone(),
-                timeout: instructions.timeout,
-                since: Instant::now(),
-            });
-        want = Want {
-            app,
-            entry: want.entry,
-            regions: instructions.regions.clone(),
-            instance: instructions.instance.clone(),
-            exclude: instructions.elsewhere.then(|| machine.clone()),
-        };
-        if let Some(preferred) = &instructions.prefer_instance {
-            let available = route::machine_serves(inner, &want.app, preferred);
-            if available {
-                want.instance = Some(preferred.clone());
-            }
-        }
+        replay_src = Some(hop.source);
+        pending = hop.pending;
+        want = hop.want;
     }
     text(
         StatusCode::BAD_GATEWAY,
         format!("the request was replayed more than {MAX_REPLAYS} times; giving up"),
     )
+}
+
+/// Where a replayed request goes next.
+struct Hop {
+    want: Want,
+    /// Its `fly-replay-src`: the machine that replayed it, and the state it passes on.
+    source: String,
+    pending: Option<Pending>,
+}
+
+/// Follows the replay instructions in `resp`, the answer of the machine `target`:
+/// `template` takes their transform, and the next hop says where it goes. The error is
+/// the answer to give when the instructions cannot be followed.
+async fn next_hop(
+    inner: &Inner,
+    resp: Response<Body>,
+    target: &Target,
+    want: &Want,
+    template: &mut Request<()>,
+) -> Result<Hop, Response<Body>> {
+    let machine = target.instance.machine_id.clone();
+    let instructions = match instructions(resp).await {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            return Err(text(
+                StatusCode::BAD_GATEWAY,
+                format!("machine {machine} answered with an invalid fly-replay: {e}"),
+            ))
+        }
+        None => {
+            return Err(text(
+                StatusCode::BAD_GATEWAY,
+                format!("machine {machine} answered with an unreadable fly-replay"),
+            ))
+        }
+    };
+    let app = instructions.app.clone().unwrap_or_else(|| want.app.clone());
+    if !inner.instances.borrow().contains_key(&app) {
+        return Err(text(
+            StatusCode::BAD_GATEWAY,
+            format!("fly-replay names app {app:?}, which has no machines"),
+        ));
+    }
+    if let Err(e) = apply(template, &instructions.transform) {
+        return Err(text(
+            StatusCode::BAD_GATEWAY,
+            format!("machine {machine} answered with an invalid fly-replay: {e}"),
+        ));
+    }
+    let mut source = format!(
+        "instance={machine};region={};t={}",
+        target.instance.region,
+        micros_now()
+    );
+    if let Some(state) = &instructions.state {
+        source.push_str(&format!(";state={state}"));
+    }
+    let pending =
+        (instructions.fallback.is_some() || instructions.timeout.is_some()).then(|| Pending {
+            fallback: instructions.fallback,
+            replayer: target.clone(),
+            timeout: instructions.timeout,
+            since: Instant::now(),
+        });
+    let mut want = Want {
+        app,
+        entry: want.entry,
+        regions: instructions.regions.clone(),
+        instance: instructions.instance.clone(),
+        exclude: instructions.elsewhere.then(|| machine.clone()),
+    };
+    if let Some(preferred) = &instructions.prefer_instance {
+        let available = route::machine_serves(inner, &want.app, preferred);
+        if available {
+            want.instance = Some(preferred.clone());
+        }
+    }
+    Ok(Hop {
+        want,
+        source,
+        pending,
+    })
 }
 
 #[cfg(test)]

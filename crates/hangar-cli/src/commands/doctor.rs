@@ -155,9 +155,23 @@ pub fn examine(
     machines: Option<(usize, BTreeSet<String>)>,
     dockerfile: Option<&str>,
 ) -> Vec<Finding> {
-    let mut f = Vec::new();
     let svc = services(c);
-    // HTTPS forced.
+    vec![
+        https_forced(c),
+        min_machines_running(&svc),
+        redundancy(machines),
+        health_checks(&svc),
+        graceful_shutdown(c),
+        secrets_in_env(c),
+        volume_snapshots(c),
+        concurrency_limits(&svc),
+        image_tags(c, dockerfile),
+        auto_stop_start(&svc),
+    ]
+}
+
+/// Whether plain HTTP redirects to HTTPS everywhere it is served.
+fn https_forced(c: &AppConfig) -> Finding {
     let http_ports_forced = c.http_service.as_ref().map(|h| h.force_https == Some(true));
     let plain_unforced = c
         .services
@@ -165,72 +179,78 @@ pub fn examine(
         .flat_map(|s| &s.ports)
         .any(|p| p.handlers == ["http"] && p.force_https != Some(true));
     match http_ports_forced {
-        Some(true) if !plain_unforced => {
-            f.push(pass("HTTPS forced", "plain HTTP redirects to HTTPS"))
-        }
-        None if !plain_unforced => f.push(pass("HTTPS forced", "no plain HTTP port")),
-        _ => f.push(flag(
+        Some(true) if !plain_unforced => pass("HTTPS forced", "plain HTTP redirects to HTTPS"),
+        None if !plain_unforced => pass("HTTPS forced", "no plain HTTP port"),
+        _ => flag(
             "HTTPS forced",
             Verdict::Fail,
             "plain HTTP is served without redirecting to HTTPS",
             "set force_https = true in [http_service] (or on each port 80)",
-        )),
+        ),
     }
-    // min_machines_running.
+}
+
+fn min_machines_running(svc: &[ServiceView]) -> Finding {
     if svc.is_empty() {
-        f.push(pass("min_machines_running", "no public services"));
+        pass("min_machines_running", "no public services")
     } else if svc.iter().all(|s| s.min_running.unwrap_or(0) >= 1) {
-        f.push(pass(
-            "min_machines_running",
-            "at least one machine always runs",
-        ));
+        pass("min_machines_running", "at least one machine always runs")
     } else {
-        f.push(flag(
+        flag(
             "min_machines_running",
             Verdict::Warn,
             "every machine may stop when idle, so the first request waits for a start",
             "set min_machines_running = 1 in [http_service]",
-        ));
+        )
     }
-    // Redundancy.
+}
+
+/// Whether one machine's failure takes the app down.
+fn redundancy(machines: Option<(usize, BTreeSet<String>)>) -> Finding {
     match machines {
-        None => f.push(flag(
+        None => flag(
             "redundancy",
             Verdict::Warn,
             "the app's machines could not be read",
             "deploy the app, then run `hangar doctor` again",
-        )),
-        Some((n, regions)) if n >= 2 || regions.len() >= 2 => f.push(pass(
+        ),
+        Some((n, regions)) if n >= 2 || regions.len() >= 2 => pass(
             "redundancy",
             format!("{n} machines in {} region(s)", regions.len()),
-        )),
-        Some((n, _)) => f.push(flag(
+        ),
+        Some((n, _)) => flag(
             "redundancy",
             Verdict::Fail,
             format!("{n} machine(s): one failure takes the app down"),
             "run `hangar scale count 2` (or add a region with --region)",
-        )),
+        ),
     }
-    // Checks with grace periods.
+}
+
+/// Whether every service has checks, each with a grace period.
+fn health_checks(svc: &[ServiceView]) -> Finding {
     let ungraced: Vec<&str> = svc
         .iter()
         .filter(|s| s.checks == 0 || s.graced < s.checks)
         .map(|s| s.name.as_str())
         .collect();
     if ungraced.is_empty() {
-        f.push(pass(
+        pass(
             "health checks",
             "every service has checks with grace periods",
-        ));
+        )
     } else {
-        f.push(flag(
+        flag(
             "health checks",
             Verdict::Fail,
             format!("no check (or no grace_period) on {}", ungraced.join(", ")),
             "add [[http_service.checks]] with grace_period = \"10s\", interval and path",
-        ));
+        )
     }
-    // Graceful shutdown.
+}
+
+/// Whether the kill signal and timeout let the app finish its requests.
+fn graceful_shutdown(c: &AppConfig) -> Finding {
     let signal = c
         .kill_signal
         .clone()
@@ -238,32 +258,35 @@ pub fn examine(
         .to_ascii_uppercase();
     let timeout = c.kill_timeout.map(|t| t.0.as_secs()).unwrap_or(5);
     if matches!(signal.as_str(), "SIGKILL" | "SIGSTOP") {
-        f.push(flag(
+        flag(
             "graceful shutdown",
             Verdict::Fail,
             format!("kill_signal = {signal} gives the app no chance to finish requests"),
             "set kill_signal = \"SIGTERM\" (or SIGINT) and kill_timeout = \"30s\"",
-        ));
+        )
     } else if !(5..=300).contains(&timeout) {
-        f.push(flag("graceful shutdown", Verdict::Warn, format!("kill_timeout is {timeout}s"), "set kill_timeout between \"5s\" and \"300s\", long enough to finish in-flight requests"));
+        flag("graceful shutdown", Verdict::Warn, format!("kill_timeout is {timeout}s"), "set kill_timeout between \"5s\" and \"300s\", long enough to finish in-flight requests")
     } else if c.kill_signal.is_none() || c.kill_timeout.is_none() {
-        f.push(flag("graceful shutdown", Verdict::Warn, format!("relying on defaults ({signal}, {timeout}s)"), "set kill_signal and kill_timeout to what your server handles, e.g. \"SIGTERM\" and \"30s\""));
+        flag("graceful shutdown", Verdict::Warn, format!("relying on defaults ({signal}, {timeout}s)"), "set kill_signal and kill_timeout to what your server handles, e.g. \"SIGTERM\" and \"30s\"")
     } else {
-        f.push(pass(
+        pass(
             "graceful shutdown",
             format!("{signal}, then {timeout}s to finish"),
-        ));
+        )
     }
-    // Secrets in [env].
+}
+
+/// Whether `[env]` holds what looks like a secret.
+fn secrets_in_env(c: &AppConfig) -> Finding {
     let leaked: Vec<String> = c
         .env
         .iter()
         .filter_map(|(k, v)| looks_secret(k, v).map(|why| format!("{k} (by {why})")))
         .collect();
     if leaked.is_empty() {
-        f.push(pass("secrets in [env]", "nothing in [env] looks secret"));
+        pass("secrets in [env]", "nothing in [env] looks secret")
     } else {
-        f.push(flag(
+        flag(
             "secrets in [env]",
             Verdict::Fail,
             format!(
@@ -271,9 +294,12 @@ pub fn examine(
                 leaked.join(", ")
             ),
             "move it out of fly.toml: `hangar secrets set NAME=...`",
-        ));
+        )
     }
-    // Volumes.
+}
+
+/// Whether every volume keeps scheduled snapshots.
+fn volume_snapshots(c: &AppConfig) -> Finding {
     let unretained: Vec<&str> = c
         .mounts
         .iter()
@@ -281,37 +307,43 @@ pub fn examine(
         .map(|m| m.source.as_str())
         .collect();
     if c.mounts.is_empty() {
-        f.push(pass("volume snapshots", "no volumes"));
+        pass("volume snapshots", "no volumes")
     } else if unretained.is_empty() {
-        f.push(pass("volume snapshots", "every volume keeps snapshots"));
+        pass("volume snapshots", "every volume keeps snapshots")
     } else {
-        f.push(flag(
+        flag(
             "volume snapshots",
             Verdict::Warn,
             format!("no snapshot retention set for {}", unretained.join(", ")),
             "set snapshot_retention = 7 (days) and scheduled_snapshots = true in [[mounts]]",
-        ));
+        )
     }
-    // Concurrency.
+}
+
+fn concurrency_limits(svc: &[ServiceView]) -> Finding {
     let unlimited: Vec<&str> = svc
         .iter()
         .filter(|s| !s.limited)
         .map(|s| s.name.as_str())
         .collect();
     if unlimited.is_empty() {
-        f.push(pass(
+        pass(
             "concurrency limits",
             "every service has soft and hard limits",
-        ));
+        )
     } else {
-        f.push(flag(
+        flag(
             "concurrency limits",
             Verdict::Warn,
             format!("no concurrency limits on {}", unlimited.join(", ")),
             "add concurrency = { type = \"requests\", soft_limit = 200, hard_limit = 250 }",
-        ));
+        )
     }
-    // Image tags.
+}
+
+/// Whether any image — `[build] image`, or a Dockerfile's `FROM` — is pinned to
+/// `latest` (or to no tag at all).
+fn image_tags(c: &AppConfig, dockerfile: Option<&str>) -> Finding {
     let mut latest = Vec::new();
     if let Some(img) = c.build.as_ref().and_then(|b| b.image.as_deref()) {
         let tag = img
@@ -323,45 +355,57 @@ pub fn examine(
             latest.push(format!("[build] image {img}"));
         }
     }
-    for line in dockerfile.unwrap_or_default().lines() {
-        let mut w = line.split_whitespace();
-        if w.next().is_some_and(|k| k.eq_ignore_ascii_case("FROM")) {
-            if let Some(img) = w.find(|x| !x.starts_with("--")) {
-                let last = img.rsplit('/').next().unwrap_or(img);
-                if img != "scratch"
-                    && !img.contains('@')
-                    && (!last.contains(':') || last.ends_with(":latest"))
-                    && !img
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                {
-                    latest.push(format!("Dockerfile FROM {img}"));
-                }
-            }
-        }
-    }
+    latest.extend(
+        dockerfile
+            .unwrap_or_default()
+            .lines()
+            .filter_map(unpinned_from)
+            .map(|img| format!("Dockerfile FROM {img}")),
+    );
     if latest.is_empty() {
-        f.push(pass("image tags", "no image is pinned to latest"));
+        pass("image tags", "no image is pinned to latest")
     } else {
-        f.push(flag(
+        flag(
             "image tags",
             Verdict::Warn,
             format!("{} may change under you", latest.join(", ")),
             "pin a version tag or a digest instead of latest",
-        ));
+        )
     }
-    // Autostop/autostart.
+}
+
+/// The image of a Dockerfile `FROM` line when it may change under the build: no tag or
+/// `latest`, no digest, and neither `scratch` nor a bare name (which may be an earlier
+/// build stage).
+fn unpinned_from(line: &str) -> Option<&str> {
+    let mut w = line.split_whitespace();
+    if !w.next().is_some_and(|k| k.eq_ignore_ascii_case("FROM")) {
+        return None;
+    }
+    let img = w.find(|x| !x.starts_with("--"))?;
+    let last = img.rsplit('/').next().unwrap_or(img);
+    let unpinned = img != "scratch"
+        && !img.contains('@')
+        && (!last.contains(':') || last.ends_with(":latest"))
+        && !img
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    unpinned.then_some(img)
+}
+
+/// Whether every service says what the proxy does when it is idle and when a request
+/// comes.
+fn auto_stop_start(svc: &[ServiceView]) -> Finding {
     let unset: Vec<&str> = svc
         .iter()
         .filter(|s| s.autostop.is_none() || s.autostart.is_none())
         .map(|s| s.name.as_str())
         .collect();
     if unset.is_empty() {
-        f.push(pass("auto stop/start", "set on every service"));
+        pass("auto stop/start", "set on every service")
     } else {
-        f.push(flag("auto stop/start", Verdict::Warn, format!("not set on {}", unset.join(", ")), "set auto_stop_machines = \"stop\" and auto_start_machines = true (or \"off\"/false on purpose)"));
+        flag("auto stop/start", Verdict::Warn, format!("not set on {}", unset.join(", ")), "set auto_stop_machines = \"stop\" and auto_start_machines = true (or \"off\"/false on purpose)")
     }
-    f
 }
 
 pub async fn run(args: DoctorArgs) -> Result<()> {

@@ -112,16 +112,27 @@ pub async fn run(args: ReleasesArgs) -> Result<()> {
                 strategy,
                 wait_timeout: wait_timeout.map(GoDuration),
             };
-            let release = client.rollback(&app, &target, &req).await?;
-            println!(
-                "==> Release v{} created: rolling back to v{target}",
-                release.version
-            );
-            if detach {
-                return Ok(());
-            }
-            progress::follow(&client, &app, &release).await?;
+            roll_back(&client, &app, &target, &req, detach).await?;
         }
     }
     Ok(())
+}
+
+/// Asks for the rollback's release and, unless detached, follows its deploy.
+async fn roll_back(
+    client: &hangar_client::Client,
+    app: &str,
+    target: &str,
+    req: &RollbackRequest,
+    detach: bool,
+) -> Result<()> {
+    let release = client.rollback(app, target, req).await?;
+    println!(
+        "==> Release v{} created: rolling back to v{target}",
+        release.version
+    );
+    if detach {
+        return Ok(());
+    }
+    progress::follow(client, app, &release).await
 }

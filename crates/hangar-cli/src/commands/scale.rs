@@ -90,22 +90,26 @@ fn parse_count(s: &str) -> Result<Target> {
     Ok(t)
 }
 
-/// The release's config, image, id and version.
-async fn release(
-    client: &Client,
-    app: &str,
-) -> Result<(hangar_appconfig::AppConfig, String, String, i64)> {
+/// The current release: its config, and the image and labels of machines made from it.
+struct Release {
+    config: hangar_appconfig::AppConfig,
+    image: String,
+    id: String,
+    version: i64,
+}
+
+async fn release(client: &Client, app: &str) -> Result<Release> {
     let r = client.release(app, "current").await.with_context(|| {
         format!("app {app} has no complete releases yet; deploy it first with `hangar deploy`")
     })?;
     let loaded = hangar_appconfig::from_value(r.config)
         .map_err(|e| anyhow::anyhow!("the current release's config: {e}"))?;
-    Ok((
-        loaded.config,
-        r.release.image_ref,
-        r.release.id,
-        r.release.version,
-    ))
+    Ok(Release {
+        config: loaded.config,
+        image: r.release.image_ref,
+        id: r.release.id,
+        version: r.release.version,
+    })
 }
 
 /// Spreads `total` machines over `regions`, the first regions taking the remainder.
@@ -168,6 +172,14 @@ fn memory_mb(text: &str) -> Result<u32> {
     Ok(mb)
 }
 
+/// One step of a scaling plan: `delta` machines more (or, negative, fewer) of `group`
+/// in `region` (empty: the server's region).
+struct Step {
+    group: String,
+    region: String,
+    delta: i64,
+}
+
 async fn count(
     client: &Client,
     app: &str,
@@ -176,10 +188,40 @@ async fn count(
     regions: Vec<String>,
     yes: bool,
 ) -> Result<()> {
-    let (cfg, image, release_id, version) = release(client, app).await?;
-    let groups = cfg.groups();
+    let release = release(client, app).await?;
+    let targets = targets(&counts, process_group, &release.config.groups())?;
+    let machines = app_machines(client.list_machines(app, false).await?);
+    let plan = plan(&targets, &machines, &regions, &release.config);
+    if plan.is_empty() {
+        println!("App {app} already has those counts; nothing to do");
+        return Ok(());
+    }
+    println!("App '{app}' is going to be scaled according to this plan:");
+    for step in &plan {
+        let where_ = if step.region.is_empty() {
+            "the server's region".to_string()
+        } else {
+            format!("region '{}'", step.region)
+        };
+        println!(
+            "  {:+} machines for group '{}' on {where_}",
+            step.delta, step.group
+        );
+    }
+    confirm("Scale the app?", yes)?;
+    remove_machines(client, app, &machines, &plan).await?;
+    add_machines(client, app, &machines, &plan, &release).await
+}
+
+/// Each `GROUP=N` (or bare `N`, for `--process-group` or `app`) as a group and its
+/// target; the error names a group the release's config does not have.
+fn targets(
+    counts: &[String],
+    process_group: Option<String>,
+    groups: &[String],
+) -> Result<Vec<(String, Target)>> {
     let mut targets: Vec<(String, Target)> = Vec::new();
-    for c in &counts {
+    for c in counts {
         let (g, n) = match c.split_once('=') {
             Some((g, n)) => (g.to_string(), n),
             None => (
@@ -195,9 +237,19 @@ async fn count(
         }
         targets.push((g, parse_count(n)?));
     }
-    let machines = app_machines(client.list_machines(app, false).await?);
-    let mut actions: Vec<(String, String, i64)> = Vec::new();
-    for (g, target) in &targets {
+    Ok(targets)
+}
+
+/// The steps that take each group from its machines now to its target, region by
+/// region; a region already at its share has none.
+fn plan(
+    targets: &[(String, Target)],
+    machines: &[Machine],
+    regions: &[String],
+    cfg: &hangar_appconfig::AppConfig,
+) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for (g, target) in targets {
         let mine: Vec<&Machine> = machines
             .iter()
             .filter(|m| m.config.process_group() == g)
@@ -208,44 +260,58 @@ async fn count(
             Target::Plus(n) => now + n,
             Target::Minus(n) => now.saturating_sub(n),
         };
-        let mut rs = regions.clone();
-        if rs.is_empty() {
-            for m in &mine {
-                if !rs.contains(&m.region) {
-                    rs.push(m.region.clone());
-                }
-            }
-        }
-        if rs.is_empty() {
-            rs.push(cfg.primary_region.clone().unwrap_or_default());
-        }
-        for (region, n) in spread(want, &rs) {
+        for (region, n) in spread(want, &group_regions(regions, &mine, cfg)) {
             let here = mine
                 .iter()
                 .filter(|m| region.is_empty() || m.region == region)
                 .count() as i64;
             let delta = n as i64 - here;
             if delta != 0 {
-                actions.push((g.clone(), region, delta));
+                steps.push(Step {
+                    group: g.clone(),
+                    region,
+                    delta,
+                });
             }
         }
     }
-    if actions.is_empty() {
-        println!("App {app} already has those counts; nothing to do");
-        return Ok(());
+    steps
+}
+
+/// The regions a group is spread over: those given with `--region`, else those its
+/// machines are in, else the app's primary region.
+fn group_regions(
+    given: &[String],
+    mine: &[&Machine],
+    cfg: &hangar_appconfig::AppConfig,
+) -> Vec<String> {
+    let mut rs = given.to_vec();
+    if rs.is_empty() {
+        for m in mine {
+            if !rs.contains(&m.region) {
+                rs.push(m.region.clone());
+            }
+        }
     }
-    println!("App '{app}' is going to be scaled according to this plan:");
-    for (g, r, d) in &actions {
-        let where_ = if r.is_empty() {
-            "the server's region".to_string()
-        } else {
-            format!("region '{r}'")
-        };
-        println!("  {:+} machines for group '{g}' on {where_}", d);
+    if rs.is_empty() {
+        rs.push(cfg.primary_region.clone().unwrap_or_default());
     }
-    confirm("Scale the app?", yes)?;
-    // Removals go from the last region first.
-    for (g, region, delta) in actions.iter().rev().filter(|a| a.2 < 0) {
+    rs
+}
+
+/// Destroys the machines the plan removes, from the last region first.
+async fn remove_machines(
+    client: &Client,
+    app: &str,
+    machines: &[Machine],
+    plan: &[Step],
+) -> Result<()> {
+    for Step {
+        group: g,
+        region,
+        delta,
+    } in plan.iter().rev().filter(|s| s.delta < 0)
+    {
         let victims: Vec<&Machine> = machines
             .iter()
             .filter(|m| m.config.process_group() == g && (region.is_empty() || &m.region == region))
@@ -257,14 +323,31 @@ async fn count(
             println!("Destroyed machine {} [{g}] in {}", m.id, m.region);
         }
     }
-    for (g, region, delta) in actions.iter().filter(|a| a.2 > 0) {
+    Ok(())
+}
+
+/// Creates the machines the plan adds, each a copy of a machine of its group (or made
+/// from the release's config when the group has none), and waits for each to start.
+async fn add_machines(
+    client: &Client,
+    app: &str,
+    machines: &[Machine],
+    plan: &[Step],
+    release: &Release,
+) -> Result<()> {
+    for Step {
+        group: g,
+        region,
+        delta,
+    } in plan.iter().filter(|s| s.delta > 0)
+    {
         let config = match machines.iter().find(|m| m.config.process_group() == g) {
             Some(m) => {
                 let mut c = m.config.clone();
                 c.standbys = None;
                 c
             }
-            None => new_config(&cfg, g, &image, &release_id, version)?,
+            None => new_config(release, g)?,
         };
         for _ in 0..*delta {
             let req = CreateMachineRequest {
@@ -281,20 +364,15 @@ async fn count(
 }
 
 /// A machine config for a group with no machines, from the release's config.
-fn new_config(
-    cfg: &hangar_appconfig::AppConfig,
-    group: &str,
-    image: &str,
-    release_id: &str,
-    version: i64,
-) -> Result<MachineConfig> {
-    let mut c = cfg
+fn new_config(release: &Release, group: &str) -> Result<MachineConfig> {
+    let mut c = release
+        .config
         .to_machine_config(group, None)
         .map_err(|e| anyhow::anyhow!("group '{group}': {e}"))?;
-    c.image = image.to_string();
+    c.image = release.image.clone();
     let md = c.metadata.get_or_insert_with(Default::default);
-    md.insert("fly_release_id".into(), release_id.into());
-    md.insert("fly_release_version".into(), version.to_string());
+    md.insert("fly_release_id".into(), release.id.clone());
+    md.insert("fly_release_version".into(), release.version.to_string());
     Ok(c)
 }
 

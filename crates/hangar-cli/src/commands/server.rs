@@ -266,10 +266,29 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     } else {
         Host::Embedded(choose_driver(&args.machines, &data_dir).await?)
     };
-    let cfg = ServerConfig {
-        data_dir: data_dir.clone(),
+    let cfg = server_config(&args, &data_dir, &region, master_key)?;
+    let server = Server::start(cfg, store, host)
+        .await
+        .context("start hangar server")?;
+    let api_url = format!("http://{}", server.api_addr);
+    info!(api = %api_url, data_dir = %data_dir.display(), database = %database, region = %region, "hangar server listening");
+    announce(&server, &api_url, &args)?;
+    serve_until_stopped(server, leadership).await?;
+    info!("hangar server stopped");
+    Ok(())
+}
+
+/// The server's settings from its flags; the error names a flag whose value is wrong.
+fn server_config(
+    args: &ServerArgs,
+    data_dir: &std::path::Path,
+    region: &str,
+    master_key: Option<String>,
+) -> Result<ServerConfig> {
+    Ok(ServerConfig {
+        data_dir: data_dir.to_path_buf(),
         api_listen: args.api_listen,
-        region: region.clone(),
+        region: region.to_string(),
         admin_token: std::env::var("HANGAR_ADMIN_TOKEN").ok(),
         http_listen: args.http_listen,
         autostop_interval: go_duration("autostop-interval", &args.autostop_interval)?.max(SHORTEST),
@@ -298,12 +317,12 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         master_key,
         registry_listen: args.registry_listen,
         prices: price_table(args.price_table.as_deref())?,
-    };
-    let server = Server::start(cfg, store, host)
-        .await
-        .context("start hangar server")?;
-    let api_url = format!("http://{}", server.api_addr);
-    info!(api = %api_url, data_dir = %data_dir.display(), database = %database, region = %region, "hangar server listening");
+    })
+}
+
+/// Tells the operator what they need: the admin token of a first start (and the CLI
+/// configured with it), where the API listens, and where apps are served.
+fn announce(server: &Server, api_url: &str, args: &ServerArgs) -> Result<()> {
     if let Some(token) = &server.bootstrap.admin_token {
         println!(
             "Admin token (shown once; also in {}):",
@@ -311,7 +330,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         );
         println!("  {token}");
         let written = config::write_if_absent(&CliConfig {
-            api_url: Some(api_url.clone()),
+            api_url: Some(api_url.to_string()),
             access_token: Some(token.clone()),
         })?;
         if let Some(path) = written {
@@ -334,7 +353,15 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             domain = args.app_domain.trim_matches('.'),
         );
     }
+    Ok(())
+}
 
+/// Serves until SIGTERM or SIGINT, or until another control plane takes over the
+/// database (an error then).
+async fn serve_until_stopped(
+    server: Server,
+    leadership: Option<hangar_server::Leadership>,
+) -> Result<()> {
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
@@ -349,7 +376,6 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             bail!("another control plane took over this database; this one stopped serving");
         }
     }
-    info!("hangar server stopped");
     Ok(())
 }
 

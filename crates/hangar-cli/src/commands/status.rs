@@ -68,23 +68,7 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         release: current.as_ref().map(|r| r.release.version),
         release_status: current.as_ref().map(|r| r.release.status.to_string()),
         image: current.as_ref().map(|r| r.release.image_ref.clone()),
-        machines: machines
-            .iter()
-            .map(|m| MachineStatus {
-                id: m.id.clone(),
-                process_group: m.config.process_group().to_string(),
-                region: m.region.clone(),
-                state: m.state.clone(),
-                version: version_of(m),
-                checks_passing: m
-                    .checks
-                    .iter()
-                    .filter(|c| c.status == hangar_types::CheckState::Passing)
-                    .count(),
-                checks_total: m.checks.len(),
-                updated_at: m.updated_at.clone(),
-            })
-            .collect(),
+        machines: machines.iter().map(machine_status).collect(),
     };
     if args.json {
         return output::json(&status);
@@ -103,8 +87,31 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         println!("No machines are running for this app");
         return Ok(());
     }
+    print_machines(&status.machines);
+    Ok(())
+}
+
+fn machine_status(m: &Machine) -> MachineStatus {
+    MachineStatus {
+        id: m.id.clone(),
+        process_group: m.config.process_group().to_string(),
+        region: m.region.clone(),
+        state: m.state.clone(),
+        version: version_of(m),
+        checks_passing: m
+            .checks
+            .iter()
+            .filter(|c| c.status == hangar_types::CheckState::Passing)
+            .count(),
+        checks_total: m.checks.len(),
+        updated_at: m.updated_at.clone(),
+    }
+}
+
+/// The machines table, grouped by process group.
+fn print_machines(machines: &[MachineStatus]) {
     let mut groups: BTreeMap<&str, Vec<&MachineStatus>> = BTreeMap::new();
-    for m in &status.machines {
+    for m in machines {
         groups.entry(&m.process_group).or_default().push(m);
     }
     println!("Machines");
@@ -142,7 +149,6 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         ],
         &rows,
     );
-    Ok(())
 }
 
 /// `hangar apps restart [APP]`: restarts every started machine, one at a time, each

@@ -57,19 +57,44 @@ impl ContainerdDriver {
             }))
             .await
             .map_err(|s| grpc("exec", s))?;
+        let result = self.run_exec(&id, &exec_id, argv, timeout).await;
+        let _ = self
+            .tasks()
+            .delete_process(self.ctx.req(DeleteProcessRequest {
+                container_id: id,
+                exec_id,
+            }))
+            .await;
+        let (stdout, stderr) = (take_output(out).await, take_output(err).await);
+        Ok(ExecOutput {
+            exit_code: result?,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Starts the exec'd process `exec_id` (running `argv`) and waits for its exit code;
+    /// at `timeout` it is killed.
+    async fn run_exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<i32, DriverError> {
         let mut tasks = self.tasks();
         let wait = tasks.wait(self.ctx.req(WaitRequest {
-            container_id: id.clone(),
-            exec_id: exec_id.clone(),
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
         }));
         let started = self
             .tasks()
             .start(self.ctx.req(StartRequest {
-                container_id: id.clone(),
-                exec_id: exec_id.clone(),
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
             }))
             .await;
-        let result = match started {
+        match started {
             Err(s) => Err(DriverError::InvalidConfig(format!(
                 "cannot run {:?}: {}",
                 argv[0],
@@ -82,8 +107,8 @@ impl ContainerdDriver {
                     let _ = self
                         .tasks()
                         .kill(self.ctx.req(KillRequest {
-                            container_id: id.clone(),
-                            exec_id: exec_id.clone(),
+                            container_id: id.to_string(),
+                            exec_id: exec_id.to_string(),
                             signal: 9,
                             all: false,
                         }))
@@ -91,28 +116,7 @@ impl ContainerdDriver {
                     Err(DriverError::Timeout(timeout))
                 }
             },
-        };
-        let _ = self
-            .tasks()
-            .delete_process(self.ctx.req(DeleteProcessRequest {
-                container_id: id,
-                exec_id,
-            }))
-            .await;
-        let read = |p: PathBuf| async move {
-            let s = tokio::fs::read(&p)
-                .await
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
-            let _ = tokio::fs::remove_file(&p).await;
-            s
-        };
-        let (stdout, stderr) = (read(out).await, read(err).await);
-        Ok(ExecOutput {
-            exit_code: result?,
-            stdout,
-            stderr,
-        })
+        }
     }
 
     pub(super) async fn list_processes(
@@ -163,4 +167,14 @@ impl ContainerdDriver {
         out.sort_by_key(|p| (p.pid != main_pid, p.pid));
         Ok(out)
     }
+}
+
+/// An exec's captured output (empty when there is none), its file removed.
+async fn take_output(path: PathBuf) -> String {
+    let s = tokio::fs::read(&path)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let _ = tokio::fs::remove_file(&path).await;
+    s
 }

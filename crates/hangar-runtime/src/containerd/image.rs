@@ -217,15 +217,7 @@ impl Ctx {
             DriverError::InvalidConfig(format!("invalid image reference {image:?}: {e}"))
         })?;
         let registry = reference.resolve_registry().to_string();
-        let plain_http = is_loopback(&registry) || self.registries.insecure.contains(&registry);
-        let client = oci_client::Client::new(ClientConfig {
-            protocol: if plain_http {
-                ClientProtocol::HttpsExcept(vec![registry.clone()])
-            } else {
-                ClientProtocol::Https
-            },
-            ..Default::default()
-        });
+        let client = self.registry_client(&registry);
         let auth = auth_for(&registry);
         let (manifest, digest) = client
             .pull_image_manifest(&reference, &auth)
@@ -260,23 +252,8 @@ impl Ctx {
         self.write_content(&manifest.config.digest, config_bytes.clone())
             .await?;
         let chains = chain_ids(&config.rootfs.diff_ids);
-        for (i, layer) in manifest.layers.iter().enumerate() {
-            if self.snapshot_exists(&chains[i]).await {
-                continue;
-            }
-            self.fetch_layer(&client, &pinned, layer)
-                .await
-                .map_err(|e| match e {
-                    DriverError::InvalidConfig(m) => pull_error(image, m),
-                    other => other,
-                })?;
-            self.unpack_layer(
-                layer,
-                i.checked_sub(1).map(|p| chains[p].as_str()),
-                &chains[i],
-            )
+        self.unpack_layers(image, &client, &pinned, &manifest.layers, &chains)
             .await?;
-        }
         let rc = config.config.unwrap_or_default();
         Ok(ImageInfo {
             resolved: format!(
@@ -293,6 +270,51 @@ impl Ctx {
             working_dir: rc.working_dir.unwrap_or_default(),
             user: rc.user.unwrap_or_default(),
         })
+    }
+
+    /// A client for `registry`: plain HTTP for loopback registries and those configured
+    /// as insecure, else HTTPS.
+    fn registry_client(&self, registry: &str) -> oci_client::Client {
+        let plain_http =
+            is_loopback(registry) || self.registries.insecure.iter().any(|r| r == registry);
+        oci_client::Client::new(ClientConfig {
+            protocol: if plain_http {
+                ClientProtocol::HttpsExcept(vec![registry.to_string()])
+            } else {
+                ClientProtocol::Https
+            },
+            ..Default::default()
+        })
+    }
+
+    /// Fetches and unpacks each layer of `image` whose snapshot (`chains[i]`, on the
+    /// one before it) is not there yet.
+    async fn unpack_layers(
+        &self,
+        image: &str,
+        client: &oci_client::Client,
+        pinned: &Reference,
+        layers: &[OciDescriptor],
+        chains: &[String],
+    ) -> Result<(), DriverError> {
+        for (i, layer) in layers.iter().enumerate() {
+            if self.snapshot_exists(&chains[i]).await {
+                continue;
+            }
+            self.fetch_layer(client, pinned, layer)
+                .await
+                .map_err(|e| match e {
+                    DriverError::InvalidConfig(m) => pull_error(image, m),
+                    other => other,
+                })?;
+            self.unpack_layer(
+                layer,
+                i.checked_sub(1).map(|p| chains[p].as_str()),
+                &chains[i],
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn has_content(&self, digest: &str) -> bool {

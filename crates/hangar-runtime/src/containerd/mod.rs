@@ -13,22 +13,21 @@ mod image;
 mod init;
 pub mod log_driver;
 mod spec;
+mod start;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
-use containerd_client::services::v1::snapshots::{PrepareSnapshotRequest, RemoveSnapshotRequest};
+use containerd_client::services::v1::snapshots::RemoveSnapshotRequest;
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
-    Container, CreateContainerRequest, CreateRequest as CreateLeaseRequest, CreateTaskRequest,
-    DeleteContainerRequest, DeleteTaskRequest, GetRequest, KillRequest, PauseTaskRequest,
-    ResumeTaskRequest, StartRequest, WaitRequest,
+    CreateRequest as CreateLeaseRequest, DeleteContainerRequest, DeleteTaskRequest, GetRequest,
+    KillRequest, PauseTaskRequest, ResumeTaskRequest, WaitRequest,
 };
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{Code, Request};
@@ -44,8 +43,6 @@ use image::grpc;
 
 const NAMESPACE: &str = "hangar";
 const LEASE: &str = "hangar-images";
-const RUNTIME: &str = "io.containerd.runc.v2";
-const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 
 /// What every containerd call needs.
@@ -272,21 +269,6 @@ fn exit_status(code: u32, oom: Option<bool>) -> ExitStatus {
     }
 }
 
-/// The host directory where writes to a rootfs snapshot land: overlay's upper dir, or
-/// the bind-mounted directory.
-fn writable_dir(mounts: &[containerd_client::types::Mount]) -> Option<PathBuf> {
-    let m = mounts.first()?;
-    match m.r#type.as_str() {
-        "overlay" => m
-            .options
-            .iter()
-            .find_map(|o| o.strip_prefix("upperdir="))
-            .map(PathBuf::from),
-        "bind" => Some(PathBuf::from(&m.source)),
-        _ => None,
-    }
-}
-
 fn handle_of(id: &str) -> String {
     serde_json::json!({ "container": id }).to_string()
 }
@@ -333,143 +315,7 @@ impl Driver for ContainerdDriver {
     }
 
     async fn start(&self, spec: &LaunchSpec) -> Result<Running, DriverError> {
-        let id = spec.machine_id.clone();
-        let began = std::time::Instant::now();
-        let phase = |what: &str| {
-            tracing::debug!(machine = %id, ms = began.elapsed().as_millis() as u64, "start: {what}");
-        };
-        let image = self.ctx.ensure_image(&spec.config.image).await?;
-        phase("image ready");
-        let turn = self.turn(&id);
-        let _turn = turn.lock().await;
-        let dir = self.machine_dir(&id);
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| DriverError::io(format!("create {}", dir.display()), e))?;
-        self.remove_container(&id).await;
-        phase("previous run removed");
-        let mounts = SnapshotsClient::new(self.ctx.channel.clone())
-            .prepare(self.ctx.req(PrepareSnapshotRequest {
-                snapshotter: self.ctx.snapshotter.clone(),
-                key: id.clone(),
-                parent: image.chain_id.clone(),
-                labels: Default::default(),
-            }))
-            .await
-            .map_err(|s| grpc("prepare rootfs", s))?
-            .into_inner()
-            .mounts;
-        phase("root filesystem prepared");
-        let root = writable_dir(&mounts).ok_or_else(|| {
-            DriverError::io(
-                "find the machine's root filesystem",
-                std::io::Error::other("no writable layer"),
-            )
-        })?;
-        let etc = root.join("etc");
-        std::fs::create_dir_all(&etc).map_err(|e| DriverError::io("create /etc", e))?;
-        std::fs::write(etc.join("hosts"), spec::hosts_file(spec))
-            .map_err(|e| DriverError::io("write /etc/hosts", e))?;
-        std::fs::write(etc.join("resolv.conf"), spec::resolv_conf())
-            .map_err(|e| DriverError::io("write /etc/resolv.conf", e))?;
-        std::fs::write(etc.join("hostname"), format!("{id}\n"))
-            .map_err(|e| DriverError::io("write /etc/hostname", e))?;
-        crate::files::write(
-            &root,
-            spec.config.files.as_deref().unwrap_or_default(),
-            &spec.secrets,
-        )?;
-        let attachment = self
-            .network
-            .attach(&id, &spec.private_ip)
-            .await
-            .map_err(|e| {
-                DriverError::io(
-                    "put the machine on its private network",
-                    std::io::Error::other(e.to_string()),
-                )
-            })?;
-        phase("network attached");
-        let secret_env = spec::secret_env(spec);
-        let secrets_dir = init::secrets_dir(&self.root);
-        // Every machine starts through the init, so secrets set later reach commands
-        // exec'd into it the same way.
-        let (uid, gid) = spec::user(spec, &image);
-        let init_path = init::install(&self.root.join("bin"))?;
-        let secrets_file = init::write_secrets(&secrets_dir, &id, &secret_env, uid, gid)?;
-        let runtime_spec = spec::runtime_spec(
-            spec,
-            &image,
-            &attachment.netns,
-            Some(spec::InitMounts {
-                init: &init_path,
-                secrets: &secrets_file,
-            }),
-        );
-        let container = Container {
-            id: id.clone(),
-            image: image.resolved.clone(),
-            runtime: Some(Runtime {
-                name: RUNTIME.into(),
-                options: None,
-            }),
-            spec: Some(any(SPEC_TYPE, &runtime_spec)),
-            snapshotter: self.ctx.snapshotter.clone(),
-            snapshot_key: id.clone(),
-            ..Default::default()
-        };
-        ContainersClient::new(self.ctx.channel.clone())
-            .create(self.ctx.req(CreateContainerRequest {
-                container: Some(container),
-            }))
-            .await
-            .map_err(|s| grpc("create container", s))?;
-        phase("container created");
-        let log_uri = format!(
-            "binary://{}?log-driver={}",
-            self.log_program.display(),
-            self.log_file(&id).display()
-        );
-        let created = self
-            .tasks()
-            .create(self.ctx.req(CreateTaskRequest {
-                container_id: id.clone(),
-                rootfs: mounts,
-                stdout: log_uri.clone(),
-                stderr: log_uri,
-                ..Default::default()
-            }))
-            .await;
-        if let Err(s) = created {
-            self.remove_container(&id).await;
-            return Err(DriverError::InvalidConfig(format!(
-                "cannot start the machine: {}",
-                s.message()
-            )));
-        }
-        phase("task created");
-        let exited = self.watch_exit(&id);
-        if let Err(s) = self
-            .tasks()
-            .start(self.ctx.req(StartRequest {
-                container_id: id.clone(),
-                exec_id: String::new(),
-            }))
-            .await
-        {
-            self.remove_container(&id).await;
-            return Err(DriverError::InvalidConfig(format!(
-                "cannot start the machine: {}",
-                s.message()
-            )));
-        }
-        phase("task started");
-        // The running machine keeps its bind-mounted copy; the host's goes.
-        init::remove_secrets(&secrets_dir, &id);
-        Ok(Running {
-            handle: handle_of(&id),
-            exited,
-        })
+        self.start_machine(spec).await
     }
 
     async fn adopt(&self, handle: &str) -> Result<Adopted, DriverError> {

@@ -21,7 +21,7 @@ use nix::sys::signal::{kill, Signal as NixSignal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
 use crate::{Adopted, Driver, DriverError, ExecOutput, ExitStatus, LaunchSpec, Running};
@@ -102,6 +102,96 @@ impl ProcessDriver {
             .collect();
         (env, secret)
     }
+
+    /// Makes the machine's directories, writes its `[[files]]` and the shim's spec (a
+    /// previous run's exit record goes); returns the run directory and the environment
+    /// from secrets, which is never written there.
+    async fn prepare_run(
+        &self,
+        spec: &LaunchSpec,
+        argv: Vec<String>,
+    ) -> Result<(PathBuf, BTreeMap<String, String>), DriverError> {
+        let dir = self.machine_dir(&spec.machine_id);
+        let (run_dir, rootfs, logs) = (dir.join("run"), dir.join("rootfs"), dir.join("logs"));
+        for d in [&run_dir, &rootfs, &logs] {
+            tokio::fs::create_dir_all(d)
+                .await
+                .map_err(|e| DriverError::io(format!("create {}", d.display()), e))?;
+        }
+        let _ = tokio::fs::remove_file(run_dir.join(EXIT_FILE)).await;
+        crate::files::write(
+            &rootfs,
+            spec.config.files.as_deref().unwrap_or_default(),
+            &spec.secrets,
+        )?;
+        let (env, secret_env) = Self::env(spec);
+        let shim_spec = ShimSpec {
+            argv,
+            env,
+            cwd: rootfs,
+            log: self.log_file(&spec.machine_id),
+        };
+        let spec_bytes = serde_json::to_vec(&shim_spec)
+            .map_err(|e| DriverError::io("encode launch spec", e.into()))?;
+        tokio::fs::write(run_dir.join(SPEC_FILE), spec_bytes)
+            .await
+            .map_err(|e| DriverError::io("write launch spec", e))?;
+        Ok((run_dir, secret_env))
+    }
+
+    /// Starts the shim for `run_dir` in a process group of its own, and hands it the
+    /// environment from secrets through its stdin.
+    async fn spawn_shim(
+        &self,
+        run_dir: &Path,
+        secret_env: &BTreeMap<String, String>,
+    ) -> Result<Child, DriverError> {
+        let mut child = Command::new(&self.shim_program)
+            .arg("shim")
+            .arg(run_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| {
+                DriverError::io(format!("start shim {}", self.shim_program.display()), e)
+            })?;
+        if let Some(mut pipe) = child.stdin.take() {
+            let line = serde_json::to_vec(secret_env)
+                .map_err(|e| DriverError::io("encode the secrets", e.into()))?;
+            pipe.write_all(&line)
+                .await
+                .map_err(|e| DriverError::io("hand secrets to the shim", e))?;
+            drop(pipe);
+        }
+        Ok(child)
+    }
+}
+
+/// The PID and start time of the machine's process, from the shim's one line of reply;
+/// a shim that could not start it is waited for, and its error returned.
+async fn shim_reply(child: &mut Child) -> Result<(i32, u64), DriverError> {
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        BufReader::new(out)
+            .read_line(&mut line)
+            .await
+            .map_err(|e| DriverError::io("read shim reply", e))?;
+    }
+    let reply: ShimReply = serde_json::from_str(line.trim()).map_err(|_| {
+        DriverError::io(
+            "shim gave no reply",
+            std::io::Error::other(format!("got {:?}", line.trim())),
+        )
+    })?;
+    match reply {
+        ShimReply::Started { pid, starttime } => Ok((pid, starttime)),
+        ShimReply::Failed { error } => {
+            let _ = child.wait().await;
+            Err(DriverError::InvalidConfig(error))
+        }
+    }
 }
 
 fn parse_handle(handle: &str) -> Result<Handle, DriverError> {
@@ -181,72 +271,10 @@ impl Driver for ProcessDriver {
 
     async fn start(&self, spec: &LaunchSpec) -> Result<Running, DriverError> {
         let argv = Self::argv(spec)?;
-        let dir = self.machine_dir(&spec.machine_id);
-        let (run_dir, rootfs, logs) = (dir.join("run"), dir.join("rootfs"), dir.join("logs"));
-        for d in [&run_dir, &rootfs, &logs] {
-            tokio::fs::create_dir_all(d)
-                .await
-                .map_err(|e| DriverError::io(format!("create {}", d.display()), e))?;
-        }
-        let _ = tokio::fs::remove_file(run_dir.join(EXIT_FILE)).await;
-        crate::files::write(
-            &rootfs,
-            spec.config.files.as_deref().unwrap_or_default(),
-            &spec.secrets,
-        )?;
-        let (env, secret_env) = Self::env(spec);
-        let shim_spec = ShimSpec {
-            argv,
-            env,
-            cwd: rootfs,
-            log: self.log_file(&spec.machine_id),
-        };
-        let spec_bytes = serde_json::to_vec(&shim_spec)
-            .map_err(|e| DriverError::io("encode launch spec", e.into()))?;
-        tokio::fs::write(run_dir.join(SPEC_FILE), spec_bytes)
-            .await
-            .map_err(|e| DriverError::io("write launch spec", e))?;
-
-        let mut child = Command::new(&self.shim_program)
-            .arg("shim")
-            .arg(&run_dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| {
-                DriverError::io(format!("start shim {}", self.shim_program.display()), e)
-            })?;
-        if let Some(mut pipe) = child.stdin.take() {
-            let line = serde_json::to_vec(&secret_env)
-                .map_err(|e| DriverError::io("encode the secrets", e.into()))?;
-            pipe.write_all(&line)
-                .await
-                .map_err(|e| DriverError::io("hand secrets to the shim", e))?;
-            drop(pipe);
-        }
+        let (run_dir, secret_env) = self.prepare_run(spec, argv).await?;
+        let mut child = self.spawn_shim(&run_dir, &secret_env).await?;
         let shim_pid = child.id().map(|p| p as i32).unwrap_or(0);
-        let mut line = String::new();
-        if let Some(out) = child.stdout.take() {
-            BufReader::new(out)
-                .read_line(&mut line)
-                .await
-                .map_err(|e| DriverError::io("read shim reply", e))?;
-        }
-        let reply: ShimReply = serde_json::from_str(line.trim()).map_err(|_| {
-            DriverError::io(
-                "shim gave no reply",
-                std::io::Error::other(format!("got {:?}", line.trim())),
-            )
-        })?;
-        let (pid, starttime) = match reply {
-            ShimReply::Started { pid, starttime } => (pid, starttime),
-            ShimReply::Failed { error } => {
-                let _ = child.wait().await;
-                return Err(DriverError::InvalidConfig(error));
-            }
-        };
+        let (pid, starttime) = shim_reply(&mut child).await?;
         let handle = Handle {
             pid,
             starttime,

@@ -12,7 +12,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,13 @@ fn reply(r: &ShimReply) {
     let _ = out.flush();
 }
 
+/// Tells the server the machine's process could not be started; returns `code`, the
+/// shim's exit code.
+fn failed(error: String, code: i32) -> i32 {
+    reply(&ShimReply::Failed { error });
+    code
+}
+
 /// Runs the shim for the run directory `dir`; returns the shim's exit code.
 pub fn run(dir: &Path) -> i32 {
     let spec: ShimSpec = match fs::read(dir.join(SPEC_FILE))
@@ -58,51 +65,25 @@ pub fn run(dir: &Path) -> i32 {
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
     {
         Ok(s) => s,
-        Err(e) => {
-            reply(&ShimReply::Failed {
-                error: format!("read launch spec in {}: {e}", dir.display()),
-            });
-            return 2;
-        }
+        Err(e) => return failed(format!("read launch spec in {}: {e}", dir.display()), 2),
     };
     let log = match LogWriter::open(spec.log.clone(), MAX_LOG_FILE_BYTES) {
         Ok(w) => Arc::new(w),
-        Err(e) => {
-            reply(&ShimReply::Failed {
-                error: format!("open machine log {}: {e}", spec.log.display()),
-            });
-            return 2;
-        }
+        Err(e) => return failed(format!("open machine log {}: {e}", spec.log.display()), 2),
     };
     let Some((program, args)) = spec.argv.split_first() else {
-        reply(&ShimReply::Failed {
-            error: "no command to run".into(),
-        });
-        return 2;
+        return failed("no command to run".into(), 2);
     };
-    // Values from secrets come through stdin, never through the run directory.
-    let mut secret_env = String::new();
-    let secret_env: BTreeMap<String, String> =
-        match std::io::Read::read_to_string(&mut std::io::stdin(), &mut secret_env)
-            .map_err(|e| e.to_string())
-            .and_then(|_| {
-                if secret_env.trim().is_empty() {
-                    Ok(BTreeMap::new())
-                } else {
-                    serde_json::from_str(secret_env.trim()).map_err(|e| {
-                        format!("malformed at line {} column {}", e.line(), e.column())
-                    })
-                }
-            }) {
-            Ok(env) => env,
-            Err(e) => {
-                // Never the values themselves: only why they could not be read.
-                reply(&ShimReply::Failed {
-                    error: format!("read the machine's secrets from the server: {e}"),
-                });
-                return 2;
-            }
-        };
+    let secret_env = match read_secret_env() {
+        Ok(env) => env,
+        // Never the values themselves: only why they could not be read.
+        Err(e) => {
+            return failed(
+                format!("read the machine's secrets from the server: {e}"),
+                2,
+            )
+        }
+    };
     let spawned = Command::new(program)
         .args(args)
         .env_clear()
@@ -116,17 +97,50 @@ pub fn run(dir: &Path) -> i32 {
         .spawn();
     let mut child = match spawned {
         Ok(c) => c,
-        Err(e) => {
-            reply(&ShimReply::Failed {
-                error: format!("cannot run {program:?}: {e}"),
-            });
-            return 127;
-        }
+        Err(e) => return failed(format!("cannot run {program:?}: {e}"), 127),
     };
     let pid = child.id() as i32;
     let starttime = super::procfs::stat(pid).map(|s| s.starttime).unwrap_or(0);
     reply(&ShimReply::Started { pid, starttime });
 
+    let (done, pumps) = pump_output(&mut child, &log);
+    let waited = child.wait();
+    // Let the output written just before the exit reach the log; a daemon the process
+    // left behind may hold the pipes open, so do not wait for it forever.
+    let deadline = Instant::now() + LOG_DRAIN;
+    for _ in 0..pumps {
+        if done
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_err()
+        {
+            break;
+        }
+    }
+    match write_exit(dir, &exit_status(waited)) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// The environment from secrets, which the server sends through stdin, never through
+/// the run directory. The error never holds the values.
+fn read_secret_env() -> Result<BTreeMap<String, String>, String> {
+    let mut secret_env = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut secret_env)
+        .map_err(|e| e.to_string())
+        .and_then(|_| {
+            if secret_env.trim().is_empty() {
+                Ok(BTreeMap::new())
+            } else {
+                serde_json::from_str(secret_env.trim())
+                    .map_err(|e| format!("malformed at line {} column {}", e.line(), e.column()))
+            }
+        })
+}
+
+/// Copies the child's stdout and stderr into the machine's log, a thread for each;
+/// returns where each thread says it is done, and how many there are.
+fn pump_output(child: &mut Child, log: &Arc<LogWriter>) -> (mpsc::Receiver<()>, usize) {
     let (done_tx, done_rx) = mpsc::channel();
     let pipes: [(Option<Box<dyn std::io::Read + Send>>, &'static str); 2] = [
         (child.stdout.take().map(|p| Box::new(p) as _), "stdout"),
@@ -143,20 +157,12 @@ pub fn run(dir: &Path) -> i32 {
             });
         }
     }
+    (done_rx, pumps)
+}
 
-    let waited = child.wait();
-    // Let the output written just before the exit reach the log; a daemon the process
-    // left behind may hold the pipes open, so do not wait for it forever.
-    let deadline = Instant::now() + LOG_DRAIN;
-    for _ in 0..pumps {
-        if done_rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .is_err()
-        {
-            break;
-        }
-    }
-    let status = match waited {
+/// How the machine's process ended, as `exit.json` records it.
+fn exit_status(waited: std::io::Result<std::process::ExitStatus>) -> ExitStatus {
+    match waited {
         Ok(s) => ExitStatus {
             exit_code: s.code().unwrap_or(128 + s.signal().unwrap_or(0)),
             signal: s.signal(),
@@ -170,10 +176,6 @@ pub fn run(dir: &Path) -> i32 {
             error: Some(format!("wait for machine process: {e}")),
             ..Default::default()
         },
-    };
-    match write_exit(dir, &status) {
-        Ok(()) => 0,
-        Err(_) => 1,
     }
 }
 

@@ -3,6 +3,9 @@
 //! commands.
 
 mod clone;
+mod create;
+mod leases;
+mod update;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -11,10 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use hangar_client::Client;
-use hangar_types::machine_config::{Autostop, MachineInit, MachineRestart};
-use hangar_types::requests::{CreateMachineRequest, StopRequest};
-use hangar_types::{GoDuration, Machine, MachineConfig, Signal};
-use serde_json::json;
+use hangar_types::requests::StopRequest;
+use hangar_types::{GoDuration, Machine, Signal};
 
 use super::{confirm, AppArg};
 use crate::{config, output};
@@ -22,39 +23,7 @@ use crate::{config, output};
 #[derive(Subcommand)]
 pub enum MachineCmd {
     /// Create and start a machine
-    Run {
-        image: String,
-        /// Command (the image's CMD); put `--` before a command with flags of its own
-        command: Vec<String>,
-        #[command(flatten)]
-        app: AppArg,
-        #[arg(short = 'r', long)]
-        region: Option<String>,
-        /// Environment variable, KEY=VALUE; repeatable
-        #[arg(short = 'e', long = "env")]
-        env: Vec<String>,
-        #[arg(short = 'n', long)]
-        name: Option<String>,
-        /// Entrypoint, split like a shell would
-        #[arg(long)]
-        entrypoint: Option<String>,
-        /// Restart policy: no, always, on-failure
-        #[arg(long)]
-        restart: Option<String>,
-        /// Don't wait for the machine to start
-        #[arg(short = 'd', long)]
-        detach: bool,
-        /// Publish a port through the proxy: [edge:]internal[/tcp[:handler...]], e.g.
-        /// 80:8080/tcp:http; repeatable
-        #[arg(short = 'p', long = "port")]
-        ports: Vec<String>,
-        /// What the proxy does to the machine when idle: off, stop or suspend
-        #[arg(long, value_parser = ["off", "stop", "suspend"])]
-        autostop: Option<String>,
-        /// Whether the proxy starts the machine for a request
-        #[arg(long)]
-        autostart: Option<bool>,
-    },
+    Run(create::RunArgs),
     /// Create a machine with another machine's config
     Clone(clone::CloneArgs),
     /// List an app's machines
@@ -115,22 +84,7 @@ pub enum MachineCmd {
         yes: bool,
     },
     /// Change a machine's config (a new version)
-    Update {
-        id: String,
-        #[command(flatten)]
-        app: AppArg,
-        #[arg(long)]
-        image: Option<String>,
-        #[arg(short = 'e', long = "env")]
-        env: Vec<String>,
-        /// New command, split like a shell would
-        #[arg(long)]
-        command: Option<String>,
-        #[arg(long)]
-        skip_start: bool,
-        #[arg(short = 'y', long)]
-        yes: bool,
-    },
+    Update(update::UpdateArgs),
     /// Wait for a machine to reach a state
     Wait {
         id: String,
@@ -153,7 +107,7 @@ pub enum MachineCmd {
     },
     /// Manage machine leases
     #[command(subcommand)]
-    Leases(LeasesCmd),
+    Leases(leases::LeasesCmd),
     /// Stop the proxy routing to machines
     Cordon {
         ids: Vec<String>,
@@ -162,24 +116,6 @@ pub enum MachineCmd {
     },
     /// Let the proxy route to machines again
     Uncordon {
-        ids: Vec<String>,
-        #[command(flatten)]
-        app: AppArg,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum LeasesCmd {
-    /// Show the leases on machines
-    View {
-        ids: Vec<String>,
-        #[command(flatten)]
-        app: AppArg,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Release the leases on machines, whoever holds them
-    Clear {
         ids: Vec<String>,
         #[command(flatten)]
         app: AppArg,
@@ -261,309 +197,194 @@ pub async fn run(cmd: MachineCmd) -> Result<ExitCode> {
     let client = config::client()?;
     match cmd {
         MachineCmd::Clone(args) => clone::run(&client, args).await?,
-        MachineCmd::Run {
-            image,
-            command,
-            app,
-            region,
-            env,
-            name,
-            entrypoint,
-            restart,
-            detach,
-            ports,
-            autostop,
-            autostart,
-        } => {
-            let app = app.name()?;
-            let env = env_pairs(&env)?;
-            let autostop = autostop.map(|a| match a.as_str() {
-                "stop" => Autostop::Stop,
-                "suspend" => Autostop::Suspend,
-                _ => Autostop::Off,
-            });
-            let services = super::ports::services(&ports, autostop, autostart)?;
-            let config = MachineConfig {
-                image,
-                env: (!env.is_empty()).then_some(env),
-                init: MachineInit {
-                    cmd: (!command.is_empty()).then_some(command),
-                    entrypoint: entrypoint
-                        .as_deref()
-                        .map(|e| split(e, "--entrypoint"))
-                        .transpose()?,
-                    ..Default::default()
-                },
-                restart: restart.map(|p| MachineRestart {
-                    policy: Some(p),
-                    max_retries: None,
-                }),
-                services: (!services.is_empty()).then_some(services),
-                ..Default::default()
-            };
-            let req = CreateMachineRequest {
-                name,
-                region,
-                config: Some(config),
-                ..Default::default()
-            };
-            let m = client.create_machine(&app, &req).await?;
-            println!(
-                "Machine {} ({}) created in region {}",
-                m.id, m.name, m.region
-            );
-            if !detach {
-                let state = wait_for(
-                    &client,
-                    &app,
-                    &m.id,
-                    "started,failed",
-                    Duration::from_secs(60),
-                )
-                .await?;
-                if state == "failed" {
-                    let m = client.get_machine(&app, &m.id).await?;
-                    let why = m
-                        .events
-                        .iter()
-                        .find_map(|e| {
-                            e.request
-                                .as_ref()?
-                                .get("error")?
-                                .as_str()
-                                .map(str::to_string)
-                        })
-                        .unwrap_or_else(|| "see `hangar machine status`".into());
-                    bail!("machine {} failed to start: {why}", m.id);
-                }
-                println!("Machine {} is {state}", m.id);
-            }
-        }
-        MachineCmd::List { app, json } => {
-            let list = client.list_machines(&app.name()?, false).await?;
-            if json {
-                output::json(&list)?;
-            } else {
-                output::table(&HEADERS, &list.iter().map(row).collect::<Vec<_>>());
-            }
-        }
-        MachineCmd::Status { id, app, json } => {
-            let m = client.get_machine(&app.name()?, &id).await?;
-            if json {
-                return output::json(&m).map(|_| ExitCode::SUCCESS);
-            }
-            output::table(&HEADERS, &[row(&m)]);
-            println!("\nEvent Logs");
-            let events: Vec<Vec<String>> = m
-                .events
-                .iter()
-                .map(|e| {
-                    vec![
-                        e.status.clone(),
-                        e.kind.to_string(),
-                        e.source.clone(),
-                        e.timestamp.to_string(),
-                    ]
-                })
-                .collect();
-            output::table(&["STATE", "EVENT", "SOURCE", "TIMESTAMP"], &events);
-        }
-        MachineCmd::Start { ids, app } => {
-            let (app, _) = (app.name()?, need_ids(&ids)?);
-            for id in ids {
-                client.action(&app, &id, "start", None).await?;
-                println!("{id} has been started");
-            }
-        }
+        MachineCmd::Run(args) => create::run(&client, args).await?,
+        MachineCmd::List { app, json } => list(&client, app, json).await?,
+        MachineCmd::Status { id, app, json } => status(&client, &id, app, json).await?,
+        MachineCmd::Start { ids, app } => start(&client, ids, app).await?,
         MachineCmd::Stop {
             ids,
             app,
             signal,
             timeout,
-        } => {
-            let (app, _) = (app.name()?, need_ids(&ids)?);
-            let req = StopRequest {
-                signal: signal.map(|s| s.parse::<Signal>()).transpose()?,
-                timeout: timeout.map(|t| GoDuration::parse(&t)).transpose()?,
-            };
-            for id in ids {
-                client.stop_machine(&app, &id, &req).await?;
-                println!(
-                    "Sent {} to machine {id}",
-                    req.signal
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "kill signal".into())
-                );
-            }
-        }
-        MachineCmd::Restart { ids, app } => {
-            let (app, _) = (app.name()?, need_ids(&ids)?);
-            for id in ids {
-                client.action(&app, &id, "restart", None).await?;
-                wait_for(&client, &app, &id, "started", Duration::from_secs(120)).await?;
-                println!("Machine {id} restarted successfully!");
-            }
-        }
-        MachineCmd::Suspend { ids, app } => {
-            let (app, _) = (app.name()?, need_ids(&ids)?);
-            for id in ids {
-                client.action(&app, &id, "suspend", None).await?;
-                println!("{id} has been suspended");
-            }
-        }
+        } => stop(&client, ids, app, signal, timeout).await?,
+        MachineCmd::Restart { ids, app } => restart(&client, ids, app).await?,
+        MachineCmd::Suspend { ids, app } => suspend(&client, ids, app).await?,
         MachineCmd::Destroy {
             ids,
             app,
             force,
             yes,
-        } => {
-            let (app, _) = (app.name()?, need_ids(&ids)?);
-            confirm(&format!("Destroy machine(s) {}?", ids.join(", ")), yes)?;
-            for id in ids {
-                client.destroy_machine(&app, &id, force).await?;
-                println!("machine {id} was found and is currently being destroyed");
-            }
-        }
-        MachineCmd::Update {
-            id,
-            app,
-            image,
-            env,
-            command,
-            skip_start,
-            yes,
-        } => {
-            let app = app.name()?;
-            let m = client.get_machine(&app, &id).await?;
-            let mut config = m.config.clone();
-            if let Some(image) = image {
-                config.image = image;
-            }
-            let env = env_pairs(&env)?;
-            if !env.is_empty() {
-                config.env.get_or_insert_with(Default::default).extend(env);
-            }
-            if let Some(c) = command {
-                config.init.cmd = Some(split(&c, "--command")?);
-                config.init.exec = None;
-            }
-            if config == m.config {
-                println!("No changes to apply");
-                return Ok(ExitCode::SUCCESS);
-            }
-            confirm(&format!("Update machine {id}?"), yes)?;
-            let req = CreateMachineRequest {
-                config: Some(config),
-                current_version: Some(m.instance_id.clone()),
-                skip_launch: skip_start.then_some(true),
-                ..Default::default()
-            };
-            let updated = client.update_machine(&app, &id, &req, None).await?;
-            println!("Machine {id} updated to version {}", updated.instance_id);
-            if m.state == "started" && !skip_start {
-                wait_for(&client, &app, &id, "started", Duration::from_secs(120)).await?;
-                println!("Machine {id} is started");
-            }
-        }
+        } => destroy(&client, ids, app, force, yes).await?,
+        MachineCmd::Update(args) => update::run(&client, args).await?,
         MachineCmd::Wait {
             id,
             app,
             state,
             wait_timeout,
-        } => {
-            let overall = GoDuration::parse(&wait_timeout)?.0;
-            let reached = wait_for(&client, &app.name()?, &id, &state, overall).await?;
-            println!("Machine {id} reached state {reached}");
-        }
+        } => wait(&client, &id, app, &state, &wait_timeout).await?,
         MachineCmd::Exec {
             id,
             command,
             app,
             timeout,
-        } => {
-            let out = client
-                .exec(
-                    &app.name()?,
-                    &id,
-                    split(&command, "command")?,
-                    Some(timeout),
-                )
-                .await?;
-            print!("{}", out.stdout);
-            eprint!("{}", out.stderr);
-            return Ok(ExitCode::from(out.exit_code.clamp(0, 255) as u8));
-        }
-        MachineCmd::Leases(LeasesCmd::View {
-            ids,
-            app,
-            json: as_json,
-        }) => {
-            let (app, _) = (app.name()?, need_ids(&ids)?);
-            let mut rows = Vec::new();
-            let mut all = Vec::new();
-            for id in ids {
-                match client.lease(&app, &id).await {
-                    Ok(env) => {
-                        if let Some(l) = &env.data {
-                            rows.push(vec![
-                                id.clone(),
-                                l.nonce.clone().unwrap_or_default(),
-                                l.expires_at.to_string(),
-                                l.owner.clone(),
-                                l.description.clone(),
-                            ]);
-                        }
-                        all.push(json!({ "machine": id, "lease": env.data }));
-                    }
-                    Err(e) if e.status().map(|s| s.as_u16()) == Some(404) => {
-                        all.push(json!({ "machine": id, "lease": null }))
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            if as_json {
-                output::json(&all)?;
-            } else {
-                output::table(
-                    &["MACHINE", "NONCE", "EXPIRES AT", "OWNER", "DESCRIPTION"],
-                    &rows,
-                );
-            }
-        }
-        MachineCmd::Leases(LeasesCmd::Clear { ids, app }) => {
-            let (app, _) = (app.name()?, need_ids(&ids)?);
-            for id in ids {
-                match client.lease(&app, &id).await {
-                    Ok(env) => {
-                        let nonce = env.data.and_then(|l| l.nonce).unwrap_or_default();
-                        client.release_lease(&app, &id, &nonce).await?;
-                        println!("Cleared lease for {id}");
-                    }
-                    Err(e) if e.status().map(|s| s.as_u16()) == Some(404) => {
-                        println!("No lease on {id}")
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-        MachineCmd::Cordon { ids, app } | MachineCmd::Uncordon { ids, app } if ids.is_empty() => {
-            let _ = app;
-            bail!("give at least one machine ID");
-        }
+        } => return exec(&client, &id, &command, app, timeout).await,
+        MachineCmd::Leases(cmd) => leases::run(&client, cmd).await?,
         MachineCmd::Cordon { ids, app } => {
-            let app = app.name()?;
-            for id in ids {
-                client.action(&app, &id, "cordon", None).await?;
-                println!("Machine {id} cordoned");
-            }
+            change_cordon(&client, ids, app, "cordon", "cordoned").await?
         }
         MachineCmd::Uncordon { ids, app } => {
-            let app = app.name()?;
-            for id in ids {
-                client.action(&app, &id, "uncordon", None).await?;
-                println!("Machine {id} uncordoned");
-            }
+            change_cordon(&client, ids, app, "uncordon", "uncordoned").await?
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn list(client: &Client, app: AppArg, json: bool) -> Result<()> {
+    let list = client.list_machines(&app.name()?, false).await?;
+    if json {
+        output::json(&list)?;
+    } else {
+        output::table(&HEADERS, &list.iter().map(row).collect::<Vec<_>>());
+    }
+    Ok(())
+}
+
+/// One machine's row, then its events.
+async fn status(client: &Client, id: &str, app: AppArg, json: bool) -> Result<()> {
+    let m = client.get_machine(&app.name()?, id).await?;
+    if json {
+        return output::json(&m);
+    }
+    output::table(&HEADERS, &[row(&m)]);
+    println!("\nEvent Logs");
+    let events: Vec<Vec<String>> = m
+        .events
+        .iter()
+        .map(|e| {
+            vec![
+                e.status.clone(),
+                e.kind.to_string(),
+                e.source.clone(),
+                e.timestamp.to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["STATE", "EVENT", "SOURCE", "TIMESTAMP"], &events);
+    Ok(())
+}
+
+async fn start(client: &Client, ids: Vec<String>, app: AppArg) -> Result<()> {
+    let (app, _) = (app.name()?, need_ids(&ids)?);
+    for id in ids {
+        client.action(&app, &id, "start", None).await?;
+        println!("{id} has been started");
+    }
+    Ok(())
+}
+
+async fn stop(
+    client: &Client,
+    ids: Vec<String>,
+    app: AppArg,
+    signal: Option<String>,
+    timeout: Option<String>,
+) -> Result<()> {
+    let (app, _) = (app.name()?, need_ids(&ids)?);
+    let req = StopRequest {
+        signal: signal.map(|s| s.parse::<Signal>()).transpose()?,
+        timeout: timeout.map(|t| GoDuration::parse(&t)).transpose()?,
+    };
+    for id in ids {
+        client.stop_machine(&app, &id, &req).await?;
+        println!(
+            "Sent {} to machine {id}",
+            req.signal
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "kill signal".into())
+        );
+    }
+    Ok(())
+}
+
+/// Restarts each machine in turn, waiting for it to be started before the next.
+async fn restart(client: &Client, ids: Vec<String>, app: AppArg) -> Result<()> {
+    let (app, _) = (app.name()?, need_ids(&ids)?);
+    for id in ids {
+        client.action(&app, &id, "restart", None).await?;
+        wait_for(client, &app, &id, "started", Duration::from_secs(120)).await?;
+        println!("Machine {id} restarted successfully!");
+    }
+    Ok(())
+}
+
+async fn suspend(client: &Client, ids: Vec<String>, app: AppArg) -> Result<()> {
+    let (app, _) = (app.name()?, need_ids(&ids)?);
+    for id in ids {
+        client.action(&app, &id, "suspend", None).await?;
+        println!("{id} has been suspended");
+    }
+    Ok(())
+}
+
+async fn destroy(
+    client: &Client,
+    ids: Vec<String>,
+    app: AppArg,
+    force: bool,
+    yes: bool,
+) -> Result<()> {
+    let (app, _) = (app.name()?, need_ids(&ids)?);
+    confirm(&format!("Destroy machine(s) {}?", ids.join(", ")), yes)?;
+    for id in ids {
+        client.destroy_machine(&app, &id, force).await?;
+        println!("machine {id} was found and is currently being destroyed");
+    }
+    Ok(())
+}
+
+async fn wait(
+    client: &Client,
+    id: &str,
+    app: AppArg,
+    state: &str,
+    wait_timeout: &str,
+) -> Result<()> {
+    let overall = GoDuration::parse(wait_timeout)?.0;
+    let reached = wait_for(client, &app.name()?, id, state, overall).await?;
+    println!("Machine {id} reached state {reached}");
+    Ok(())
+}
+
+/// Runs the command in the machine; the exit code is the command's.
+async fn exec(
+    client: &Client,
+    id: &str,
+    command: &str,
+    app: AppArg,
+    timeout: u64,
+) -> Result<ExitCode> {
+    let out = client
+        .exec(&app.name()?, id, split(command, "command")?, Some(timeout))
+        .await?;
+    print!("{}", out.stdout);
+    eprint!("{}", out.stderr);
+    Ok(ExitCode::from(out.exit_code.clamp(0, 255) as u8))
+}
+
+/// Cordons or uncordons machines (`action`), saying so of each (`done`). The machine
+/// IDs are checked before the app is looked up.
+async fn change_cordon(
+    client: &Client,
+    ids: Vec<String>,
+    app: AppArg,
+    action: &str,
+    done: &str,
+) -> Result<()> {
+    need_ids(&ids)?;
+    let app = app.name()?;
+    for id in ids {
+        client.action(&app, &id, action, None).await?;
+        println!("Machine {id} {done}");
+    }
+    Ok(())
 }
