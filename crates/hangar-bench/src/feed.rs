@@ -69,6 +69,7 @@ async fn measure(writer: Store, reader: Store) -> Result<Stats> {
                     network: "default".into(),
                     created_at_ms: 0,
                     machine_count: 0,
+                    org_numeric_id: 1,
                 })?;
             }
             Ok(())

@@ -32,10 +32,15 @@ pub enum FleetError {
     Internal(String),
 }
 
+/// How many made-up names a create tries before it gives up.
+const NAME_ATTEMPTS: u32 = 5;
+
 /// A machine to create.
 pub struct NewMachine {
     pub config: MachineConfig,
     pub region: String,
+    /// The name asked for; without one a name is made up (and made up again should
+    /// another live machine of the app have it).
     pub name: Option<String>,
     pub skip_launch: bool,
     /// Created cordoned: the proxy sends it nothing until uncordoned.
@@ -72,22 +77,17 @@ pub async fn create(
     app: &AppRecord,
     new: NewMachine,
 ) -> Result<(MachineRecord, MachineEvent, Option<LeaseRecord>), FleetError> {
-    let org_slug = app.org_slug.clone();
-    let org = state
-        .store
-        .call(move |db| db.org(&org_slug))
-        .await?
-        .ok_or_else(|| FleetError::Internal(format!("the org of app {} is missing", app.name)))?;
     let id = ids::machine_id();
     let now = clock::rfc3339_now();
-    let record = MachineRecord {
+    let made_up_name = new.name.is_none();
+    let mut record = MachineRecord {
         id: id.clone(),
         app_name: app.name.clone(),
         name: new.name.unwrap_or_else(ids::machine_name),
         region: new.region,
         state: MachineState::Created,
         instance_id: ids::ulid(),
-        private_ip: ids::private_ip(org.numeric_id, &id),
+        private_ip: ids::private_ip(app.org_numeric_id, &id),
         config: new.config,
         cordoned: new.cordoned,
         created_at: now.clone(),
@@ -109,26 +109,33 @@ pub async fn create(
         description: String::new(),
         expires_at: clock::now_secs() + ttl as i64,
     });
-    let (r, ev, l) = (record.clone(), launch.clone(), lease.clone());
-    let inserted = state
-        .store
-        .call(move |db| {
-            db.insert_machine(&r, &ev)?;
-            if let Some(l) = &l {
-                db.put_lease(l)?;
-            }
-            Ok(())
-        })
-        .await;
-    match inserted {
-        Ok(()) => {}
-        Err(e) if e.is_unique_violation() => {
-            return Err(FleetError::NameTaken {
-                name: record.name,
-                app: record.app_name,
+    let mut attempt = 1;
+    loop {
+        let (r, ev, l) = (record.clone(), launch.clone(), lease.clone());
+        let inserted = state
+            .store
+            .call(move |db| {
+                db.insert_machine(&r, &ev)?;
+                if let Some(l) = &l {
+                    db.put_lease(l)?;
+                }
+                Ok(())
             })
+            .await;
+        match inserted {
+            Ok(()) => break,
+            Err(e) if e.is_unique_violation() && made_up_name && attempt < NAME_ATTEMPTS => {
+                attempt += 1;
+                record.name = ids::machine_name();
+            }
+            Err(e) if e.is_unique_violation() => {
+                return Err(FleetError::NameTaken {
+                    name: record.name,
+                    app: record.app_name,
+                })
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => return Err(e.into()),
     }
     tracing::info!(app = %record.app_name, machine = %record.id, "machine created");
     state

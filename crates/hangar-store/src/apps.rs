@@ -28,10 +28,14 @@ pub struct AppRecord {
     pub created_at_ms: i64,
     /// Machines of the app that are not destroyed.
     pub machine_count: i64,
+    /// The numeric id of the app's org (its machines' 6PN prefix), read with the app;
+    /// an insert ignores it.
+    pub org_numeric_id: i64,
 }
 
 const APP_COLUMNS: &str = "a.id, a.name, a.org_slug, a.network, a.created_at_ms, \
-    (SELECT COUNT(*) FROM machines m WHERE m.app_name = a.name AND m.state <> 'destroyed')";
+    (SELECT COUNT(*) FROM machines m WHERE m.app_name = a.name AND m.state <> 'destroyed'), \
+    (SELECT o.numeric_id FROM orgs o WHERE o.slug = a.org_slug)";
 
 fn app_from_row(r: &Row) -> Result<AppRecord> {
     Ok(AppRecord {
@@ -41,6 +45,7 @@ fn app_from_row(r: &Row) -> Result<AppRecord> {
         network: r.get(3)?,
         created_at_ms: r.get(4)?,
         machine_count: r.get(5)?,
+        org_numeric_id: r.get(6)?,
     })
 }
 

@@ -23,6 +23,7 @@ fn app(name: &str) -> AppRecord {
         network: "default".into(),
         created_at_ms: 1_700_000_000_000,
         machine_count: 0,
+        org_numeric_id: 1,
     }
 }
 

@@ -120,33 +120,43 @@ impl Db<'_> {
 
     /// Up to `limit` entries after revision `after`, or [`FeedRead::Reload`] when some
     /// after it are no longer kept.
+    ///
+    /// One statement (one round trip on PostgreSQL): the head and the oldest kept
+    /// revision come on every row, and on a single row of NULL entry columns when
+    /// nothing came after `after`.
     pub fn feed_after(&mut self, after: i64, limit: usize) -> Result<FeedRead> {
-        let row = self.conn.query_one(
-            "SELECT (SELECT revision FROM feed_head WHERE id = 1),
-                    (SELECT COALESCE(MIN(revision), 0) FROM feed)",
-            &[],
+        let rows = self.conn.query(
+            "SELECT h.revision, (SELECT COALESCE(MIN(revision), 0) FROM feed),
+                    f.revision, f.kind, f.app_name, f.subject, f.at_ms
+             FROM feed_head h LEFT JOIN (
+                 SELECT revision, kind, app_name, subject, at_ms FROM feed
+                 WHERE revision > ?1 ORDER BY revision LIMIT ?2
+             ) f ON 1 = 1
+             WHERE h.id = 1 ORDER BY f.revision",
+            args![after, limit as i64],
         )?;
-        let (head, oldest): (i64, i64) = (row.get(0)?, row.get(1)?);
+        let Some(first) = rows.first() else {
+            return Err(crate::StoreError::NoRow);
+        };
+        let (head, oldest): (i64, i64) = (first.get(0)?, first.get(1)?);
         if after < head && after + 1 < oldest {
             return Ok(FeedRead::Reload { head });
         }
-        let rows = self.conn.query(
-            "SELECT revision, kind, app_name, subject, at_ms FROM feed
-             WHERE revision > ?1 ORDER BY revision LIMIT ?2",
-            args![after, limit as i64],
-        )?;
         let mut entries = Vec::with_capacity(rows.len());
         for r in &rows {
-            let kind: String = r.get(1)?;
+            let Some(revision) = r.get::<Option<i64>>(2)? else {
+                continue;
+            };
+            let kind: String = r.get(3)?;
             let Some(kind) = FeedKind::parse(&kind) else {
                 continue;
             };
             entries.push(FeedEntry {
-                revision: r.get(0)?,
+                revision,
                 kind,
-                app_name: r.get(2)?,
-                subject: r.get(3)?,
-                at_ms: r.get(4)?,
+                app_name: r.get(4)?,
+                subject: r.get(5)?,
+                at_ms: r.get(6)?,
             });
         }
         Ok(FeedRead::Entries(entries))
@@ -159,6 +169,9 @@ impl Db<'_> {
 pub(crate) struct FeedWake {
     pub(crate) notify: Notify,
     listening: std::sync::atomic::AtomicBool,
+    /// On PostgreSQL, the followers' own connection (opened at their first read), so
+    /// reading the feed after every commit never queues behind the API's calls.
+    reader: std::sync::Mutex<Option<Conn>>,
 }
 
 impl Store {
@@ -199,6 +212,34 @@ impl Store {
                 tokio::time::sleep(POLL).await;
             }
         });
+    }
+}
+
+impl Store {
+    /// Entries after `after`: on PostgreSQL on the followers' connection, on SQLite
+    /// through the store's one connection (in-process, it costs no round trip).
+    async fn read_feed(&self, after: i64) -> Result<FeedRead> {
+        let Some(url) = self.postgres_url.clone() else {
+            return self.call(move |db| db.feed_after(after, 512)).await;
+        };
+        let wake = self.feed_wake.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut reader = wake
+                .reader
+                .lock()
+                .map_err(|_| crate::StoreError::Poisoned)?;
+            if reader.is_none() {
+                *reader = Some(Conn::Postgres(Box::new(crate::postgres::PgConn::connect(
+                    &url,
+                )?)));
+            }
+            let Some(conn) = reader.as_mut() else {
+                return Err(crate::StoreError::NoRow);
+            };
+            Db { conn, fed: false }.feed_after(after, 512)
+        })
+        .await
+        .map_err(|e| crate::StoreError::Task(e.to_string()))?
     }
 }
 
@@ -263,7 +304,7 @@ impl Follower {
 
     async fn read(&mut self) -> Result<FeedRead> {
         let after = self.cursor;
-        let read = self.store.call(move |db| db.feed_after(after, 512)).await?;
+        let read = self.store.read_feed(after).await?;
         match &read {
             FeedRead::Entries(e) => {
                 if let Some(last) = e.last() {

@@ -126,7 +126,7 @@ impl Db<'_> {
             "INSERT INTO machine_versions (machine_id, version, config, created_at) VALUES (?1, ?2, ?3, ?4)",
             args![&m.id, &m.instance_id, &config, &m.created_at],
         )?;
-        insert_event(&mut tx, &m.id, launch)?;
+        insert_event(&mut tx, &m.id, "[]", launch)?;
         feed::record(&mut tx, FeedKind::Machine, &m.app_name, &m.id)?;
         tx.commit()?;
         self.fed = true;
@@ -160,11 +160,12 @@ impl Db<'_> {
         filter: &MachineFilter,
     ) -> Result<Vec<MachineListing>> {
         let dialect = self.dialect();
-        let mut sql = format!(
-            "SELECT id, name, state, region, instance_id, private_ip, COALESCE({}, ''),
+        // The image is read from the config here rather than by the database: a JSON
+        // operator per row costs PostgreSQL more than it costs SQLite.
+        let mut sql = String::from(
+            "SELECT id, name, state, region, instance_id, private_ip,
                     cordoned, created_at, updated_at, config, recent_events
              FROM machines WHERE app_name = ?",
-            dialect.json_text("config", "image")
         );
         let mut args: Vec<Value> = vec![app_name.into()];
         if !filter.include_deleted {
@@ -187,27 +188,32 @@ impl Db<'_> {
             args.push(k.into());
             args.push(v.into());
         }
-        sql.push_str(" ORDER BY created_at, id");
+        // Ordered here, not by the database: PostgreSQL would sort the rows (SQLite
+        // walks the index), and byte order of these columns is their meaning.
         let rows = self.conn.query(&sql, &args)?;
-        rows.iter()
+        let mut listings = rows
+            .iter()
             .map(|r| {
                 let state: String = r.get(2)?;
+                let config_json: String = r.get(9)?;
                 Ok(MachineListing {
+                    image: image_of(&config_json),
                     id: r.get(0)?,
                     name: r.get(1)?,
                     state: state.parse().unwrap_or(MachineState::Failed),
                     region: r.get(3)?,
                     instance_id: r.get(4)?,
                     private_ip: r.get(5)?,
-                    image: r.get(6)?,
-                    cordoned: r.get(7)?,
-                    created_at: r.get(8)?,
-                    updated_at: r.get(9)?,
-                    config_json: r.get(10)?,
-                    events_json: r.get(11)?,
+                    cordoned: r.get(6)?,
+                    created_at: r.get(7)?,
+                    updated_at: r.get(8)?,
+                    config_json,
+                    events_json: r.get(10)?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        listings.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        Ok(listings)
     }
 
     /// Every machine that is not destroyed, for the supervisor to take charge of at boot.
@@ -338,10 +344,28 @@ pub(crate) fn set_cordoned(
     )
 }
 
-/// Appends an event to the log, keeps `recent_events` current, and prunes the log to
-/// the newest [`KEPT_EVENTS`]: two round trips on PostgreSQL with what the caller
-/// deferred before it and the commit after it.
-pub(crate) fn insert_event(tx: &mut Conn, machine_id: &str, e: &MachineEvent) -> Result<()> {
+/// The `image` of a stored config, without decoding the rest of it.
+fn image_of(config_json: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Image {
+        #[serde(default)]
+        image: String,
+    }
+    serde_json::from_str::<Image>(config_json)
+        .map(|i| i.image)
+        .unwrap_or_default()
+}
+
+/// Appends an event to the log, keeps `recent_events` current (from `recent`, the
+/// machine's list as the caller read it in this transaction, so no read of its own is
+/// needed), and prunes the log to the newest [`KEPT_EVENTS`]. Every statement waits to
+/// go with the caller's next read or the commit.
+pub(crate) fn insert_event(
+    tx: &mut Conn,
+    machine_id: &str,
+    recent: &str,
+    e: &MachineEvent,
+) -> Result<()> {
     let request = e.request.as_ref().map(serde_json::to_string).transpose()?;
     tx.defer(
         "INSERT INTO machine_events (id, machine_id, type, status, source, timestamp, request)
@@ -361,13 +385,7 @@ pub(crate) fn insert_event(tx: &mut Conn, machine_id: &str, e: &MachineEvent) ->
              SELECT id FROM machine_events WHERE machine_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
         args![machine_id, KEPT_EVENTS - 1],
     )?;
-    let recent: String = tx
-        .query_one(
-            "SELECT recent_events FROM machines WHERE id = ?1",
-            args![machine_id],
-        )?
-        .get(0)?;
-    let mut list: Vec<serde_json::Value> = serde_json::from_str(&recent).unwrap_or_default();
+    let mut list: Vec<serde_json::Value> = serde_json::from_str(recent).unwrap_or_default();
     list.insert(0, serde_json::to_value(e)?);
     list.truncate(RECENT_EVENTS);
     tx.defer(
@@ -419,6 +437,7 @@ mod tests {
                     network: "default".into(),
                     created_at_ms: 0,
                     machine_count: 0,
+                    org_numeric_id: 1,
                 })
             })
             .unwrap();

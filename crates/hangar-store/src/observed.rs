@@ -36,10 +36,13 @@ fn apply(tx: &mut Conn, change: &MachineChange) -> Result<Option<String>> {
     let event_id = change.event().map(|e| e.id.as_str()).unwrap_or("");
     let row = tx.query_one(
         "SELECT (SELECT app_name FROM machines WHERE id = ?1),
-                (SELECT COUNT(*) FROM machine_events WHERE id = ?2)",
+                (SELECT COUNT(*) FROM machine_events WHERE id = ?2),
+                (SELECT recent_events FROM machines WHERE id = ?1)",
         args![id, event_id],
     )?;
     let (app, seen): (Option<String>, i64) = (row.get(0)?, row.get(1)?);
+    let recent: Option<String> = row.get(2)?;
+    let recent = recent.as_deref().unwrap_or("[]");
     let Some(app) = app.filter(|_| seen == 0) else {
         return Ok(None);
     };
@@ -53,7 +56,7 @@ fn apply(tx: &mut Conn, change: &MachineChange) -> Result<Option<String>> {
         } => {
             let runtime = runtime.as_ref().map(|r| r.as_deref());
             set_state(tx, id, *state, runtime, at)?;
-            insert_event(tx, id, event)?;
+            insert_event(tx, id, recent, event)?;
             if *state == MachineState::Destroyed {
                 // A destroyed machine's lease goes with it.
                 tx.defer("DELETE FROM leases WHERE machine_id = ?1", args![id])?;
@@ -68,7 +71,7 @@ fn apply(tx: &mut Conn, change: &MachineChange) -> Result<Option<String>> {
             ..
         } => {
             set_version(tx, id, version, config, *state, at)?;
-            insert_event(tx, id, event)?;
+            insert_event(tx, id, recent, event)?;
         }
         MachineChange::ConfigInPlace { config, at, .. } => {
             set_config_in_place(tx, id, config, at)?;

@@ -18,14 +18,6 @@ pub enum Dialect {
 }
 
 impl Dialect {
-    /// The text at `key` of the JSON object in column `column`.
-    pub(crate) fn json_text(self, column: &str, key: &str) -> String {
-        match self {
-            Dialect::Sqlite => format!("json_extract({column}, '$.{key}')"),
-            Dialect::Postgres => format!("({column}::json ->> '{key}')"),
-        }
-    }
-
     /// The text at `outer.<placeholder>` of the JSON object in `column`, where the inner
     /// key is bound as a parameter (`?`).
     pub(crate) fn json_text_at_param(self, column: &str, outer: &str) -> String {

@@ -94,6 +94,7 @@ impl Host {
                     network: "default".into(),
                     created_at_ms: 0,
                     machine_count: 0,
+                    org_numeric_id: 1,
                 })
             })
             .unwrap();

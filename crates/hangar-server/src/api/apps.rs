@@ -149,6 +149,7 @@ async fn create(
         network,
         created_at_ms: clock::now_ms(),
         machine_count: 0,
+        org_numeric_id: 0,
     };
     let r = record.clone();
     let slug = record.org_slug.clone();

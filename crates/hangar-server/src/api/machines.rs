@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use super::apps::load_app;
 use super::{idempotency, ApiError, JsonBody, Params};
 use crate::auth::Caller;
-use crate::{clock, fleet, ids, AppState};
+use crate::{clock, fleet, AppState};
 
 /// How many recent events a machine embeds in its JSON.
 const EMBEDDED_EVENTS: usize = 10;
@@ -308,20 +308,18 @@ async fn create(
     let config = checked_config(&state, body.config.clone()).await?;
     let region = resolve_region(body.region.as_deref(), &state.region)?;
     fleet::prepare(&state, &config).await?;
-    let name = match body.name.as_deref().filter(|n| !n.is_empty()) {
-        Some(n) => {
-            check_machine_name(n)?;
-            n.to_string()
-        }
-        None => ids::machine_name(),
-    };
+    let name = body.name.as_deref().filter(|n| !n.is_empty());
+    if let Some(n) = name {
+        check_machine_name(n)?;
+    }
+    let name = name.map(str::to_string);
     let (record, launch, lease) = fleet::create(
         &state,
         &app,
         fleet::NewMachine {
             config,
             region,
-            name: Some(name),
+            name,
             skip_launch: body.skip_launch == Some(true),
             cordoned: body.skip_service_registration == Some(true),
             lease: body

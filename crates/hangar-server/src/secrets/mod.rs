@@ -141,7 +141,8 @@ impl Vault {
 
     /// Every secret of the app, opened.
     pub async fn current(&self, app: &str) -> Result<Secrets, VaultError> {
-        let (records, _) = self.list(app).await?;
+        let name = app.to_string();
+        let records = self.store.call(move |db| db.secrets(&name)).await?;
         let mut out = BTreeMap::new();
         for r in records {
             let v = self.key.open(&place(app, &r.name), &r.sealed)?;
