@@ -19,7 +19,7 @@ use hangar_types::{CheckStatus, MachineConfig, MachineState, ProcessStat, Signal
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::supervisor::{MachineCmd, Supervisor};
+use crate::supervisor::{MachineCmd, Reply, Supervisor};
 pub use crate::supervisor::{OpError, Snapshot};
 
 /// A command to one machine. Each says in which states it is legal (the agent's
@@ -106,6 +106,17 @@ pub trait AgentApi: Send + Sync {
     async fn logs(&self, machine_id: &str, after: Option<LogCursor>) -> LogRead;
 }
 
+impl Supervisor {
+    /// Sends a command whose only answer is that it was done.
+    async fn send_done(
+        &self,
+        machine_id: &str,
+        make: impl FnOnce(Reply<()>) -> MachineCmd,
+    ) -> Result<Outcome, OpError> {
+        self.send(machine_id, make).await.map(|()| Outcome::Done)
+    }
+}
+
 #[async_trait::async_trait]
 impl AgentApi for Supervisor {
     async fn check_config(&self, config: &MachineConfig) -> Result<(), OpError> {
@@ -123,59 +134,56 @@ impl AgentApi for Supervisor {
         Supervisor::create(self, machine, skip_launch).await
     }
 
-    async fn command(&self, machine_id: &str, command: Command) -> Result<Outcome, OpError> {
+    async fn command(&self, id: &str, command: Command) -> Result<Outcome, OpError> {
         use Command as C;
-        let done = |r: Result<(), OpError>| r.map(|()| Outcome::Done);
+        use MachineCmd as M;
         match command {
             C::Start => self
-                .send(machine_id, |reply| MachineCmd::Start { reply })
+                .send(id, |reply| M::Start { reply })
                 .await
                 .map(|previous| Outcome::Started { previous }),
-            C::Stop { signal, timeout } => done(
-                self.send(machine_id, |reply| MachineCmd::Stop {
+            C::Stop { signal, timeout } => {
+                self.send_done(id, |reply| M::Stop {
                     signal,
                     timeout,
                     reply,
                 })
-                .await,
-            ),
-            C::Restart { signal, timeout } => done(
-                self.send(machine_id, |reply| MachineCmd::Restart {
+                .await
+            }
+            C::Restart { signal, timeout } => {
+                self.send_done(id, |reply| M::Restart {
                     signal,
                     timeout,
                     reply,
                 })
-                .await,
-            ),
-            C::Suspend => done(
-                self.send(machine_id, |reply| MachineCmd::Suspend { reply })
-                    .await,
-            ),
-            C::Signal { signal } => done(
-                self.send(machine_id, |reply| MachineCmd::Signal { signal, reply })
-                    .await,
-            ),
+                .await
+            }
+            C::Suspend => self.send_done(id, |reply| M::Suspend { reply }).await,
+            C::Signal { signal } => {
+                self.send_done(id, |reply| M::Signal { signal, reply })
+                    .await
+            }
             C::Update {
                 config,
                 skip_launch,
             } => self
-                .send(machine_id, |reply| MachineCmd::Update {
+                .send(id, |reply| M::Update {
                     config,
                     skip_launch,
                     reply,
                 })
                 .await
                 .map(|version| Outcome::Updated { version }),
-            C::Destroy { force } => done(
-                self.send(machine_id, |reply| MachineCmd::Destroy { force, reply })
-                    .await,
-            ),
+            C::Destroy { force } => {
+                self.send_done(id, |reply| M::Destroy { force, reply })
+                    .await
+            }
             C::Exec {
                 argv,
                 stdin,
                 timeout,
             } => self
-                .send(machine_id, |reply| MachineCmd::Exec {
+                .send(id, |reply| M::Exec {
                     argv,
                     stdin,
                     timeout,
@@ -184,24 +192,24 @@ impl AgentApi for Supervisor {
                 .await
                 .map(Outcome::Exec),
             C::Ps => self
-                .send(machine_id, |reply| MachineCmd::Ps { reply })
+                .send(id, |reply| M::Ps { reply })
                 .await
                 .map(Outcome::Processes),
             C::SetMetadata {
                 changes,
                 machine_version,
-            } => done(
-                self.send(machine_id, |reply| MachineCmd::SetMetadata {
+            } => {
+                self.send_done(id, |reply| M::SetMetadata {
                     changes,
                     machine_version,
                     reply,
                 })
-                .await,
-            ),
-            C::Cordon { cordoned } => done(
-                self.send(machine_id, |reply| MachineCmd::Cordon { cordoned, reply })
-                    .await,
-            ),
+                .await
+            }
+            C::Cordon { cordoned } => {
+                self.send_done(id, |reply| M::Cordon { cordoned, reply })
+                    .await
+            }
         }
     }
 

@@ -187,7 +187,32 @@ pub async fn main() -> Result<()> {
     )
     .await?;
     let work = tempfile::tempdir()?;
-    let dir: PathBuf = hangar_testkit::example("web", "bench", work.path());
+    let dir = example_app(work.path())?;
+    cli(&s, &dir, &["apps", "create", "bench"])?;
+    println!(
+        "deploy benchmark: examples/web with a release command, {MACHINES} machines, containerd"
+    );
+    let image = build_and_first_deploy(&s, &dir)?;
+
+    println!();
+    println!(
+        "  strategy                 wall     server   release_cmd  replace p50  busy     overhead"
+    );
+    let (round, rolling_one) = strategy_rounds(&s, &dir, &image).await?;
+    let (peer, replaced) = client_side_rolling(&s, "bench", round + 1).await?;
+    println!();
+    println!(
+        "  peer: client-side loop, 1 machine at a time over the API: {:.2} s for {replaced} machines; server rolling (1 at a time) {:.2} s for {MACHINES} = {} of the peer",
+        peer.as_secs_f64(),
+        rolling_one.as_secs_f64(),
+        ratio(rolling_one, peer)
+    );
+    Ok(())
+}
+
+/// examples/web under `work`, served over plain HTTP and with a release command.
+fn example_app(work: &Path) -> Result<PathBuf> {
+    let dir: PathBuf = hangar_testkit::example("web", "bench", work);
     let toml = std::fs::read_to_string(dir.join("fly.toml"))?
         .replace("force_https = true", "force_https = false")
         .replace(
@@ -195,13 +220,14 @@ pub async fn main() -> Result<()> {
             "[deploy]\n  strategy = \"rolling\"\n  release_command = \"/bin/busybox true\"",
         );
     std::fs::write(dir.join("fly.toml"), toml)?;
-    cli(&s, &dir, &["apps", "create", "bench"])?;
-    println!(
-        "deploy benchmark: examples/web with a release command, {MACHINES} machines, containerd"
-    );
+    Ok(dir)
+}
 
+/// Builds the app's image, deploys it a first time and scales it to MACHINES; returns
+/// the image.
+fn build_and_first_deploy(s: &BenchServer, dir: &Path) -> Result<String> {
     let t = Instant::now();
-    let out = cli(&s, &dir, &["deploy", "--build-only"])?;
+    let out = cli(s, dir, &["deploy", "--build-only"])?;
     let build = t.elapsed();
     let image = out
         .lines()
@@ -213,14 +239,14 @@ pub async fn main() -> Result<()> {
         build.as_secs_f64()
     );
     let t = Instant::now();
-    cli(&s, &dir, &["deploy", "--image", &image])?;
+    cli(s, dir, &["deploy", "--image", &image])?;
     println!(
         "  first deploy (release command, 2 new machines): {:.2} s",
         t.elapsed().as_secs_f64()
     );
     cli(
-        &s,
-        &dir,
+        s,
+        dir,
         &[
             "scale",
             "count",
@@ -230,11 +256,12 @@ pub async fn main() -> Result<()> {
             "--yes",
         ],
     )?;
+    Ok(image)
+}
 
-    println!();
-    println!(
-        "  strategy                 wall     server   release_cmd  replace p50  busy     overhead"
-    );
+/// Deploys the image once with each strategy, printing how each deploy's time split;
+/// returns the rounds deployed and the wall time of rolling one machine at a time.
+async fn strategy_rounds(s: &BenchServer, dir: &Path, image: &str) -> Result<(usize, Duration)> {
     let mut round = 0;
     let mut rolling_one = Duration::ZERO;
     for (name, extra) in [
@@ -250,7 +277,7 @@ pub async fn main() -> Result<()> {
         let mut args = vec![
             "deploy",
             "--image",
-            &image,
+            image,
             "--strategy",
             strategy,
             "-e",
@@ -258,40 +285,37 @@ pub async fn main() -> Result<()> {
         ];
         args.extend(extra);
         let t = Instant::now();
-        cli(&s, &dir, &args)?;
+        cli(s, dir, &args)?;
         let wall = t.elapsed();
         if name == "rolling (1 at a time)" {
             rolling_one = wall;
         }
-        let sp = split(&events_of(&s, "bench").await?);
-        let mut m = sp.machines.clone();
-        m.sort();
-        let p50 = m.get(m.len() / 2).copied().unwrap_or(0);
-        let overhead = sp.server_wall - sp.busy;
-        let pct = if sp.busy > 0 {
-            100.0 * overhead as f64 / sp.busy as f64
-        } else {
-            0.0
-        };
-        println!(
-            "  {name:<24} {:<8} {:<8} {:<12} {:<12} {:<8} {} ({pct:.1}% of busy)",
-            format!("{:.2} s", wall.as_secs_f64()),
-            secs(sp.server_wall),
-            secs(sp.release_command),
-            secs(p50),
-            secs(sp.busy),
-            secs(overhead),
-        );
+        let sp = split(&events_of(s, "bench").await?);
+        print_row(name, wall, &sp);
     }
-    let (peer, replaced) = client_side_rolling(&s, "bench", round + 1).await?;
-    println!();
+    Ok((round, rolling_one))
+}
+
+/// One strategy's row of the table.
+fn print_row(name: &str, wall: Duration, sp: &Split) {
+    let mut m = sp.machines.clone();
+    m.sort();
+    let p50 = m.get(m.len() / 2).copied().unwrap_or(0);
+    let overhead = sp.server_wall - sp.busy;
+    let pct = if sp.busy > 0 {
+        100.0 * overhead as f64 / sp.busy as f64
+    } else {
+        0.0
+    };
     println!(
-        "  peer: client-side loop, 1 machine at a time over the API: {:.2} s for {replaced} machines; server rolling (1 at a time) {:.2} s for {MACHINES} = {} of the peer",
-        peer.as_secs_f64(),
-        rolling_one.as_secs_f64(),
-        ratio(rolling_one, peer)
+        "  {name:<24} {:<8} {:<8} {:<12} {:<12} {:<8} {} ({pct:.1}% of busy)",
+        format!("{:.2} s", wall.as_secs_f64()),
+        secs(sp.server_wall),
+        secs(sp.release_command),
+        secs(p50),
+        secs(sp.busy),
+        secs(overhead),
     );
-    Ok(())
 }
 
 #[cfg(test)]

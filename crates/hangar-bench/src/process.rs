@@ -76,12 +76,26 @@ async fn run(url: &str, token: &str, client: &Client, server_pid: u32) -> Result
             .map(|n| n.get())
             .unwrap_or(1)
     );
+    let ids = create_latency(&client).await?;
+    stop_latency(&client, &ids).await?;
+    let client = Arc::new(client);
+    let more = create_throughput(&client).await?;
+    stop_in_flight(&client, &more).await?;
+    list_latency(&client, url, token).await?;
+    println!(
+        "server RSS with {TOTAL_MACHINES} stopped machines: {:.1} MiB",
+        rss_kib(server_pid) as f64 / 1024.0
+    );
+    Ok(())
+}
 
-    // create→started, one at a time.
+/// create→started, one machine at a time, against a direct fork/exec; returns the
+/// machines made.
+async fn create_latency(client: &Client) -> Result<Vec<String>> {
     let mut ids = Vec::new();
     let mut lat = Vec::new();
     for _ in 0..LATENCY_MACHINES {
-        let (id, d) = create_started(&client, "bench").await?;
+        let (id, d) = create_started(client, "bench").await?;
         ids.push(id);
         lat.push(d);
     }
@@ -95,10 +109,13 @@ async fn run(url: &str, token: &str, client: &Client, server_pid: u32) -> Result
         ms(direct.p99()),
         ratio(create.p50(), direct.p50())
     );
+    Ok(ids)
+}
 
-    // stop → stopped.
+/// stop → stopped, one machine at a time.
+async fn stop_latency(client: &Client, ids: &[String]) -> Result<()> {
     let mut lat = Vec::new();
-    for id in &ids {
+    for id in ids {
         let t = Instant::now();
         client.action("bench", id, "stop", None).await?;
         client.wait("bench", id, "stopped", 30).await?;
@@ -110,10 +127,13 @@ async fn run(url: &str, token: &str, client: &Client, server_pid: u32) -> Result
         ms(stop.p50()),
         ms(stop.p99())
     );
+    Ok(())
+}
 
-    // Throughput: the rest of the 1000, IN_FLIGHT at a time.
+/// Throughput: the rest of the 1000 machines created and started, IN_FLIGHT at a time;
+/// returns the machines made.
+async fn create_throughput(client: &Arc<Client>) -> Result<Vec<String>> {
     let rest = TOTAL_MACHINES - LATENCY_MACHINES;
-    let client = Arc::new(client);
     let t = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut tasks = Vec::new();
@@ -132,7 +152,12 @@ async fn run(url: &str, token: &str, client: &Client, server_pid: u32) -> Result
     }
     let secs = t.elapsed().as_secs_f64();
     println!("create throughput: {rest} machines created and started in {secs:.2} s = {:.0} machines/s ({IN_FLIGHT} in flight)", rest as f64 / secs);
-    for chunk in more.chunks(IN_FLIGHT) {
+    Ok(more)
+}
+
+/// Stops the machines, IN_FLIGHT at a time.
+async fn stop_in_flight(client: &Arc<Client>, ids: &[String]) -> Result<()> {
+    for chunk in ids.chunks(IN_FLIGHT) {
         let mut stops = Vec::new();
         for id in chunk {
             let (c, id) = (client.clone(), id.clone());
@@ -145,8 +170,11 @@ async fn run(url: &str, token: &str, client: &Client, server_pid: u32) -> Result
             s.await??;
         }
     }
+    Ok(())
+}
 
-    // Listing 1000 machines.
+/// Listing 1000 stopped machines, against `GET /healthz`.
+async fn list_latency(client: &Client, url: &str, token: &str) -> Result<()> {
     let listed: Vec<Machine> = client.list_machines("bench", false).await?;
     if listed.len() != TOTAL_MACHINES || listed.iter().any(|m| m.state != "stopped") {
         bail!(
@@ -188,10 +216,6 @@ async fn run(url: &str, token: &str, client: &Client, server_pid: u32) -> Result
         ms(floor.p50()),
         ms(floor.p99()),
         ratio(list.p50(), floor.p50())
-    );
-    println!(
-        "server RSS with {TOTAL_MACHINES} stopped machines: {:.1} MiB",
-        rss_kib(server_pid) as f64 / 1024.0
     );
     Ok(())
 }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationHandle, AuthorizationState, AuthorizationStatus,
+    ChallengeType, Identifier, NewAccount, NewOrder, Order, OrderStatus, RetryPolicy,
 };
 use rcgen::{CertificateParams, CustomExtension, KeyPair};
 
@@ -161,95 +161,143 @@ pub async fn issue(
     method: Method,
     challenges: &dyn Challenges,
 ) -> Result<Issued, CertError> {
+    let mut order = new_order(config, hostname).await?;
+    let mut answering = Answering {
+        hostname,
+        method,
+        challenges,
+        up: Vec::new(),
+    };
+    let result = async {
+        answering.authorize(&mut order).await?;
+        certificate(&mut order).await
+    }
+    .await;
+    answering.take_down();
+    result
+}
+
+/// An order for `hostname` from the account kept for the directory.
+async fn new_order(config: &AcmeConfig, hostname: &str) -> Result<Order, CertError> {
     let identifiers = [Identifier::Dns(hostname.to_string())];
-    let mut order = match account(config, false)
+    match account(config, false)
         .await?
         .new_order(&NewOrder::new(&identifiers))
         .await
     {
-        Ok(o) => o,
+        Ok(o) => Ok(o),
         // The CA may have forgotten the account (a test CA restarted): make a new one.
         Err(_) => account(config, true)
             .await?
             .new_order(&NewOrder::new(&identifiers))
             .await
-            .map_err(acme)?,
-    };
-    let mut answers = Vec::new();
-    let result = async {
+            .map_err(acme),
+    }
+}
+
+/// Answering an order's authorizations: how to answer, and the answers up so far.
+struct Answering<'a> {
+    hostname: &'a str,
+    method: Method,
+    challenges: &'a dyn Challenges,
+    up: Vec<Answer>,
+}
+
+impl Answering<'_> {
+    /// Answers every pending authorization of the order, telling the CA each is ready.
+    async fn authorize(&mut self, order: &mut Order) -> Result<(), CertError> {
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
-            let mut authz = authz.map_err(acme)?;
+            let authz = authz.map_err(acme)?;
             match authz.status {
                 AuthorizationStatus::Valid => continue,
                 AuthorizationStatus::Pending => {}
                 other => return Err(CertError::Acme(format!("authorization is {other:?}"))),
             }
-            let offered = |t: ChallengeType| authz.challenges.iter().any(|c| c.r#type == t);
-            let kind = if method == Method::TlsAlpn01 && offered(ChallengeType::TlsAlpn01) {
-                ChallengeType::TlsAlpn01
-            } else if offered(ChallengeType::Http01) {
-                ChallengeType::Http01
-            } else {
-                return Err(CertError::Acme(
-                    "the CA offers neither a TLS-ALPN-01 nor an HTTP-01 challenge".into(),
-                ));
-            };
-            let mut challenge = authz
-                .challenge(kind.clone())
-                .ok_or_else(|| CertError::Acme("challenge vanished".into()))?;
-            let key_authorization = challenge.key_authorization();
-            if kind == ChallengeType::TlsAlpn01 {
-                let (cert, key) = alpn_certificate(hostname, key_authorization.digest().as_ref())?;
-                challenges.put_tls_alpn(hostname, &cert, &key);
-                answers.push(Answer::Alpn(hostname.to_string()));
-            } else {
-                let token = challenge.token.clone();
-                challenges.put_http(&token, key_authorization.as_str());
-                answers.push(Answer::Http(token));
-            }
-            challenges.published().await;
-            challenge.set_ready().await.map_err(acme)?;
+            self.answer(authz).await?;
         }
-        let retry = RetryPolicy::new()
-            .initial_delay(Duration::from_millis(250))
-            .timeout(Duration::from_secs(90));
-        let status = order.poll_ready(&retry).await.map_err(acme)?;
-        if status != OrderStatus::Ready {
-            let mut reasons = Vec::new();
-            let mut authorizations = order.authorizations();
-            while let Some(Ok(a)) = authorizations.next().await {
-                for c in &a.challenges {
-                    if let Some(e) = &c.error {
-                        reasons.push(e.detail.clone().unwrap_or_else(|| format!("{e:?}")));
-                    }
-                }
-            }
-            let reasons = if reasons.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", reasons.join("; "))
-            };
-            return Err(CertError::Acme(format!(
-                "validation failed (order is {status:?}){reasons}"
-            )));
-        }
-        let key_pem = order.finalize().await.map_err(acme)?;
-        let chain_pem = order.poll_certificate(&retry).await.map_err(acme)?;
-        let (issuer, not_after) = crate::inspect(&chain_pem)?;
-        Ok(Issued {
-            chain_pem,
-            key_pem,
-            issuer,
-            not_after,
-        })
+        Ok(())
     }
-    .await;
-    for answer in answers {
-        match answer {
-            Answer::Alpn(h) => challenges.remove_tls_alpn(&h),
-            Answer::Http(t) => challenges.remove_http(&t),
+
+    /// Puts up the answer to the authorization's chosen challenge, then says it is ready.
+    async fn answer(&mut self, mut authz: AuthorizationHandle<'_>) -> Result<(), CertError> {
+        let kind = self.choose(&authz)?;
+        let mut challenge = authz
+            .challenge(kind.clone())
+            .ok_or_else(|| CertError::Acme("challenge vanished".into()))?;
+        let key_authorization = challenge.key_authorization();
+        if kind == ChallengeType::TlsAlpn01 {
+            let (cert, key) = alpn_certificate(self.hostname, key_authorization.digest().as_ref())?;
+            self.challenges.put_tls_alpn(self.hostname, &cert, &key);
+            self.up.push(Answer::Alpn(self.hostname.to_string()));
+        } else {
+            let token = challenge.token.clone();
+            self.challenges.put_http(&token, key_authorization.as_str());
+            self.up.push(Answer::Http(token));
+        }
+        self.challenges.published().await;
+        challenge.set_ready().await.map_err(acme)
+    }
+
+    /// The challenge to answer: TLS-ALPN-01 when asked for and offered, else HTTP-01.
+    fn choose(&self, authz: &AuthorizationState) -> Result<ChallengeType, CertError> {
+        let offered = |t: ChallengeType| authz.challenges.iter().any(|c| c.r#type == t);
+        if self.method == Method::TlsAlpn01 && offered(ChallengeType::TlsAlpn01) {
+            Ok(ChallengeType::TlsAlpn01)
+        } else if offered(ChallengeType::Http01) {
+            Ok(ChallengeType::Http01)
+        } else {
+            Err(CertError::Acme(
+                "the CA offers neither a TLS-ALPN-01 nor an HTTP-01 challenge".into(),
+            ))
         }
     }
-    result
+
+    fn take_down(self) {
+        for answer in self.up {
+            match answer {
+                Answer::Alpn(h) => self.challenges.remove_tls_alpn(&h),
+                Answer::Http(t) => self.challenges.remove_http(&t),
+            }
+        }
+    }
+}
+
+/// Waits for the CA to validate the order, then finalizes it and fetches the chain.
+async fn certificate(order: &mut Order) -> Result<Issued, CertError> {
+    let retry = RetryPolicy::new()
+        .initial_delay(Duration::from_millis(250))
+        .timeout(Duration::from_secs(90));
+    let status = order.poll_ready(&retry).await.map_err(acme)?;
+    if status != OrderStatus::Ready {
+        return Err(validation_failed(order, status).await);
+    }
+    let key_pem = order.finalize().await.map_err(acme)?;
+    let chain_pem = order.poll_certificate(&retry).await.map_err(acme)?;
+    let (issuer, not_after) = crate::inspect(&chain_pem)?;
+    Ok(Issued {
+        chain_pem,
+        key_pem,
+        issuer,
+        not_after,
+    })
+}
+
+/// Why the order did not become ready: its status and the challenges' errors.
+async fn validation_failed(order: &mut Order, status: OrderStatus) -> CertError {
+    let mut reasons = Vec::new();
+    let mut authorizations = order.authorizations();
+    while let Some(Ok(a)) = authorizations.next().await {
+        for c in &a.challenges {
+            if let Some(e) = &c.error {
+                reasons.push(e.detail.clone().unwrap_or_else(|| format!("{e:?}")));
+            }
+        }
+    }
+    let reasons = if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", reasons.join("; "))
+    };
+    CertError::Acme(format!("validation failed (order is {status:?}){reasons}"))
 }

@@ -191,61 +191,14 @@ impl Server {
         let egress = Arc::new(hangar_proxy::Egress::default());
         let meter =
             billing::Meter::load(store.clone(), config.prices.clone(), egress.clone()).await?;
-        let (agent, supervisor, remote_agent, agent_token) = match host {
-            Host::Embedded(driver) => {
-                let supervisor =
-                    embedded_agent(&config, &store, driver, &vault, meter.clone()).await?;
-                let agent = hangar_agent::api::Agent(Arc::new(supervisor.clone()));
-                (agent, Some(supervisor), None, None)
-            }
-            Host::Remote { token } => {
-                // Until the agent's changes arrive, machines are as the copy has them.
-                for m in store.call(|db| db.live_machines()).await? {
-                    hangar_agent::Observer::machine(meter.as_ref(), &m);
-                }
-                let link = hangar_agent::remote::client::RemoteAgent::new(&token);
-                let agent = hangar_agent::api::Agent(Arc::new(link.clone()));
-                (agent, None, Some(link), Some(token.as_str().into()))
-            }
-        };
+        let host = connect_agent(&config, &store, host, &vault, &meter).await?;
         meter.settle();
-        let listener = TcpListener::bind(config.api_listen)
-            .await
-            .map_err(|error| ServerError::Listen {
-                addr: config.api_listen,
-                error,
-            })?;
-        let api_addr = listener.local_addr().map_err(ServerError::Serve)?;
-        // A remote agent runs the host's proxy: its addresses are the configured ones.
-        let (http_listener, http_addr) = match &supervisor {
-            Some(_) => bind(config.http_listen).await?,
-            None => (None, config.http_listen),
-        };
-        let (https_listener, https_addr) = match &supervisor {
-            Some(_) => bind(config.https_listen).await?,
-            None => (None, config.https_listen),
-        };
-        let shared_v4 = match http_addr.ip() {
-            ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
-            ip => ip,
-        };
-        let edge = edge::Edge::new(
-            store.clone(),
-            edge::EdgeConfig {
-                pools: config.ip_pools.clone(),
-                shared_v4,
-                app_domain: config.app_domain.clone(),
-                data_dir: config.data_dir.clone(),
-                acme: config.acme.clone(),
-            },
-        )?;
-        if is_root() {
-            edge.route_v6_pool().await;
-        }
-        edge.take_charge().await?;
+        let listeners = listen(&config, host.supervisor.is_some()).await?;
+        let (http_addr, https_addr) = (listeners.http_addr, listeners.https_addr);
+        let edge = start_edge(&config, &store, http_addr).await?;
         let state = AppState {
             store,
-            agent,
+            agent: host.agent,
             region: config.region.as_str().into(),
             idempotency: Arc::default(),
             edge,
@@ -255,21 +208,21 @@ impl Server {
             builder: builds::Builder::new(config.registry_listen, &config.data_dir),
             meter,
             tokens: Arc::default(),
-            remote_agent,
-            agent_token,
+            remote_agent: host.remote_agent,
+            agent_token: host.agent_token,
         };
         let interrupted = deploy::mark_interrupted(&state).await;
         if !interrupted.is_empty() {
             tokio::spawn(deploy::undo_all(state.clone(), interrupted));
         }
         Ok(Server {
-            api_addr,
+            api_addr: listeners.api_addr,
             http_addr,
             https_addr,
             bootstrap,
-            listener,
-            http_listener,
-            https_listener,
+            listener: listeners.api,
+            http_listener: listeners.http,
+            https_listener: listeners.https,
             proxy: hangar_proxy::ProxyConfig {
                 app_domain: config.app_domain.clone(),
                 region: config.region.clone(),
@@ -279,7 +232,7 @@ impl Server {
             },
             autostop_interval: config.autostop_interval,
             egress,
-            supervisor,
+            supervisor: host.supervisor,
             state,
         })
     }
@@ -345,6 +298,119 @@ impl Server {
         let _ = meter.await;
         result
     }
+}
+
+/// The control plane's side of the host's agent.
+struct HostAgent {
+    agent: hangar_agent::api::Agent,
+    /// The embedded agent's supervisor; none with a remote agent.
+    supervisor: Option<supervisor::Supervisor>,
+    /// With a remote agent: the link to it and the token it shows.
+    remote_agent: Option<hangar_agent::remote::client::RemoteAgent>,
+    agent_token: Option<Arc<str>>,
+}
+
+/// Connects the control plane to the host's agent: one started in this process, or
+/// the link a remote agent registers on.
+async fn connect_agent(
+    config: &ServerConfig,
+    store: &Store,
+    host: Host,
+    vault: &secrets::Vault,
+    meter: &Arc<billing::Meter>,
+) -> Result<HostAgent, ServerError> {
+    Ok(match host {
+        Host::Embedded(driver) => {
+            let supervisor = embedded_agent(config, store, driver, vault, meter.clone()).await?;
+            HostAgent {
+                agent: hangar_agent::api::Agent(Arc::new(supervisor.clone())),
+                supervisor: Some(supervisor),
+                remote_agent: None,
+                agent_token: None,
+            }
+        }
+        Host::Remote { token } => {
+            // Until the agent's changes arrive, machines are as the copy has them.
+            for m in store.call(|db| db.live_machines()).await? {
+                hangar_agent::Observer::machine(meter.as_ref(), &m);
+            }
+            let link = hangar_agent::remote::client::RemoteAgent::new(&token);
+            HostAgent {
+                agent: hangar_agent::api::Agent(Arc::new(link.clone())),
+                supervisor: None,
+                remote_agent: Some(link),
+                agent_token: Some(token.as_str().into()),
+            }
+        }
+    })
+}
+
+/// The sockets a server listens on, bound.
+struct Listeners {
+    api: TcpListener,
+    api_addr: SocketAddr,
+    http: Option<TcpListener>,
+    http_addr: SocketAddr,
+    https: Option<TcpListener>,
+    https_addr: SocketAddr,
+}
+
+/// Binds the API listener and, when the proxy runs in this process, the proxy's.
+/// A remote agent runs the host's proxy: its addresses are the configured ones.
+async fn listen(config: &ServerConfig, proxy_here: bool) -> Result<Listeners, ServerError> {
+    let api = TcpListener::bind(config.api_listen)
+        .await
+        .map_err(|error| ServerError::Listen {
+            addr: config.api_listen,
+            error,
+        })?;
+    let api_addr = api.local_addr().map_err(ServerError::Serve)?;
+    let (http, http_addr) = if proxy_here {
+        bind(config.http_listen).await?
+    } else {
+        (None, config.http_listen)
+    };
+    let (https, https_addr) = if proxy_here {
+        bind(config.https_listen).await?
+    } else {
+        (None, config.https_listen)
+    };
+    Ok(Listeners {
+        api,
+        api_addr,
+        http,
+        http_addr,
+        https,
+        https_addr,
+    })
+}
+
+/// The edge's control side: apps' shared address beside the proxy's HTTP one, the v6
+/// pool routed (as root), and the edge's stored state taken charge of.
+async fn start_edge(
+    config: &ServerConfig,
+    store: &Store,
+    http_addr: SocketAddr,
+) -> Result<Arc<edge::Edge>, ServerError> {
+    let shared_v4 = match http_addr.ip() {
+        ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+        ip => ip,
+    };
+    let edge = edge::Edge::new(
+        store.clone(),
+        edge::EdgeConfig {
+            pools: config.ip_pools.clone(),
+            shared_v4,
+            app_domain: config.app_domain.clone(),
+            data_dir: config.data_dir.clone(),
+            acme: config.acme.clone(),
+        },
+    )?;
+    if is_root() {
+        edge.route_v6_pool().await;
+    }
+    edge.take_charge().await?;
+    Ok(edge)
 }
 
 /// The host's agent in this process: its own store beside the control plane's data,

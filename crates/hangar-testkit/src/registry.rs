@@ -144,35 +144,7 @@ impl TestRegistry {
         }))
         .expect("encode the image config");
         for blob in [&layer, &config] {
-            let res = self
-                .request(
-                    reqwest::Method::POST,
-                    format!("http://{}/v2/{repo}/blobs/uploads/", self.addr),
-                )
-                .send()
-                .await
-                .expect("start a blob upload (is the registry up?)");
-            let loc = res.headers()["location"]
-                .to_str()
-                .expect("upload location is text")
-                .to_string();
-            let loc = if loc.starts_with("http") {
-                loc
-            } else {
-                format!("http://{}{loc}", self.addr)
-            };
-            let sep = if loc.contains('?') { '&' } else { '?' };
-            let put = self
-                .request(
-                    reqwest::Method::PUT,
-                    format!("{loc}{sep}digest={}", digest(blob)),
-                )
-                .header("content-type", "application/octet-stream")
-                .body(blob.clone())
-                .send()
-                .await
-                .expect("upload a blob");
-            assert!(put.status().is_success(), "push blob: {}", put.status());
+            self.push_blob(repo, blob).await;
         }
         let manifest = serde_json::to_vec(&json!({
             "schemaVersion": 2,
@@ -188,10 +160,49 @@ impl TestRegistry {
             &manifest,
         )
         .await;
-        // A multi-arch index beside it: this host's platform and one it is not (a
-        // manifest that differs only by an annotation, so the registry knows it).
+        self.push_multi_arch(repo, tag, &manifest).await;
+        format!("{}/{repo}:{tag}", self.addr)
+    }
+
+    /// Uploads one blob to `repo`, in a single request after starting the upload.
+    async fn push_blob(&self, repo: &str, blob: &[u8]) {
+        let res = self
+            .request(
+                reqwest::Method::POST,
+                format!("http://{}/v2/{repo}/blobs/uploads/", self.addr),
+            )
+            .send()
+            .await
+            .expect("start a blob upload (is the registry up?)");
+        let loc = res.headers()["location"]
+            .to_str()
+            .expect("upload location is text")
+            .to_string();
+        let loc = if loc.starts_with("http") {
+            loc
+        } else {
+            format!("http://{}{loc}", self.addr)
+        };
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let put = self
+            .request(
+                reqwest::Method::PUT,
+                format!("{loc}{sep}digest={}", digest(blob)),
+            )
+            .header("content-type", "application/octet-stream")
+            .body(blob.to_vec())
+            .send()
+            .await
+            .expect("upload a blob");
+        assert!(put.status().is_success(), "push blob: {}", put.status());
+    }
+
+    /// A multi-arch index beside the image, as `{tag}-multi`: this host's platform and
+    /// one it is not (`{tag}-s390x`, a manifest that differs only by an annotation, so
+    /// the registry knows it).
+    async fn push_multi_arch(&self, repo: &str, tag: &str, manifest: &[u8]) {
         let mut other: serde_json::Value =
-            serde_json::from_slice(&manifest).expect("read back the manifest");
+            serde_json::from_slice(manifest).expect("read back the manifest");
         other["annotations"] = json!({"platform": "s390x"});
         let other = serde_json::to_vec(&other).expect("encode the other-platform manifest");
         self.put_manifest(
@@ -207,7 +218,7 @@ impl TestRegistry {
             "manifests": [
                 {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(&other),
                  "size": other.len(), "platform": {"architecture": "s390x", "os": "linux"}},
-                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(&manifest),
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(manifest),
                  "size": manifest.len(), "platform": {"architecture": "amd64", "os": "linux"}}
             ]
         }))
@@ -219,7 +230,6 @@ impl TestRegistry {
             &index,
         )
         .await;
-        format!("{}/{repo}:{tag}", self.addr)
     }
 
     async fn put_manifest(&self, repo: &str, tag: &str, media_type: &str, body: &[u8]) {

@@ -18,6 +18,7 @@ use super::{ApiError, JsonBody, Params};
 use crate::auth::Caller;
 use crate::AppState;
 use hangar_agent::api::Snapshot;
+use tokio::sync::watch;
 
 type MachinePath = Path<(String, String)>;
 
@@ -316,84 +317,105 @@ async fn wait(
     Path((app, id)): MachinePath,
     q: Params,
 ) -> Result<Json<WaitResponse>, ApiError> {
-    let mut states = q.list("state");
-    if states.is_empty() {
-        states.push("started".into());
-    }
-    if let Some(bad) = states.iter().find(|st| !WAIT_STATES.contains(&st.as_str())) {
-        return Err(ApiError::invalid(format!(
-            "invalid state {bad:?} to wait for: use started, stopped, suspended, destroyed, failed or settled"
-        )));
-    }
+    let target = WaitTarget::from_params(&q)?;
     let timeout = wait_timeout(&q)?;
-    let target = WaitTarget {
-        states,
-        version: q
-            .get("version")
-            .or(q.get("instance_id"))
-            .filter(|v| !v.is_empty())
-            .map(str::to_string),
-        from_event_id: q
-            .get("from_event_id")
-            .filter(|v| !v.is_empty())
-            .map(str::to_string),
-    };
     let m = load_machine(&s, &c, &app, &id).await?;
-    let answer = |snap: &Snapshot| {
-        Json(WaitResponse {
-            ok: true,
-            state: snap.state.to_string(),
-            version: snap.version.clone(),
-            event_id: snap.event_id.clone(),
-        })
-    };
-    let Some(mut rx) = s.agent.api().watch(&m.id).await else {
+    let Some(rx) = s.agent.api().watch(&m.id).await else {
         // No actor: the machine is destroyed.
-        let snap = Snapshot {
+        return target.last(Snapshot {
             state: m.state,
             version: m.instance_id.clone(),
             event_id: String::new(),
-        };
-        return if target.wants(m.state) {
-            Ok(answer(&snap))
-        } else {
-            Err(deadline(&target, m.state.as_str()))
-        };
+        });
     };
     let mid = m.id.clone();
     let newest = s.store.call(move |db| db.events(&mid, 1)).await?;
     let fallback_event = newest.first().map(|e| e.id.clone()).unwrap_or_default();
-    let until = tokio::time::Instant::now() + timeout;
-    loop {
-        let mut snap = rx.borrow_and_update().clone();
-        if snap.event_id.is_empty() {
-            snap.event_id = fallback_event.clone();
+    target.follow(rx, fallback_event, timeout).await
+}
+
+impl WaitTarget {
+    /// The target a request names: its `state`s (`started` when none), the `version`
+    /// (or `instance_id`) to stay on, and the event to come after.
+    fn from_params(q: &Params) -> Result<WaitTarget, ApiError> {
+        let mut states = q.list("state");
+        if states.is_empty() {
+            states.push("started".into());
         }
-        if let Some(v) = &target.version {
-            if *v != snap.version {
-                return Err(deadline(&target, "replaced"));
+        if let Some(bad) = states.iter().find(|st| !WAIT_STATES.contains(&st.as_str())) {
+            return Err(ApiError::invalid(format!(
+                "invalid state {bad:?} to wait for: use started, stopped, suspended, destroyed, failed or settled"
+            )));
+        }
+        Ok(WaitTarget {
+            states,
+            version: q
+                .get("version")
+                .or(q.get("instance_id"))
+                .filter(|v| !v.is_empty())
+                .map(str::to_string),
+            from_event_id: q
+                .get("from_event_id")
+                .filter(|v| !v.is_empty())
+                .map(str::to_string),
+        })
+    }
+
+    /// Follows the machine's snapshots until one meets the target, its version is
+    /// replaced, it is destroyed, or `timeout` passes. Snapshots with no event yet
+    /// carry `fallback_event`, the machine's newest.
+    async fn follow(
+        &self,
+        mut rx: watch::Receiver<Snapshot>,
+        fallback_event: String,
+        timeout: Duration,
+    ) -> Result<Json<WaitResponse>, ApiError> {
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut snap = rx.borrow_and_update().clone();
+            if snap.event_id.is_empty() {
+                snap.event_id = fallback_event.clone();
             }
-        }
-        if target.met_by(&snap) {
-            return Ok(answer(&snap));
-        }
-        match tokio::time::timeout_at(until, rx.changed()).await {
-            Ok(Ok(())) => continue,
-            Ok(Err(_)) => {
+            if let Some(v) = &self.version {
+                if *v != snap.version {
+                    return Err(deadline(self, "replaced"));
+                }
+            }
+            if self.met_by(&snap) {
+                return Ok(wait_response(&snap));
+            }
+            match tokio::time::timeout_at(until, rx.changed()).await {
+                Ok(Ok(())) => continue,
                 // The actor ended: the machine was destroyed.
-                let snap = Snapshot {
-                    state: MachineState::Destroyed,
-                    ..snap
-                };
-                return if target.wants(MachineState::Destroyed) {
-                    Ok(answer(&snap))
-                } else {
-                    Err(deadline(&target, "destroyed"))
-                };
+                Ok(Err(_)) => {
+                    return self.last(Snapshot {
+                        state: MachineState::Destroyed,
+                        ..snap
+                    })
+                }
+                Err(_) => return Err(deadline(self, snap.state.as_str())),
             }
-            Err(_) => return Err(deadline(&target, snap.state.as_str())),
         }
     }
+
+    /// The answer for a machine that will change no more: whether its last state is
+    /// one waited for.
+    fn last(&self, snap: Snapshot) -> Result<Json<WaitResponse>, ApiError> {
+        if self.wants(snap.state) {
+            Ok(wait_response(&snap))
+        } else {
+            Err(deadline(self, snap.state.as_str()))
+        }
+    }
+}
+
+fn wait_response(snap: &Snapshot) -> Json<WaitResponse> {
+    Json(WaitResponse {
+        ok: true,
+        state: snap.state.to_string(),
+        version: snap.version.clone(),
+        event_id: snap.event_id.clone(),
+    })
 }
 
 async fn events(

@@ -92,30 +92,7 @@ async fn current_release(state: &AppState, app: &str) -> Result<Option<ReleaseRe
 /// A plan from a deploy request, every override applied and checked.
 async fn plan(state: &AppState, app: AppRecord, req: DeployRequest) -> Result<Plan, ApiError> {
     let current = current_release(state, &app.name).await?;
-    let (mut config, image) = if req.restart_only {
-        let r = current.clone().ok_or_else(|| {
-            ApiError::unprocessable(format!(
-                "no machines available to deploy: app {} has no complete release yet; the secrets are staged for its first deploy",
-                app.name
-            ))
-        })?;
-        let value = serde_json::from_str(&r.definition).map_err(ApiError::internal)?;
-        (read_config(value)?, r.image)
-    } else {
-        let value = req.config.clone().ok_or_else(|| {
-            ApiError::unprocessable("config is required: send the app's fly.toml as JSON")
-        })?;
-        let image = req
-            .image
-            .clone()
-            .filter(|i| !i.trim().is_empty())
-            .ok_or_else(|| {
-                ApiError::unprocessable(
-                    "image is required: build one (hangar deploy builds the Dockerfile) or pass --image",
-                )
-            })?;
-        (read_config(value)?, image)
-    };
+    let (mut config, image) = starting_point(&app, current, &req)?;
     config.env.extend(req.env.clone());
     if let Some(r) = req.primary_region.clone().filter(|r| !r.is_empty()) {
         config.primary_region = Some(r);
@@ -135,16 +112,7 @@ async fn plan(state: &AppState, app: AppRecord, req: DeployRequest) -> Result<Pl
             "max_unavailable must be above 0: a fraction such as 0.33, or a number of machines",
         ));
     }
-    let wait_timeout = req
-        .wait_timeout
-        .or(d.wait_timeout)
-        .map(|w| w.0)
-        .unwrap_or(DEFAULT_WAIT);
-    let wait_timeout = if wait_timeout.is_zero() {
-        Duration::from_secs(120)
-    } else {
-        wait_timeout
-    };
+    let wait_timeout = machine_wait(&req, &d);
     let description = req.description.clone().unwrap_or_else(|| {
         if req.restart_only {
             "Restart machines with new secrets".to_string()
@@ -170,6 +138,54 @@ async fn plan(state: &AppState, app: AppRecord, req: DeployRequest) -> Result<Pl
         secrets: None,
         description,
     })
+}
+
+/// The config and image a deploy starts from: on a restart the current release's, else
+/// the request's.
+fn starting_point(
+    app: &AppRecord,
+    current: Option<ReleaseRecord>,
+    req: &DeployRequest,
+) -> Result<(AppConfig, String), ApiError> {
+    if req.restart_only {
+        let r = current.ok_or_else(|| {
+            ApiError::unprocessable(format!(
+                "no machines available to deploy: app {} has no complete release yet; the secrets are staged for its first deploy",
+                app.name
+            ))
+        })?;
+        let value = serde_json::from_str(&r.definition).map_err(ApiError::internal)?;
+        Ok((read_config(value)?, r.image))
+    } else {
+        let value = req.config.clone().ok_or_else(|| {
+            ApiError::unprocessable("config is required: send the app's fly.toml as JSON")
+        })?;
+        let image = req
+            .image
+            .clone()
+            .filter(|i| !i.trim().is_empty())
+            .ok_or_else(|| {
+                ApiError::unprocessable(
+                    "image is required: build one (hangar deploy builds the Dockerfile) or pass --image",
+                )
+            })?;
+        Ok((read_config(value)?, image))
+    }
+}
+
+/// The per-machine wait: the request's, else the config's, else flyctl's default; zero
+/// means two minutes.
+fn machine_wait(req: &DeployRequest, d: &hangar_appconfig::Deploy) -> Duration {
+    let wait_timeout = req
+        .wait_timeout
+        .or(d.wait_timeout)
+        .map(|w| w.0)
+        .unwrap_or(DEFAULT_WAIT);
+    if wait_timeout.is_zero() {
+        Duration::from_secs(120)
+    } else {
+        wait_timeout
+    }
 }
 
 async fn create(

@@ -368,49 +368,65 @@ impl Meter {
         let now = clock::now_ms();
         let (o, mo) = (org.to_string(), month_name.to_string());
         let rows = self.store.call(move |db| db.usage(&o, &mo)).await?;
-        let mut totals: BTreeMap<(String, String, String, i64, String), f64> = BTreeMap::new();
-        let mut add = |k: &UsageKey, q: f64| {
-            *totals
-                .entry((
-                    k.app_name.clone(),
-                    k.item.clone(),
-                    k.size.clone(),
-                    k.memory_mb,
-                    k.state.clone(),
-                ))
-                .or_default() += q;
-        };
+        let mut totals = Totals::default();
         for r in &rows {
-            add(&r.key, r.quantity);
+            totals.add(&r.key, r.quantity);
         }
-        {
-            let state = self.state.lock().await;
-            for o in state.open.values().filter(|o| o.key.org_slug == org) {
-                for r in elapsed(&o.key, o.since_ms.max(from), now) {
-                    if r.month == month_name {
-                        add(&r.key, r.quantity);
-                    }
+        self.add_uncounted(&mut totals, org, month_name, from, now)
+            .await;
+        let lines = self.priced(totals, app);
+        let total = lines.iter().map(|l| l.cost).sum();
+        Ok(BillingReport {
+            org: org.to_string(),
+            month: month_name.to_string(),
+            currency: self.prices.currency.clone(),
+            through: clock::rfc3339_now(),
+            lines,
+            total,
+        })
+    }
+
+    /// Adds what the store does not have yet: the org's meters running now, from
+    /// `from` (the month's start) up to `now`, and, in the current month, the bytes
+    /// its apps sent since the last count.
+    async fn add_uncounted(
+        &self,
+        totals: &mut Totals,
+        org: &str,
+        month_name: &str,
+        from: i64,
+        now: i64,
+    ) {
+        let state = self.state.lock().await;
+        for o in state.open.values().filter(|o| o.key.org_slug == org) {
+            for r in elapsed(&o.key, o.since_ms.max(from), now) {
+                if r.month == month_name {
+                    totals.add(&r.key, r.quantity);
                 }
             }
-            // Bytes sent since the last count belong to this month.
-            if month::of(now) == month_name {
-                for (a, bytes) in self.egress.peek() {
-                    if state.orgs.get(&a).is_some_and(|o| o == org) {
-                        let key = UsageKey {
-                            org_slug: org.to_string(),
-                            app_name: a,
-                            item: UsageItem::Egress.as_str().into(),
-                            size: String::new(),
-                            memory_mb: 0,
-                            state: String::new(),
-                        };
-                        add(&key, bytes as f64);
-                    }
+        }
+        // Bytes sent since the last count belong to this month.
+        if month::of(now) == month_name {
+            for (a, bytes) in self.egress.peek() {
+                if state.orgs.get(&a).is_some_and(|o| o == org) {
+                    let key = UsageKey {
+                        org_slug: org.to_string(),
+                        app_name: a,
+                        item: UsageItem::Egress.as_str().into(),
+                        size: String::new(),
+                        memory_mb: 0,
+                        state: String::new(),
+                    };
+                    totals.add(&key, bytes as f64);
                 }
             }
         }
+    }
+
+    /// The report's lines, of one app when `app` is given, each priced from the table.
+    fn priced(&self, totals: Totals, app: Option<&str>) -> Vec<UsageLine> {
         let mut lines = Vec::new();
-        for ((a, item, size, memory, st), quantity) in totals {
+        for ((a, item, size, memory, st), quantity) in totals.0 {
             if app.is_some_and(|want| want != a) {
                 continue;
             }
@@ -435,15 +451,27 @@ impl Meter {
                 cost: quantity * unit_price,
             });
         }
-        let total = lines.iter().map(|l| l.cost).sum();
-        Ok(BillingReport {
-            org: org.to_string(),
-            month: month_name.to_string(),
-            currency: self.prices.currency.clone(),
-            through: clock::rfc3339_now(),
-            lines,
-            total,
-        })
+        lines
+    }
+}
+
+/// Quantities of a report summed by app, item, size, memory and state, in that order
+/// (the order of its lines).
+#[derive(Default)]
+struct Totals(BTreeMap<(String, String, String, i64, String), f64>);
+
+impl Totals {
+    fn add(&mut self, k: &UsageKey, q: f64) {
+        *self
+            .0
+            .entry((
+                k.app_name.clone(),
+                k.item.clone(),
+                k.size.clone(),
+                k.memory_mb,
+                k.state.clone(),
+            ))
+            .or_default() += q;
     }
 }
 

@@ -139,95 +139,20 @@ pub(super) async fn run(state: AppState, plan: Plan, release: ReleaseRecord, rep
 }
 
 async fn execute(ctx: &Ctx<'_>) -> Result<(), Failure> {
-    let (state, plan, reporter) = (ctx.state, ctx.plan, ctx.reporter);
-    let app = plan.app.name.clone();
-    let list = || async {
-        let a = app.clone();
-        state
-            .store
-            .call(move |db| db.live_machines_of_app(&a))
-            .await
-            .map_err(|e| Failure::new(format!("list machines: {e}")))
-    };
-    // A machine mid-change (an immediate deploy does not wait, a user may be starting
-    // one) is waited for: what the deploy does to each depends on the state it rests in.
-    let mut all = list().await?;
-    let moving: Vec<String> = all
-        .iter()
-        .filter(|m| !SETTLED.contains(&m.state))
-        .map(|m| m.id.clone())
-        .collect();
-    if !moving.is_empty() {
-        for id in &moving {
-            if let Err(e) = fleet::wait_state(state, id, SETTLED, plan.wait_timeout).await {
-                let gone = state
-                    .agent
-                    .state(id)
-                    .await
-                    .is_none_or(|s| s == MachineState::Destroyed);
-                if !gone {
-                    return Err(Failure::on(
-                        id,
-                        format!("machine {id} did not settle before the deploy: {e}"),
-                    ));
-                }
-            }
-        }
-        all = list().await?;
-    }
+    let (plan, reporter) = (ctx.plan, ctx.reporter);
+    let all = settled_machines(ctx).await?;
     for m in all
         .iter()
         .filter(|m| m.config.process_group() == metadata::RELEASE_COMMAND_GROUP)
     {
         destroy(ctx, &m.id).await;
     }
-    let (managed, unmanaged): (Vec<MachineRecord>, Vec<MachineRecord>) =
-        all.into_iter().partition(is_managed);
-    let others = unmanaged
-        .iter()
-        .filter(|m| m.config.process_group() != metadata::RELEASE_COMMAND_GROUP)
-        .count();
-    if others > 0 {
-        reporter.warning(format!(
-            "{others} machine(s) of {app} were not made by a deploy (hangar machine run, the Machines API); the deploy leaves them as they are"
-        ));
-    }
-    let groups = plan.config.groups();
-    let mut by_group: BTreeMap<String, Vec<MachineRecord>> = BTreeMap::new();
-    let mut removed = Vec::new();
-    for m in managed {
-        let g = m.config.process_group().to_string();
-        if plan.restart_only || groups.contains(&g) {
-            by_group.entry(g).or_default().push(m);
-        } else {
-            removed.push(m);
-        }
-    }
+    let Sorted { by_group, removed } = sort_machines(ctx, all);
     let mut to_lease: Vec<String> = by_group.values().flatten().map(|m| m.id.clone()).collect();
     to_lease.extend(removed.iter().map(|m| m.id.clone()));
     super::leases::take(ctx, to_lease).await?;
-    let missing: Vec<String> = if plan.restart_only {
-        Vec::new()
-    } else {
-        groups
-            .iter()
-            .filter(|g| !by_group.contains_key(*g))
-            .cloned()
-            .collect()
-    };
-    reporter.step(format!(
-        "release v{}: {} strategy, image {}",
-        ctx.release.version,
-        plan.strategy.as_str(),
-        plan.image
-    ));
-    for m in &removed {
-        reporter.step(format!(
-            "process group '{}' is no longer in the config: machine {} will be destroyed",
-            m.config.process_group(),
-            m.id
-        ));
-    }
+    let missing = missing_groups(plan, &by_group);
+    announce(ctx, &removed);
     if !plan.restart_only && !plan.skip_release_command {
         release_command::run(ctx).await?;
     }
@@ -238,22 +163,7 @@ async fn execute(ctx: &Ctx<'_>) -> Result<(), Failure> {
     for g in &missing {
         strategy::create_group(ctx, g).await?;
     }
-    let mut entries = Vec::new();
-    for (g, machines) in by_group {
-        for m in machines {
-            let config = if plan.restart_only {
-                m.config.clone()
-            } else {
-                super::group_config(plan, &g, Some(&m.config))
-                    .map_err(|e| Failure::on(&m.id, format!("machine {}: {e}", m.id)))?
-            };
-            entries.push(strategy::Entry {
-                config: ctx.stamp(config),
-                group: g.clone(),
-                machine: m,
-            });
-        }
-    }
+    let entries = entries(ctx, by_group)?;
     if !entries.is_empty() {
         match plan.strategy {
             Strategy::Immediate => strategy::immediate(ctx, entries).await?,
@@ -270,6 +180,147 @@ async fn execute(ctx: &Ctx<'_>) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+async fn live_machines(ctx: &Ctx<'_>) -> Result<Vec<MachineRecord>, Failure> {
+    let app = ctx.plan.app.name.clone();
+    ctx.state
+        .store
+        .call(move |db| db.live_machines_of_app(&app))
+        .await
+        .map_err(|e| Failure::new(format!("list machines: {e}")))
+}
+
+/// The app's live machines, once none is mid-change. A machine mid-change (an
+/// immediate deploy does not wait, a user may be starting one) is waited for: what the
+/// deploy does to each depends on the state it rests in.
+async fn settled_machines(ctx: &Ctx<'_>) -> Result<Vec<MachineRecord>, Failure> {
+    let all = live_machines(ctx).await?;
+    let moving: Vec<String> = all
+        .iter()
+        .filter(|m| !SETTLED.contains(&m.state))
+        .map(|m| m.id.clone())
+        .collect();
+    if moving.is_empty() {
+        return Ok(all);
+    }
+    for id in &moving {
+        wait_settled(ctx, id).await?;
+    }
+    live_machines(ctx).await
+}
+
+/// Waits for a machine to come to rest; one destroyed meanwhile is no failure.
+async fn wait_settled(ctx: &Ctx<'_>, id: &str) -> Result<(), Failure> {
+    let state = ctx.state;
+    if let Err(e) = fleet::wait_state(state, id, SETTLED, ctx.plan.wait_timeout).await {
+        let gone = state
+            .agent
+            .state(id)
+            .await
+            .is_none_or(|s| s == MachineState::Destroyed);
+        if !gone {
+            return Err(Failure::on(
+                id,
+                format!("machine {id} did not settle before the deploy: {e}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The machines a deploy moves to the release, by group, and those it destroys.
+struct Sorted {
+    by_group: BTreeMap<String, Vec<MachineRecord>>,
+    /// Machines whose process group is no longer in the config.
+    removed: Vec<MachineRecord>,
+}
+
+/// Sorts the app's machines for the deploy; those a deploy did not make are left as
+/// they are, with a warning.
+fn sort_machines(ctx: &Ctx<'_>, all: Vec<MachineRecord>) -> Sorted {
+    let plan = ctx.plan;
+    let (managed, unmanaged): (Vec<MachineRecord>, Vec<MachineRecord>) =
+        all.into_iter().partition(is_managed);
+    let others = unmanaged
+        .iter()
+        .filter(|m| m.config.process_group() != metadata::RELEASE_COMMAND_GROUP)
+        .count();
+    if others > 0 {
+        let app = &plan.app.name;
+        ctx.reporter.warning(format!(
+            "{others} machine(s) of {app} were not made by a deploy (hangar machine run, the Machines API); the deploy leaves them as they are"
+        ));
+    }
+    let groups = plan.config.groups();
+    let mut by_group: BTreeMap<String, Vec<MachineRecord>> = BTreeMap::new();
+    let mut removed = Vec::new();
+    for m in managed {
+        let g = m.config.process_group().to_string();
+        if plan.restart_only || groups.contains(&g) {
+            by_group.entry(g).or_default().push(m);
+        } else {
+            removed.push(m);
+        }
+    }
+    Sorted { by_group, removed }
+}
+
+/// The config's groups that have no machine yet (none on a restart).
+fn missing_groups(plan: &Plan, by_group: &BTreeMap<String, Vec<MachineRecord>>) -> Vec<String> {
+    if plan.restart_only {
+        return Vec::new();
+    }
+    plan.config
+        .groups()
+        .iter()
+        .filter(|g| !by_group.contains_key(*g))
+        .cloned()
+        .collect()
+}
+
+/// Says what the release is, and which machines it will destroy.
+fn announce(ctx: &Ctx<'_>, removed: &[MachineRecord]) {
+    let (plan, reporter) = (ctx.plan, ctx.reporter);
+    reporter.step(format!(
+        "release v{}: {} strategy, image {}",
+        ctx.release.version,
+        plan.strategy.as_str(),
+        plan.image
+    ));
+    for m in removed {
+        reporter.step(format!(
+            "process group '{}' is no longer in the config: machine {} will be destroyed",
+            m.config.process_group(),
+            m.id
+        ));
+    }
+}
+
+/// Each existing machine with the config it moves to, stamped with the release: on a
+/// restart its own, otherwise its group's on the new image.
+fn entries(
+    ctx: &Ctx<'_>,
+    by_group: BTreeMap<String, Vec<MachineRecord>>,
+) -> Result<Vec<strategy::Entry>, Failure> {
+    let plan = ctx.plan;
+    let mut entries = Vec::new();
+    for (g, machines) in by_group {
+        for m in machines {
+            let config = if plan.restart_only {
+                m.config.clone()
+            } else {
+                super::group_config(plan, &g, Some(&m.config))
+                    .map_err(|e| Failure::on(&m.id, format!("machine {}: {e}", m.id)))?
+            };
+            entries.push(strategy::Entry {
+                config: ctx.stamp(config),
+                group: g.clone(),
+                machine: m,
+            });
+        }
+    }
+    Ok(entries)
 }
 
 /// Destroys a machine, stopping it first (its requests finish); failures are reported.

@@ -1,242 +1,49 @@
 //! The commands a machine's actor takes ([`MachineCmd`]): each checks that it is legal
 //! in the current state, records its transition, replies, then acts.
 
+use std::time::Duration;
+
+use hangar_runtime::ExecOutput;
 use hangar_types::observed::MachineChange;
 use hangar_types::EventKind;
-use hangar_types::{MachineEvent, MachineState};
+use hangar_types::{MachineConfig, MachineEvent, MachineState, ProcessStat, Signal};
 use serde_json::json;
 
 use super::{driver_error, not_now, MachineActor, Result};
-use crate::supervisor::{launch, MachineCmd, OpError};
+use crate::supervisor::{launch, MachineCmd, OpError, Reply};
 use crate::{clock, ids};
+
+use MachineState as S;
 
 impl MachineActor {
     /// Handles one command; returns true when the machine is now destroyed.
     pub(super) async fn handle(&mut self, cmd: MachineCmd) -> bool {
-        use MachineState as S;
-        let state = self.m.state;
         match cmd {
-            MachineCmd::Start { reply } => match state {
-                S::Started | S::Starting => {
-                    let _ = reply.send(Ok(state));
-                }
-                S::Created | S::Stopped | S::Failed | S::Suspended => {
-                    let r = self.begin_start("user").await;
-                    let ok = r.is_ok();
-                    let _ = reply.send(r.map(|_| state));
-                    if ok {
-                        if state == S::Suspended {
-                            self.resume().await;
-                        } else {
-                            self.finish_start().await;
-                        }
-                    }
-                }
-                _ => {
-                    let msg = if state == S::Replacing {
-                        "machine getting replaced, refusing to start".to_string()
-                    } else {
-                        format!("unable to start machine from current state: '{state}'")
-                    };
-                    let _ = reply.send(Err(OpError::Precondition(msg)));
-                }
-            },
+            MachineCmd::Start { reply } => self.start(reply).await,
             MachineCmd::Stop {
                 signal,
                 timeout,
                 reply,
-            } => match state {
-                S::Stopped => {
-                    let _ = reply.send(Ok(()));
-                }
-                S::Started | S::Created | S::Suspended | S::Failed | S::Starting => {
-                    let (signal, timeout) = Self::stop_defaults(&self.m.config, signal, timeout);
-                    let r = self
-                        .transition(S::Stopping, EventKind::Stop, "user", None, None)
-                        .await;
-                    let ok = r.is_ok();
-                    let _ = reply.send(r);
-                    if ok {
-                        self.pending_restart = None;
-                        let status = self.stop_process(signal, timeout).await;
-                        let r = self.record_requested_exit(status).await;
-                        self.log_err("record stop", r);
-                    }
-                }
-                _ => {
-                    let _ = reply.send(Err(not_now("stop", state)));
-                }
-            },
+            } => self.stop(signal, timeout, reply).await,
             MachineCmd::Restart {
                 signal,
                 timeout,
                 reply,
-            } => match state {
-                S::Started => {
-                    let (signal, timeout) = Self::stop_defaults(&self.m.config, signal, timeout);
-                    let r = self
-                        .transition(S::Restarting, EventKind::Restart, "user", None, None)
-                        .await;
-                    let ok = r.is_ok();
-                    let _ = reply.send(r);
-                    if ok {
-                        self.stop_process(signal, timeout).await;
-                        self.start_new("flyd").await;
-                    }
-                }
-                _ => {
-                    let _ = reply.send(Err(not_now("restart", state)));
-                }
-            },
-            MachineCmd::Suspend { reply } => match (state, self.running.as_ref()) {
-                (S::Suspended, _) => {
-                    let _ = reply.send(Ok(()));
-                }
-                (S::Started, Some(p)) => {
-                    let handle = p.handle.clone();
-                    let r = self
-                        .transition(S::Suspending, EventKind::Suspend, "user", None, None)
-                        .await;
-                    let ok = r.is_ok();
-                    let _ = reply.send(r);
-                    if ok {
-                        self.drain(super::DEFAULT_STOP_TIMEOUT).await;
-                        let r = match self.ctx.driver.suspend(&handle).await {
-                            Ok(()) => {
-                                self.transition(
-                                    S::Suspended,
-                                    EventKind::Suspend,
-                                    "flyd",
-                                    None,
-                                    None,
-                                )
-                                .await
-                            }
-                            Err(e) => {
-                                let req = json!({ "error": e.to_string() });
-                                self.transition(
-                                    S::Started,
-                                    EventKind::Suspend,
-                                    "flyd",
-                                    Some(req),
-                                    None,
-                                )
-                                .await
-                            }
-                        };
-                        self.log_err("record suspend", r);
-                    }
-                }
-                _ => {
-                    let _ = reply.send(Err(not_now("suspend", state)));
-                }
-            },
-            MachineCmd::Signal { signal, reply } => {
-                let r = match (state, self.running.as_ref()) {
-                    (S::Started, Some(p)) => self
-                        .ctx
-                        .driver
-                        .signal(&p.handle, signal)
-                        .await
-                        .map_err(driver_error),
-                    _ => Err(not_now("signal", state)),
-                };
-                let _ = reply.send(r);
-            }
+            } => self.restart(signal, timeout, reply).await,
+            MachineCmd::Suspend { reply } => self.suspend(reply).await,
+            MachineCmd::Signal { signal, reply } => self.signal(signal, reply).await,
             MachineCmd::Update {
                 config,
                 skip_launch,
                 reply,
-            } => {
-                if !matches!(
-                    state,
-                    S::Created | S::Started | S::Stopped | S::Suspended | S::Failed
-                ) {
-                    let _ = reply.send(Err(OpError::Precondition(format!(
-                        "machine is {state}; wait for it to settle (GET …/wait?state=settled) before updating"
-                    ))));
-                    return false;
-                }
-                let old = std::mem::replace(&mut self.m.config, *config);
-                let (signal, timeout) = Self::stop_defaults(&old, None, None);
-                let version = ids::ulid();
-                let r = self.record_version(&version, state, skip_launch).await;
-                if r.is_err() {
-                    self.m.config = old;
-                }
-                let ok = r.is_ok();
-                let _ = reply.send(r.map(|_| version));
-                if ok {
-                    self.pending_restart = None;
-                    self.stop_process(signal, timeout).await;
-                    let r = match state {
-                        S::Started if !skip_launch => {
-                            self.start_new("flyd").await;
-                            Ok(())
-                        }
-                        S::Created => {
-                            self.transition(S::Created, EventKind::Update, "flyd", None, Some(None))
-                                .await
-                        }
-                        _ => {
-                            self.transition(S::Stopped, EventKind::Update, "flyd", None, Some(None))
-                                .await
-                        }
-                    };
-                    self.log_err("record update", r);
-                }
-            }
-            MachineCmd::Destroy { force, reply } => {
-                let live = matches!(
-                    state,
-                    S::Started | S::Starting | S::Restarting | S::Stopping | S::Suspending
-                );
-                if live && !force {
-                    let _ = reply.send(Err(OpError::Precondition(format!(
-                        "machine {} is {state}; stop it first, or destroy it with force=true",
-                        self.m.id
-                    ))));
-                    return false;
-                }
-                let r = self.destroy_now().await;
-                let done = r.is_ok();
-                let _ = reply.send(r);
-                return done;
-            }
+            } => self.update(*config, skip_launch, reply).await,
+            MachineCmd::Destroy { force, reply } => return self.destroy(force, reply).await,
             MachineCmd::Exec {
                 argv,
                 stdin,
                 timeout,
                 reply,
-            } => {
-                let Some(handle) = self.running_handle(state) else {
-                    let _ = reply.send(Err(not_now("exec", state)));
-                    return false;
-                };
-                let (driver, secrets_from, m, region) = (
-                    self.ctx.driver.clone(),
-                    self.ctx.secrets.clone(),
-                    self.m.clone(),
-                    self.ctx.region.clone(),
-                );
-                tokio::spawn(async move {
-                    let secrets = match secrets_from.for_machine(&m).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            let _ = reply.send(Err(OpError::Internal(format!(
-                                "cannot give the command the app's secrets: {e}"
-                            ))));
-                            return;
-                        }
-                    };
-                    let spec = launch::spec(&m, &region, secrets);
-                    let r = driver
-                        .exec(&handle, &spec, &argv, stdin.as_deref(), timeout)
-                        .await
-                        .map_err(driver_error);
-                    let _ = reply.send(r);
-                });
-            }
+            } => self.exec(argv, stdin, timeout, reply),
             MachineCmd::SetMetadata {
                 changes,
                 machine_version,
@@ -245,33 +52,280 @@ impl MachineActor {
                 let r = self.set_metadata(changes, machine_version).await;
                 let _ = reply.send(r);
             }
-            MachineCmd::Cordon { cordoned, reply } => {
-                let mut next = self.m.clone();
-                next.cordoned = cordoned;
-                next.updated_at = clock::rfc3339_now();
-                let change = MachineChange::Cordoned {
-                    machine_id: next.id.clone(),
-                    cordoned,
-                    at: next.updated_at.clone(),
-                };
-                let r = self.record(next, change).await;
-                if r.is_ok() {
-                    self.publish_instance();
-                }
-                let _ = reply.send(r);
-            }
-            MachineCmd::Ps { reply } => {
-                let Some(handle) = self.running_handle(state) else {
-                    let _ = reply.send(Err(not_now("list processes of", state)));
-                    return false;
-                };
-                let driver = self.ctx.driver.clone();
-                tokio::spawn(async move {
-                    let _ = reply.send(driver.ps(&handle).await.map_err(driver_error));
-                });
-            }
+            MachineCmd::Cordon { cordoned, reply } => self.cordon(cordoned, reply).await,
+            MachineCmd::Ps { reply } => self.ps(reply),
         }
         false
+    }
+
+    /// Starts (or resumes) a machine that is not running; replies with its previous state.
+    async fn start(&mut self, reply: Reply<MachineState>) {
+        let state = self.m.state;
+        match state {
+            S::Started | S::Starting => {
+                let _ = reply.send(Ok(state));
+            }
+            S::Created | S::Stopped | S::Failed | S::Suspended => {
+                let r = self.begin_start("user").await;
+                let ok = r.is_ok();
+                let _ = reply.send(r.map(|_| state));
+                if ok {
+                    if state == S::Suspended {
+                        self.resume().await;
+                    } else {
+                        self.finish_start().await;
+                    }
+                }
+            }
+            _ => {
+                let msg = if state == S::Replacing {
+                    "machine getting replaced, refusing to start".to_string()
+                } else {
+                    format!("unable to start machine from current state: '{state}'")
+                };
+                let _ = reply.send(Err(OpError::Precondition(msg)));
+            }
+        }
+    }
+
+    /// Stops the machine's process and records the exit as one that was asked for.
+    async fn stop(&mut self, signal: Option<Signal>, timeout: Option<Duration>, reply: Reply<()>) {
+        let state = self.m.state;
+        match state {
+            S::Stopped => {
+                let _ = reply.send(Ok(()));
+            }
+            S::Started | S::Created | S::Suspended | S::Failed | S::Starting => {
+                let (signal, timeout) = Self::stop_defaults(&self.m.config, signal, timeout);
+                let r = self
+                    .transition(S::Stopping, EventKind::Stop, "user", None, None)
+                    .await;
+                let ok = r.is_ok();
+                let _ = reply.send(r);
+                if ok {
+                    self.pending_restart = None;
+                    let status = self.stop_process(signal, timeout).await;
+                    let r = self.record_requested_exit(status).await;
+                    self.log_err("record stop", r);
+                }
+            }
+            _ => {
+                let _ = reply.send(Err(not_now("stop", state)));
+            }
+        }
+    }
+
+    /// Stops a started machine, then starts the same version again.
+    async fn restart(
+        &mut self,
+        signal: Option<Signal>,
+        timeout: Option<Duration>,
+        reply: Reply<()>,
+    ) {
+        let state = self.m.state;
+        if state != S::Started {
+            let _ = reply.send(Err(not_now("restart", state)));
+            return;
+        }
+        let (signal, timeout) = Self::stop_defaults(&self.m.config, signal, timeout);
+        let r = self
+            .transition(S::Restarting, EventKind::Restart, "user", None, None)
+            .await;
+        let ok = r.is_ok();
+        let _ = reply.send(r);
+        if ok {
+            self.stop_process(signal, timeout).await;
+            self.start_new("flyd").await;
+        }
+    }
+
+    /// Freezes a started machine, keeping its memory.
+    async fn suspend(&mut self, reply: Reply<()>) {
+        let state = self.m.state;
+        match (state, self.running.as_ref()) {
+            (S::Suspended, _) => {
+                let _ = reply.send(Ok(()));
+            }
+            (S::Started, Some(p)) => {
+                let handle = p.handle.clone();
+                let r = self
+                    .transition(S::Suspending, EventKind::Suspend, "user", None, None)
+                    .await;
+                let ok = r.is_ok();
+                let _ = reply.send(r);
+                if ok {
+                    self.freeze(&handle).await;
+                }
+            }
+            _ => {
+                let _ = reply.send(Err(not_now("suspend", state)));
+            }
+        }
+    }
+
+    /// Lets the machine's requests finish, then has the driver freeze its process;
+    /// records `suspended`, or `started` again with the error when the driver cannot.
+    async fn freeze(&mut self, handle: &str) {
+        self.drain(super::DEFAULT_STOP_TIMEOUT).await;
+        let r = match self.ctx.driver.suspend(handle).await {
+            Ok(()) => {
+                self.transition(S::Suspended, EventKind::Suspend, "flyd", None, None)
+                    .await
+            }
+            Err(e) => {
+                let req = json!({ "error": e.to_string() });
+                self.transition(S::Started, EventKind::Suspend, "flyd", Some(req), None)
+                    .await
+            }
+        };
+        self.log_err("record suspend", r);
+    }
+
+    /// Delivers a signal to the main process of a started machine.
+    async fn signal(&self, signal: Signal, reply: Reply<()>) {
+        let state = self.m.state;
+        let r = match (state, self.running.as_ref()) {
+            (S::Started, Some(p)) => self
+                .ctx
+                .driver
+                .signal(&p.handle, signal)
+                .await
+                .map_err(driver_error),
+            _ => Err(not_now("signal", state)),
+        };
+        let _ = reply.send(r);
+    }
+
+    /// Replaces the machine's config with a new version; replies with the version, then
+    /// stops the old process and starts the new one, or leaves it created or stopped.
+    async fn update(&mut self, config: MachineConfig, skip_launch: bool, reply: Reply<String>) {
+        let state = self.m.state;
+        if !matches!(
+            state,
+            S::Created | S::Started | S::Stopped | S::Suspended | S::Failed
+        ) {
+            let _ = reply.send(Err(OpError::Precondition(format!(
+                "machine is {state}; wait for it to settle (GET …/wait?state=settled) before updating"
+            ))));
+            return;
+        }
+        let old = std::mem::replace(&mut self.m.config, config);
+        let (signal, timeout) = Self::stop_defaults(&old, None, None);
+        let version = ids::ulid();
+        let r = self.record_version(&version, state, skip_launch).await;
+        if r.is_err() {
+            self.m.config = old;
+        }
+        let ok = r.is_ok();
+        let _ = reply.send(r.map(|_| version));
+        if ok {
+            self.pending_restart = None;
+            self.stop_process(signal, timeout).await;
+            let r = match state {
+                S::Started if !skip_launch => {
+                    self.start_new("flyd").await;
+                    Ok(())
+                }
+                S::Created => {
+                    self.transition(S::Created, EventKind::Update, "flyd", None, Some(None))
+                        .await
+                }
+                _ => {
+                    self.transition(S::Stopped, EventKind::Update, "flyd", None, Some(None))
+                        .await
+                }
+            };
+            self.log_err("record update", r);
+        }
+    }
+
+    /// Destroys the machine (a live one only with `force`); returns true once it is gone.
+    async fn destroy(&mut self, force: bool, reply: Reply<()>) -> bool {
+        let state = self.m.state;
+        let live = matches!(
+            state,
+            S::Started | S::Starting | S::Restarting | S::Stopping | S::Suspending
+        );
+        if live && !force {
+            let _ = reply.send(Err(OpError::Precondition(format!(
+                "machine {} is {state}; stop it first, or destroy it with force=true",
+                self.m.id
+            ))));
+            return false;
+        }
+        let r = self.destroy_now().await;
+        let done = r.is_ok();
+        let _ = reply.send(r);
+        done
+    }
+
+    /// Runs a command in a started machine, with the app's secrets in its environment.
+    /// It runs apart from the actor, which goes on taking commands meanwhile.
+    fn exec(
+        &self,
+        argv: Vec<String>,
+        stdin: Option<String>,
+        timeout: Duration,
+        reply: Reply<ExecOutput>,
+    ) {
+        let state = self.m.state;
+        let Some(handle) = self.running_handle(state) else {
+            let _ = reply.send(Err(not_now("exec", state)));
+            return;
+        };
+        let (driver, secrets_from, m, region) = (
+            self.ctx.driver.clone(),
+            self.ctx.secrets.clone(),
+            self.m.clone(),
+            self.ctx.region.clone(),
+        );
+        tokio::spawn(async move {
+            let secrets = match secrets_from.for_machine(&m).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = reply.send(Err(OpError::Internal(format!(
+                        "cannot give the command the app's secrets: {e}"
+                    ))));
+                    return;
+                }
+            };
+            let spec = launch::spec(&m, &region, secrets);
+            let r = driver
+                .exec(&handle, &spec, &argv, stdin.as_deref(), timeout)
+                .await
+                .map_err(driver_error);
+            let _ = reply.send(r);
+        });
+    }
+
+    /// Marks the machine cordoned (or not), so the proxy stops (or resumes) routing to it.
+    async fn cordon(&mut self, cordoned: bool, reply: Reply<()>) {
+        let mut next = self.m.clone();
+        next.cordoned = cordoned;
+        next.updated_at = clock::rfc3339_now();
+        let change = MachineChange::Cordoned {
+            machine_id: next.id.clone(),
+            cordoned,
+            at: next.updated_at.clone(),
+        };
+        let r = self.record(next, change).await;
+        if r.is_ok() {
+            self.publish_instance();
+        }
+        let _ = reply.send(r);
+    }
+
+    /// Lists the processes of a started machine, apart from the actor.
+    fn ps(&self, reply: Reply<Vec<ProcessStat>>) {
+        let state = self.m.state;
+        let Some(handle) = self.running_handle(state) else {
+            let _ = reply.send(Err(not_now("list processes of", state)));
+            return;
+        };
+        let driver = self.ctx.driver.clone();
+        tokio::spawn(async move {
+            let _ = reply.send(driver.ps(&handle).await.map_err(driver_error));
+        });
     }
 
     async fn set_metadata(
