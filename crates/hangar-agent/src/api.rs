@@ -103,7 +103,7 @@ pub trait AgentApi: Send + Sync {
     async fn checks(&self, machine_ids: &[String]) -> HashMap<String, Vec<CheckStatus>>;
     /// With no cursor, the retained lines of the machine's log; with one, the lines
     /// written since.
-    async fn logs(&self, machine_id: &str, after: Option<LogCursor>) -> LogRead;
+    async fn logs(&self, machine_id: &str, after: Option<LogCursor>) -> Result<LogRead, OpError>;
 }
 
 impl Supervisor {
@@ -224,7 +224,7 @@ impl AgentApi for Supervisor {
             .collect()
     }
 
-    async fn logs(&self, machine_id: &str, after: Option<LogCursor>) -> LogRead {
+    async fn logs(&self, machine_id: &str, after: Option<LogCursor>) -> Result<LogRead, OpError> {
         let path = self.driver().log_file(machine_id);
         tokio::task::spawn_blocking(move || match after {
             None => {
@@ -238,7 +238,7 @@ impl AgentApi for Supervisor {
             }
         })
         .await
-        .unwrap_or_default()
+        .map_err(|e| OpError::Internal(format!("read the machine's log: {e}")))
     }
 }
 

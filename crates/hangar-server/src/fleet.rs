@@ -245,7 +245,13 @@ pub async fn wait_checks(
 
 /// The machine's last `n` log lines, oldest first.
 pub async fn last_log_lines(state: &AppState, machine_id: &str, n: usize) -> Vec<String> {
-    let lines = state.agent.api().logs(machine_id, None).await.lines;
+    let lines = match state.agent.api().logs(machine_id, None).await {
+        Ok(read) => read.lines,
+        Err(e) => {
+            tracing::warn!(machine = %machine_id, error = %e, "the machine's log is unavailable");
+            Vec::new()
+        }
+    };
     let skip = lines.len().saturating_sub(n);
     lines.into_iter().skip(skip).map(|l| l.message).collect()
 }

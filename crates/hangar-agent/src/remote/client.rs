@@ -190,18 +190,15 @@ impl AgentApi for RemoteAgent {
         })
     }
 
-    async fn logs(&self, machine_id: &str, after: Option<LogCursor>) -> LogRead {
-        let Ok(url) = self.endpoint(&format!("/machines/{machine_id}/logs")).await else {
-            return LogRead::default();
-        };
+    async fn logs(&self, machine_id: &str, after: Option<LogCursor>) -> Result<LogRead, OpError> {
+        let url = self
+            .endpoint(&format!("/machines/{machine_id}/logs"))
+            .await?;
         let req = self
             .http
             .get(url)
             .timeout(CALL_DEADLINE)
             .query(&LogQuery::encode(after));
-        self.json(req).await.unwrap_or_else(|e| {
-            tracing::warn!(machine = %machine_id, error = %e, "logs unavailable from the agent");
-            LogRead::default()
-        })
+        self.json(req).await
     }
 }

@@ -150,7 +150,7 @@ async fn logs(
 ) -> Result<Response, Failure> {
     authorized(&s, &headers)?;
     let cursor = q.decode().map_err(OpError::Invalid)?;
-    let read = AgentApi::logs(&s.supervisor, &id, cursor).await;
+    let read = AgentApi::logs(&s.supervisor, &id, cursor).await?;
     Ok(Json(read).into_response())
 }
 

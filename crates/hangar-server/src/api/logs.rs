@@ -14,6 +14,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
+use hangar_agent::api::OpError;
 use hangar_runtime::logs::{LogCursor, LogLine};
 use hangar_store::MachineFilter;
 use hangar_types::LogEntry;
@@ -93,18 +94,30 @@ fn ndjson(entries: &[LogEntry]) -> Bytes {
 }
 
 /// Reads what every source has after its cursor (with none yet, its retained lines),
-/// moving the cursors on; oldest first.
-async fn read_on(state: &AppState, sources: &mut [Source], q: &Query) -> Vec<LogEntry> {
+/// moving the cursors on; oldest first. A source whose host cannot give its log now
+/// keeps its cursor (and is read again next time); the error is the first such.
+async fn read_on(
+    state: &AppState,
+    sources: &mut [Source],
+    q: &Query,
+) -> (Vec<LogEntry>, Option<OpError>) {
     let mut all = Vec::new();
+    let mut failed = None;
     for s in sources.iter_mut() {
-        let read = state.agent.api().logs(&s.machine, s.cursor).await;
+        let read = match state.agent.api().logs(&s.machine, s.cursor).await {
+            Ok(read) => read,
+            Err(e) => {
+                failed.get_or_insert(e);
+                continue;
+            }
+        };
         if read.cursor.is_some() {
             s.cursor = read.cursor;
         }
         all.extend(read.lines.into_iter().map(|l| entry(q, s, l)));
     }
     all.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
-    all
+    (all, failed)
 }
 
 async fn logs(
@@ -135,7 +148,11 @@ async fn logs(
             .map(str::to_string),
     };
     let mut sources = sources(&state, &q).await?;
-    let mut retained = read_on(&state, &mut sources, &q).await;
+    let (mut retained, failed) = read_on(&state, &mut sources, &q).await;
+    // With nothing to show and a host that could not say, the caller hears why.
+    if let Some(e) = failed.filter(|_| retained.is_empty()) {
+        return Err(e.into());
+    }
     if let Some(m) = &q.machine {
         if sources.is_empty() {
             return Err(ApiError::not_found(format!(
@@ -181,7 +198,10 @@ async fn follow_logs(
                 sources.extend(new);
             }
         }
-        let lines = read_on(&state, &mut sources, &q).await;
+        let (lines, failed) = read_on(&state, &mut sources, &q).await;
+        if let Some(e) = failed {
+            tracing::debug!(app = %q.app, error = %e, "a machine's log is unavailable; trying again");
+        }
         let chunk = if lines.is_empty() {
             Bytes::new()
         } else {
