@@ -128,6 +128,7 @@ impl StandaloneAgent {
         let me = Registration {
             url: format!("http://{}", self.listen_addr),
             region: self.config.region.clone(),
+            capacity: Some(crate::host::HostCapacity::measure()),
         };
         let (loaded, edge_loaded) = watch::channel(false);
         tokio::spawn(self.control.clone().keep_registered(

@@ -25,6 +25,9 @@ pub enum FleetError {
     NameTaken { name: String, app: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// No host has room for the machine.
+    #[error(transparent)]
+    Placement(#[from] crate::placement::PlacementError),
     /// The host's agent could not answer.
     #[error(transparent)]
     Agent(OpError),
@@ -109,6 +112,14 @@ pub async fn create(
         description: String::new(),
         expires_at: clock::now_secs() + ttl as i64,
     });
+    // Chosen and recorded under one turn, so two creates cannot share the last room.
+    let turn = state.placement.turn().await;
+    let held_mb = state.store.call(|db| db.reserved_memory_mb()).await?;
+    let host = state.placement.choose(
+        &record.region,
+        u64::from(record.config.memory_mb()),
+        held_mb,
+    )?;
     let mut attempt = 1;
     loop {
         let (r, ev, l) = (record.clone(), launch.clone(), lease.clone());
@@ -137,7 +148,8 @@ pub async fn create(
             Err(e) => return Err(e.into()),
         }
     }
-    tracing::info!(app = %record.app_name, machine = %record.id, "machine created");
+    drop(turn);
+    tracing::info!(app = %record.app_name, machine = %record.id, host = %host.id, "machine created");
     state
         .agent
         .api()

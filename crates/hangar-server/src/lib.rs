@@ -19,6 +19,7 @@ pub mod edge;
 pub mod fleet;
 pub mod ids;
 mod observed;
+pub mod placement;
 pub mod secrets;
 
 use std::net::SocketAddr;
@@ -67,6 +68,8 @@ pub struct ServerConfig {
     pub registry_listen: SocketAddr,
     /// What usage costs (Fly's list prices unless the operator gives a table).
     pub prices: hangar_types::billing::PriceTable,
+    /// How much of a host's memory placement gives machines, as a ratio (1.0: all).
+    pub memory_overcommit: f64,
 }
 
 /// Shared state of the API handlers.
@@ -93,6 +96,8 @@ pub struct AppState {
     /// it registers, and the token it shows.
     pub remote_agent: Option<hangar_agent::remote::client::RemoteAgent>,
     pub agent_token: Option<Arc<str>>,
+    /// The hosts new machines are placed on.
+    pub placement: Arc<placement::Placement>,
 }
 
 /// Where this control plane's machines run.
@@ -196,6 +201,14 @@ impl Server {
         let listeners = listen(&config, host.supervisor.is_some()).await?;
         let (http_addr, https_addr) = (listeners.http_addr, listeners.https_addr);
         let edge = start_edge(&config, &store, http_addr).await?;
+        let placement = Arc::new(placement::Placement::new(config.memory_overcommit));
+        if host.supervisor.is_some() {
+            placement.host_seen(placement::Host {
+                id: "local".into(),
+                region: config.region.clone(),
+                capacity: hangar_agent::host::HostCapacity::measure(),
+            });
+        }
         let state = AppState {
             store,
             agent: host.agent,
@@ -210,6 +223,7 @@ impl Server {
             tokens: Arc::default(),
             remote_agent: host.remote_agent,
             agent_token: host.agent_token,
+            placement,
         };
         let interrupted = deploy::mark_interrupted(&state).await;
         if !interrupted.is_empty() {

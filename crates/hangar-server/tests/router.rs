@@ -42,6 +42,7 @@ async fn server(dir: &std::path::Path) -> Server {
         master_key: None,
         registry_listen: any,
         prices: Default::default(),
+        memory_overcommit: 1.0,
     };
     let store = open_store(Database::Sqlite(dir.join("hangar.db")))
         .await

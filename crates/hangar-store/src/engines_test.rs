@@ -102,6 +102,35 @@ fn leases_and_keys(db: &mut Db<'_>) -> Result<()> {
         at: "t3".into(),
     }])?;
     assert_eq!(db.versions("m1")?[0].1.image, "busybox:2");
+    assert_eq!(db.reserved_memory_mb()?, 256, "the default memory, created");
+    let mut bigger = m.config.clone();
+    bigger.guest = Some(hangar_types::machine_config::MachineGuest {
+        memory_mb: Some(1024),
+        ..Default::default()
+    });
+    db.apply_changes(&[MachineChange::ConfigInPlace {
+        machine_id: "m1".into(),
+        config: Box::new(bigger),
+        at: "t4".into(),
+    }])?;
+    assert_eq!(db.reserved_memory_mb()?, 1024, "a config change re-sizes");
+    let stop = |state: hangar_types::MachineState, id: &str| MachineChange::Transition {
+        machine_id: "m1".into(),
+        state,
+        runtime: None,
+        event: hangar_types::MachineEvent {
+            id: id.into(),
+            kind: hangar_types::EventKind::Stop,
+            status: state.as_str().into(),
+            source: "user".into(),
+            timestamp: 2,
+            request: None,
+        },
+        at: "t5".into(),
+    };
+    db.apply_changes(&[stop(hangar_types::MachineState::Stopped, "held1")])?;
+    assert_eq!(db.reserved_memory_mb()?, 0, "a stopped machine holds none");
+    db.apply_changes(&[stop(hangar_types::MachineState::Created, "held2")])?;
 
     let lease = LeaseRecord {
         machine_id: "m1".into(),
@@ -326,7 +355,7 @@ fn observed_changes(db: &mut Db<'_>) -> Result<()> {
     assert!(!m.cordoned);
     assert_eq!(db.versions("m1")?.len(), 2);
     let ids: Vec<String> = db.events("m1", 10)?.into_iter().map(|e| e.id).collect();
-    assert_eq!(ids, ["e3", "e2", "e1"]);
+    assert_eq!(ids, ["held2", "held1", "e3", "e2", "e1"], "newest first");
     Ok(())
 }
 

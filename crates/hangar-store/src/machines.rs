@@ -116,10 +116,11 @@ impl Db<'_> {
         let config = serde_json::to_string(&m.config)?;
         let mut tx = self.conn.begin()?;
         tx.defer(
-            &format!("INSERT INTO machines ({MACHINE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+            &format!("INSERT INTO machines ({MACHINE_COLUMNS}, memory_mb) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
             args![
                 &m.id, &m.app_name, &m.name, &m.region, m.state.as_str(), &m.instance_id,
-                &m.private_ip, &config, m.cordoned, &m.created_at, &m.updated_at, &m.runtime
+                &m.private_ip, &config, m.cordoned, &m.created_at, &m.updated_at, &m.runtime,
+                i64::from(m.config.memory_mb())
             ],
         )?;
         tx.defer(
@@ -230,6 +231,18 @@ impl Db<'_> {
             .collect()
     }
 
+    /// The memory, in MB, that machines hold or are about to hold: every machine that is
+    /// not stopped, suspended, failed or gone. Placement counts it against a host.
+    pub fn reserved_memory_mb(&mut self) -> Result<u64> {
+        let row = self.conn.query_one(
+            "SELECT CAST(COALESCE(SUM(memory_mb), 0) AS BIGINT) FROM machines
+             WHERE state NOT IN ('stopped', 'suspended', 'failed', 'replaced', 'destroying', 'destroyed')",
+            &[],
+        )?;
+        let mb: i64 = row.get(0)?;
+        Ok(mb.max(0) as u64)
+    }
+
     /// One app's machines that are not destroyed, oldest first.
     pub fn live_machines_of_app(&mut self, app: &str) -> Result<Vec<MachineRecord>> {
         self.conn
@@ -302,10 +315,11 @@ pub(crate) fn set_version(
     state: MachineState,
     updated_at: &str,
 ) -> Result<()> {
+    let memory_mb = i64::from(config.memory_mb());
     let config = serde_json::to_string(config)?;
     tx.defer(
-        "UPDATE machines SET instance_id = ?2, config = ?3, state = ?4, updated_at = ?5 WHERE id = ?1",
-        args![id, version, &config, state.as_str(), updated_at],
+        "UPDATE machines SET instance_id = ?2, config = ?3, state = ?4, updated_at = ?5, memory_mb = ?6 WHERE id = ?1",
+        args![id, version, &config, state.as_str(), updated_at, memory_mb],
     )?;
     tx.defer(
         "INSERT INTO machine_versions (machine_id, version, config, created_at) VALUES (?1, ?2, ?3, ?4)
@@ -320,10 +334,11 @@ pub(crate) fn set_config_in_place(
     config: &MachineConfig,
     updated_at: &str,
 ) -> Result<()> {
+    let memory_mb = i64::from(config.memory_mb());
     let config = serde_json::to_string(config)?;
     tx.defer(
-        "UPDATE machines SET config = ?2, updated_at = ?3 WHERE id = ?1",
-        args![id, &config, updated_at],
+        "UPDATE machines SET config = ?2, updated_at = ?3, memory_mb = ?4 WHERE id = ?1",
+        args![id, &config, updated_at, memory_mb],
     )?;
     tx.defer(
         "UPDATE machine_versions SET config = ?2

@@ -183,6 +183,11 @@ const MIGRATIONS: &[&str] = &[
         at_ms INTEGER NOT NULL
     );
     "#,
+    // 6: the memory each machine is given, so placement can sum what a host holds
+    // (filled in from each machine's config as the migration runs).
+    r#"
+    ALTER TABLE machines ADD COLUMN memory_mb INTEGER;
+    "#,
 ];
 
 /// Any number, the same in every process: the key of the lock two servers starting on
@@ -218,6 +223,27 @@ pub(crate) fn apply(conn: &mut Conn) -> Result<()> {
             "INSERT INTO schema_migrations (version) VALUES (?1)",
             args![i as i64 + 1],
         )?;
+        if i + 1 == 6 {
+            fill_memory(&mut tx)?;
+        }
     }
     tx.commit()
+}
+
+/// Sets each machine's `memory_mb` from its config (migration 6).
+fn fill_memory(tx: &mut Conn) -> Result<()> {
+    let rows = tx.query(
+        "SELECT id, config FROM machines WHERE memory_mb IS NULL",
+        &[],
+    )?;
+    for r in rows.iter() {
+        let id: String = r.get(0)?;
+        let config: String = r.get(1)?;
+        let config: hangar_types::MachineConfig = serde_json::from_str(&config)?;
+        tx.execute(
+            "UPDATE machines SET memory_mb = ?2 WHERE id = ?1",
+            args![&id, i64::from(config.memory_mb())],
+        )?;
+    }
+    Ok(())
 }

@@ -321,7 +321,18 @@ pub struct MachineCheck {
 /// Largest stop timeout Fly allows.
 pub const MAX_STOP_TIMEOUT_SECS: u64 = 300;
 
+/// Memory a machine gets when `guest.memory_mb` is unset, as on Fly.
+pub const DEFAULT_MEMORY_MB: u32 = 256;
+
 impl MachineConfig {
+    /// The memory the machine is given (and placement reserves for it), in MB.
+    pub fn memory_mb(&self) -> u32 {
+        self.guest
+            .as_ref()
+            .and_then(|g| g.memory_mb)
+            .unwrap_or(DEFAULT_MEMORY_MB)
+    }
+
     /// Checks what serde cannot: required fields and values that must be within range.
     /// The message names the field and says what is expected.
     pub fn validate(&self) -> Result<(), String> {

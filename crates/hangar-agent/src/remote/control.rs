@@ -40,6 +40,9 @@ pub struct Registration {
     /// Where the agent's interface listens.
     pub url: String,
     pub region: String,
+    /// The host's size, for placement (absent from agents that predate it).
+    #[serde(default)]
+    pub capacity: Option<crate::host::HostCapacity>,
 }
 
 /// The edge's tables as the control plane holds them, at a feed revision.

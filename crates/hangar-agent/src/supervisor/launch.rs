@@ -7,9 +7,6 @@ use std::collections::BTreeMap;
 use hangar_runtime::{LaunchSpec, Secrets};
 use hangar_store::MachineRecord;
 
-/// Memory a machine gets when `guest.memory_mb` is unset, as on Fly.
-pub const DEFAULT_MEMORY_MB: u32 = 256;
-
 pub fn spec(m: &MachineRecord, server_region: &str, secrets: Secrets) -> LaunchSpec {
     let c = &m.config;
     let user_env = c.env.clone().unwrap_or_default();
@@ -25,14 +22,7 @@ pub fn spec(m: &MachineRecord, server_region: &str, secrets: Secrets) -> LaunchS
     set("FLY_MACHINE_VERSION", m.instance_id.clone());
     set("FLY_PROCESS_GROUP", c.process_group().to_string());
     set("FLY_PRIVATE_IP", m.private_ip.clone());
-    set(
-        "FLY_VM_MEMORY_MB",
-        c.guest
-            .as_ref()
-            .and_then(|g| g.memory_mb)
-            .unwrap_or(DEFAULT_MEMORY_MB)
-            .to_string(),
-    );
+    set("FLY_VM_MEMORY_MB", c.memory_mb().to_string());
     let primary = user_env
         .get("PRIMARY_REGION")
         .cloned()

@@ -98,6 +98,10 @@ pub struct ServerArgs {
     /// Fly's list prices
     #[arg(long, env = "HANGAR_PRICE_TABLE")]
     pub price_table: Option<std::path::PathBuf>,
+    /// How much of a host's memory machines may be given, as a ratio: 1.0 places
+    /// machines until their guest memory adds up to the host's, 2.0 to twice that
+    #[arg(long, env = "HANGAR_MEMORY_OVERCOMMIT", default_value_t = 1.0)]
+    pub memory_overcommit: f64,
     #[command(flatten)]
     pub machines: DriverArgs,
     /// Run no agent in this process: machines run on an agent of its own
@@ -317,7 +321,17 @@ fn server_config(
         master_key,
         registry_listen: args.registry_listen,
         prices: price_table(args.price_table.as_deref())?,
+        memory_overcommit: memory_overcommit(args.memory_overcommit)?,
     })
+}
+
+/// The overcommit ratio, checked: a positive number of at most 100.
+fn memory_overcommit(ratio: f64) -> Result<f64> {
+    if ratio.is_finite() && ratio > 0.0 && ratio <= 100.0 {
+        Ok(ratio)
+    } else {
+        anyhow::bail!("--memory-overcommit must be a ratio above 0 and at most 100, such as 1.0 or 1.5; got {ratio}")
+    }
 }
 
 /// Tells the operator what they need: the admin token of a first start (and the CLI

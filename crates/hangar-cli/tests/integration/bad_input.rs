@@ -142,6 +142,21 @@ async fn bad_requests_are_refused_and_persist_nothing() {
     }
     assert_eq!(machine_count(&s, "bad").await, 0, "nothing was persisted");
 
+    // A machine bigger than any host is Fly's capacity error, and is not kept.
+    let huge = json!({"config": {"image": "busybox", "init": {"exec": ["sleep", "300"]}, "guest": {"memory_mb": 1_048_576}}});
+    let r = s.call("POST", "/apps/bad/machines", Some(huge)).await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (503, Some("insufficient_capacity")),
+        "{r:?}"
+    );
+    assert!(
+        r.error()
+            .starts_with("could not reserve resource for machine"),
+        "{r:?}"
+    );
+    assert_eq!(machine_count(&s, "bad").await, 0, "nothing was persisted");
+
     // Bad action parameters on a real machine change nothing.
     let m = s.create_machine("bad", "exec sleep 300", json!({})).await;
     let id = m["id"].as_str().unwrap();

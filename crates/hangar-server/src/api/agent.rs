@@ -59,7 +59,17 @@ async fn register(
 ) -> Result<StatusCode, ApiError> {
     let link = agent_link(&s, &headers)?;
     s.edge.agents().registered(me.url.trim_end_matches('/'));
+    if let Some(capacity) = me.capacity {
+        s.placement.host_seen(crate::placement::Host {
+            id: me.url.trim_end_matches('/').to_string(),
+            region: me.region.clone(),
+            capacity,
+        });
+    }
     if link.url().as_deref() != Some(me.url.trim_end_matches('/')) {
+        if let Some(old) = link.url() {
+            s.placement.host_gone(&old);
+        }
         tracing::info!(agent = %me.url, region = %me.region, "agent registered");
         link.set_url(&me.url);
     }

@@ -119,6 +119,10 @@ impl From<FleetError> for ApiError {
             FleetError::Store(e) => e.into(),
             FleetError::Internal(m) => ApiError::internal(m),
             FleetError::Agent(e) => e.into(),
+            FleetError::Placement(e) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                    .with_code("insufficient_capacity")
+            }
         }
     }
 }
