@@ -6,7 +6,7 @@
 # As root it installs with apt-get; otherwise it says what to install.
 set -euo pipefail
 build=(protobuf-compiler)
-test=(ca-certificates curl procps util-linux iproute2 iptables busybox-static containerd runc
+test=(ca-certificates curl procps util-linux mount e2fsprogs iproute2 iptables busybox-static containerd runc
       docker-registry apache2-utils pebble openssl buildah postgresql postgresql-client)
 bench=(nginx-light wrk skopeo)
 case "${1:-build}" in

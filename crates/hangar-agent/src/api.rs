@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::supervisor::{MachineCmd, Reply, Supervisor};
 pub use crate::supervisor::{OpError, Snapshot};
+use crate::volumes::{VolumeError, VolumeOp, VolumeStat};
 
 /// A command to one machine. Each says in which states it is legal (the agent's
 /// actor checks).
@@ -104,6 +105,8 @@ pub trait AgentApi: Send + Sync {
     /// With no cursor, the retained lines of the machine's log; with one, the lines
     /// written since.
     async fn logs(&self, machine_id: &str, after: Option<LogCursor>) -> Result<LogRead, OpError>;
+    /// Makes, grows, measures or removes a volume's blocks on this host.
+    async fn volume(&self, op: &VolumeOp) -> Result<VolumeStat, VolumeError>;
 }
 
 impl Supervisor {
@@ -239,6 +242,10 @@ impl AgentApi for Supervisor {
         })
         .await
         .map_err(|e| OpError::Internal(format!("read the machine's log: {e}")))
+    }
+
+    async fn volume(&self, op: &VolumeOp) -> Result<VolumeStat, VolumeError> {
+        self.volumes().apply(op).await
     }
 }
 

@@ -27,6 +27,22 @@ impl HostCapacity {
     }
 }
 
+/// This host's id: made once and kept in `<data_dir>/host-id`, so a host is the same
+/// host to placement (and its volumes stay its own) across restarts, whether its agent
+/// runs in the server's process or in its own.
+pub fn host_id(data_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = data_dir.join("host-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            let id = crate::ids::ulid().to_ascii_lowercase();
+            std::fs::create_dir_all(data_dir)?;
+            std::fs::write(&path, format!("{id}\n"))?;
+            Ok(id)
+        }
+    }
+}
+
 /// `MemTotal` of a `/proc/meminfo` text, in MB.
 fn mem_total_mb(meminfo: &str) -> Option<u64> {
     let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
@@ -48,6 +64,14 @@ mod tests {
         assert_eq!(mem_total_mb(text), Some(24015));
         assert_eq!(mem_total_mb("MemFree: 1 kB\n"), None);
         assert_eq!(mem_total_mb("MemTotal: lots kB\n"), None);
+    }
+
+    #[test]
+    fn a_host_keeps_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = host_id(dir.path()).unwrap();
+        assert_eq!(host_id(dir.path()).unwrap(), id);
+        assert_eq!(id.len(), 26);
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod remote;
 pub mod standalone;
 pub mod supervisor;
 pub mod traffic;
+pub mod volumes;
 
 use hangar_runtime::Secrets;
 use hangar_store::MachineRecord;

@@ -98,6 +98,8 @@ impl StandaloneAgent {
         })?;
         let (ledger, _) = Ledger::open(&config.data_dir.join("agent.db"))?;
         let control = Control::new(&config.control_url, &config.token);
+        let volumes = crate::volumes::Volumes::loopback(config.data_dir.join("volumes"));
+        volumes.mount_all().await;
         let supervisor = Supervisor::new(
             ledger,
             Arc::new(control.clone()),
@@ -105,6 +107,7 @@ impl StandaloneAgent {
             config.region.clone(),
             Arc::new(control.clone()),
             traffic::unobserved(),
+            volumes,
         );
         supervisor.take_charge().await?;
         let (listener, listen_addr) = bind(config.listen).await?;
@@ -129,6 +132,14 @@ impl StandaloneAgent {
             url: format!("http://{}", self.listen_addr),
             region: self.config.region.clone(),
             capacity: Some(crate::host::HostCapacity::measure()),
+            host_id: Some(
+                crate::host::host_id(&self.config.data_dir).map_err(|error| {
+                    AgentError::DataDir {
+                        path: self.config.data_dir.clone(),
+                        error,
+                    }
+                })?,
+            ),
         };
         let (loaded, edge_loaded) = watch::channel(false);
         tokio::spawn(self.control.clone().keep_registered(

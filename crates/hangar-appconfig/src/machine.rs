@@ -12,6 +12,7 @@ use hangar_types::machine_config::{
     Autostop, MachineCheck, MachineFile, MachinePort, MachineRestart, MachineService,
     ServiceConcurrency, StopConfig,
 };
+use hangar_types::volume::MachineMount;
 use hangar_types::{MachineConfig, Signal};
 use serde_json::{json, Value};
 
@@ -77,8 +78,8 @@ impl AppConfig {
         mc.env = Some(env);
         mc.statics = (!self.statics.is_empty())
             .then(|| serde_json::to_value(&self.statics).unwrap_or(Value::Null));
-        mc.mounts = (!flat.mounts.is_empty())
-            .then(|| Value::Array(flat.mounts.iter().map(machine_mount).collect()));
+        mc.mounts =
+            (!flat.mounts.is_empty()).then(|| flat.mounts.iter().map(machine_mount).collect());
         mc.stop_config = self.stop_config()?;
         mc.files = self.machine_files()?;
         if let Some(c) = self.compute_for(group) {
@@ -333,22 +334,27 @@ fn machine_checks(
 
 /// A `[[mounts]]` entry as the machine config has it: the volume, where it is mounted,
 /// and its auto-extend settings (sizes that do not parse are left out).
-fn machine_mount(m: &Mount) -> Value {
-    let mut v = json!({"name": m.source, "path": m.destination});
-    if let Some(t) = m.auto_extend_size_threshold {
-        v["extend_threshold_percent"] = json!(t);
+/// A `[mounts]` entry as a machine mount: the volume is named by `source` and its id
+/// filled in when the deployer finds or creates it; `size_gb` is the `initial_size` a
+/// volume created for it gets.
+fn machine_mount(m: &Mount) -> MachineMount {
+    let gb = |v: Option<&str>| {
+        v.map(compute::volume_gb)
+            .and_then(Result::ok)
+            .map(|gb| gb.min(u64::from(u32::MAX)) as u32)
+    };
+    MachineMount {
+        volume: String::new(),
+        path: m.destination.clone(),
+        name: Some(m.source.clone()),
+        size_gb: gb(m.initial_size.as_deref()),
+        extend_threshold_percent: m
+            .auto_extend_size_threshold
+            .and_then(|t| u32::try_from(t).ok()),
+        add_size_gb: gb(m.auto_extend_size_increment.as_deref()),
+        size_gb_limit: gb(m.auto_extend_size_limit.as_deref()),
+        ..Default::default()
     }
-    if let Some(Ok(gb)) = m
-        .auto_extend_size_increment
-        .as_deref()
-        .map(compute::volume_gb)
-    {
-        v["add_size_gb"] = json!(gb);
-    }
-    if let Some(Ok(gb)) = m.auto_extend_size_limit.as_deref().map(compute::volume_gb) {
-        v["size_gb_limit"] = json!(gb);
-    }
-    v
 }
 
 /// The restart policy of the group's last `[[restart]]`, in the machine config's words.

@@ -127,7 +127,10 @@ fn experimental_init() {
 #[test]
 fn scoping_of_mounts_services_and_checks() {
     let c = cfg("tomachine-mounts.toml");
-    let mounts = |g| c.to_machine_config(g, None).expect("converts").mounts;
+    let mounts = |g| {
+        let m = c.to_machine_config(g, None).expect("converts").mounts;
+        m.map(|m| serde_json::to_value(m).unwrap())
+    };
     assert_eq!(
         mounts("app"),
         Some(json!([{"name": "data", "path": "/data"}]))

@@ -6,7 +6,8 @@
 //! skopeo needed); `hangar-bench proxy` the edge proxy (nginx and wrk needed, containerd
 //! used when available); `hangar-bench deploy` deploys to 10 machines with each
 //! strategy (root, containerd and buildah needed); `hangar-bench store` the same work
-//! with the control plane on SQLite and on PostgreSQL (PostgreSQL installed). `--hangar PATH` names the `hangar` binary (default: next to this one).
+//! with the control plane on SQLite and on PostgreSQL (PostgreSQL installed); `hangar-bench
+//! volumes` volumes on loop-mounted ext4 (root needed). `--hangar PATH` names the `hangar` binary (default: next to this one).
 //! Run from a release build: `cargo run --release -p hangar-bench -- containerd`.
 
 mod common;
@@ -16,6 +17,7 @@ mod feed;
 mod process;
 mod proxy;
 mod store;
+mod volumes;
 
 /// Runs the benchmark; a failure is one `Error: ...` line and a non-zero exit, never a
 /// backtrace, whatever `RUST_BACKTRACE` says.
@@ -38,9 +40,10 @@ async fn run() -> anyhow::Result<()> {
         Some("deploy") => deploy::main().await,
         Some("store") => store::main().await,
         Some("feed") => store::feed_only().await,
+        Some("volumes") => volumes::main().await,
         Some(other) => {
             anyhow::bail!(
-                "unknown benchmark {other:?}: use process, containerd, proxy, deploy, store or feed"
+                "unknown benchmark {other:?}: use process, containerd, proxy, deploy, store, feed or volumes"
             )
         }
     }

@@ -5,6 +5,7 @@
 mod billing;
 mod deploys;
 mod edge;
+mod volumes;
 
 use hangar_types::requests::{
     CreateMachineRequest, ExecRequest, ExecResponse, StopRequest, WaitResponse,

@@ -35,6 +35,16 @@ pub struct LaunchSpec {
     /// the source of `config.files[].secret_name`. Drivers keep them out of anything
     /// they write to disk.
     pub secrets: Secrets,
+    /// Volumes to mount: a filesystem already mounted on this host, and where in the
+    /// machine.
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// A volume's filesystem on the host (`source`), mounted in the machine at `path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeMount {
+    pub source: std::path::PathBuf,
+    pub path: String,
 }
 
 /// Secret values by name. `Debug` shows only the names.

@@ -25,6 +25,9 @@ pub enum FleetError {
     NameTaken { name: String, app: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The volume asked for is another machine's.
+    #[error("{0}")]
+    VolumeTaken(String),
     /// No host has room for the machine.
     #[error(transparent)]
     Placement(#[from] crate::placement::PlacementError),
@@ -33,6 +36,41 @@ pub enum FleetError {
     Agent(OpError),
     #[error("{0}")]
     Internal(String),
+}
+
+/// The host a machine must run on because its volume is there, once the volume is
+/// found to be the app's, live, free and in the machine's region.
+async fn volume_host(state: &AppState, m: &MachineRecord) -> Result<Option<String>, FleetError> {
+    let Some(mount) = m.config.mounts.as_deref().and_then(|m| m.first()) else {
+        return Ok(None);
+    };
+    if mount.volume.is_empty() {
+        return Err(FleetError::Invalid(
+            "config.mounts: volume is required: give the id of a volume (vol_...) of this app"
+                .into(),
+        ));
+    }
+    let (app, id) = (m.app_name.clone(), mount.volume.clone());
+    let v = state.store.call(move |db| db.volume(&app, &id)).await?;
+    let Some(v) = v.filter(|v| v.deleted_at_ms.is_none()) else {
+        return Err(FleetError::Invalid(format!(
+            "volume not found: {} is not a volume of app {}; create one with `hangar volumes create`",
+            mount.volume, m.app_name
+        )));
+    };
+    if v.region != m.region {
+        return Err(FleetError::Invalid(format!(
+            "volume {} is in region {}, the machine in {}: create the machine in {} or use a volume in {}",
+            v.id, v.region, m.region, v.region, m.region
+        )));
+    }
+    if let Some(other) = v.attached_machine_id.filter(|o| *o != m.id) {
+        return Err(FleetError::VolumeTaken(format!(
+            "volume {} is attached to machine {other}; use another volume or destroy that machine",
+            v.id
+        )));
+    }
+    Ok(Some(v.host))
 }
 
 /// How many made-up names a create tries before it gives up.
@@ -115,11 +153,11 @@ pub async fn create(
     // Chosen and recorded under one turn, so two creates cannot share the last room.
     let turn = state.placement.turn().await;
     let held_mb = state.store.call(|db| db.reserved_memory_mb()).await?;
-    let host = state.placement.choose(
-        &record.region,
-        u64::from(record.config.memory_mb()),
-        held_mb,
-    )?;
+    let want_mb = u64::from(record.config.memory_mb());
+    let host = match volume_host(state, &record).await? {
+        Some(host) => state.placement.choose_host(&host, want_mb, held_mb)?,
+        None => state.placement.choose(&record.region, want_mb, held_mb)?,
+    };
     let mut attempt = 1;
     loop {
         let (r, ev, l) = (record.clone(), launch.clone(), lease.clone());

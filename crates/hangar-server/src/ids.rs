@@ -34,6 +34,18 @@ pub fn app_id() -> String {
         .collect()
 }
 
+/// `vol_` and 16 characters of base 36, as Fly's volume ids.
+pub fn volume_id() -> String {
+    format!("vol_{}", app_id())
+}
+
+/// A host's zone as Fly shows it: 4 hex characters, the same for the host every time.
+pub fn zone(host: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(host.as_bytes());
+    format!("{:02x}{:02x}", d[0], d[1])
+}
+
 /// A secret API token: `hgr_` and 40 hex characters.
 pub fn api_token() -> String {
     format!("hgr_{}", hex(20))

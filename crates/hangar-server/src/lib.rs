@@ -21,6 +21,7 @@ pub mod ids;
 mod observed;
 pub mod placement;
 pub mod secrets;
+pub mod volumes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -203,8 +204,14 @@ impl Server {
         let edge = start_edge(&config, &store, http_addr).await?;
         let placement = Arc::new(placement::Placement::new(config.memory_overcommit));
         if host.supervisor.is_some() {
+            let id = hangar_agent::host::host_id(&config.data_dir).map_err(|error| {
+                ServerError::DataDir {
+                    path: config.data_dir.clone(),
+                    error,
+                }
+            })?;
             placement.host_seen(placement::Host {
-                id: "local".into(),
+                id,
                 region: config.region.clone(),
                 capacity: hangar_agent::host::HostCapacity::measure(),
             });
@@ -438,6 +445,8 @@ async fn embedded_agent(
 ) -> Result<supervisor::Supervisor, ServerError> {
     let ledger_path = config.data_dir.join("agent.db");
     let (ledger, fresh) = hangar_agent::ledger::Ledger::open(&ledger_path)?;
+    let volumes = hangar_agent::volumes::Volumes::loopback(config.data_dir.join("volumes"));
+    volumes.mount_all().await;
     let supervisor = supervisor::Supervisor::new(
         ledger,
         Arc::new(observed::MachineCopy(store.clone())),
@@ -445,6 +454,7 @@ async fn embedded_agent(
         config.region.clone(),
         Arc::new(vault.clone()),
         meter,
+        volumes,
     );
     if fresh {
         // Machines this host ran before its agent kept a store of its own.

@@ -13,14 +13,19 @@
 //! take the last room.
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use hangar_agent::host::HostCapacity;
+
+/// How long a placement waits for a first host to register.
+const HOST_WAIT: Duration = Duration::from_secs(10);
 
 /// A host machines can run on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Host {
-    /// The address its agent registered, or `local` for the embedded agent.
+    /// Its lasting id (`hangar_agent::host::host_id`).
     pub id: String,
     pub region: String,
     pub capacity: HostCapacity,
@@ -45,7 +50,7 @@ pub enum PlacementError {
 
 /// The hosts placement chooses among, and the turn creates take.
 pub struct Placement {
-    hosts: RwLock<BTreeMap<String, Host>>,
+    hosts: watch::Sender<BTreeMap<String, Host>>,
     /// How much of a host's memory machines may be given, as a ratio (1.0: all of it).
     overcommit: f64,
     turn: tokio::sync::Mutex<()>,
@@ -54,7 +59,7 @@ pub struct Placement {
 impl Placement {
     pub fn new(overcommit: f64) -> Placement {
         Placement {
-            hosts: RwLock::default(),
+            hosts: watch::channel(BTreeMap::new()).0,
             overcommit,
             turn: tokio::sync::Mutex::new(()),
         }
@@ -62,24 +67,46 @@ impl Placement {
 
     /// Records a host (again): its region and size as its agent last said.
     pub fn host_seen(&self, host: Host) {
-        let mut hosts = self.hosts.write().unwrap_or_else(|p| p.into_inner());
-        hosts.insert(host.id.clone(), host);
+        self.hosts.send_modify(|hosts| {
+            hosts.insert(host.id.clone(), host);
+        });
     }
 
-    /// Forgets a host (its agent moved to another address).
-    pub fn host_gone(&self, id: &str) {
-        let mut hosts = self.hosts.write().unwrap_or_else(|p| p.into_inner());
-        hosts.remove(id);
+    /// Waits a moment for a first host (an agent of its own registers within seconds
+    /// of a start); placement refuses afterwards if none came.
+    pub async fn wait_for_a_host(&self) {
+        let mut rx = self.hosts.subscribe();
+        let _ = tokio::time::timeout(HOST_WAIT, rx.wait_for(|h| !h.is_empty())).await;
     }
 
-    /// Held while a machine is chosen a host and recorded.
+    /// Held while a machine is chosen a host and recorded (after a first host is
+    /// known, or the wait for one is over).
     pub async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.wait_for_a_host().await;
         self.turn.lock().await
+    }
+
+    /// The host with `id`, if it is known.
+    pub fn host(&self, id: &str) -> Option<Host> {
+        self.hosts.borrow().get(id).cloned()
+    }
+
+    /// Checks that the host with `id` has room for `want_mb` (a machine that must run
+    /// beside its volume).
+    pub fn choose_host(
+        &self,
+        id: &str,
+        want_mb: u64,
+        held_mb: u64,
+    ) -> Result<Host, PlacementError> {
+        let hosts = self.hosts.borrow();
+        let host = hosts.get(id).ok_or(PlacementError::NoHost)?;
+        choose(&[host], &host.region, want_mb, held_mb, self.overcommit).cloned()
     }
 
     /// The host for a machine of `want_mb` in `region`, given what machines hold.
     pub fn choose(&self, region: &str, want_mb: u64, held_mb: u64) -> Result<Host, PlacementError> {
-        let hosts = self.hosts.read().unwrap_or_else(|p| p.into_inner());
+        let hosts = self.hosts.borrow();
         let hosts: Vec<&Host> = hosts.values().collect();
         choose(&hosts, region, want_mb, held_mb, self.overcommit).cloned()
     }

@@ -406,6 +406,102 @@ fn text_with_nul_is_refused(db: &mut Db<'_>) -> Result<()> {
     Ok(())
 }
 
+fn volumes(db: &mut Db<'_>) -> Result<()> {
+    let v = VolumeRecord {
+        id: "vol_a".into(),
+        app_name: "web".into(),
+        name: "data".into(),
+        region: "ord".into(),
+        zone: "ab12".into(),
+        host: "h1".into(),
+        size_gb: 1,
+        state: "created".into(),
+        encrypted: false,
+        fstype: "ext4".into(),
+        attached_machine_id: None,
+        snapshot_retention: 5,
+        auto_backup_enabled: true,
+        created_at: "t".into(),
+        deleted_at_ms: None,
+    };
+    db.insert_volume(&v).expect("insert volume");
+    assert_eq!(db.volume("web", "vol_a")?, Some(v.clone()));
+    assert_eq!(db.volume("api", "vol_a")?, None, "another app's");
+    let mut m: MachineRecord = db.machine_by_id("m1")?.unwrap();
+    m.id = "mv".into();
+    m.app_name = "web".into();
+    m.name = "mv".into();
+    m.config.mounts = Some(vec![hangar_types::volume::MachineMount {
+        volume: "vol_a".into(),
+        path: "/data".into(),
+        ..Default::default()
+    }]);
+    let launch = |id: &str| hangar_types::MachineEvent {
+        id: id.into(),
+        kind: hangar_types::EventKind::Launch,
+        status: "created".into(),
+        source: "user".into(),
+        timestamp: 1,
+        request: None,
+    };
+    db.insert_machine(&m, &launch("ev1"))
+        .expect("insert machine");
+    assert_eq!(
+        db.volume("web", "vol_a")?
+            .unwrap()
+            .attached_machine_id
+            .as_deref(),
+        Some("mv")
+    );
+    let mut second = m.clone();
+    second.id = "mv2".into();
+    second.name = "mv2".into();
+    match db.insert_machine(&second, &launch("ev2")) {
+        Err(StoreError::Conflict(msg)) => assert!(msg.contains("attached to machine mv"), "{msg}"),
+        other => panic!("a held volume is refused: {other:?}"),
+    }
+    assert!(
+        db.machine_by_id("mv2")?.is_none(),
+        "nothing of the refused machine is kept"
+    );
+    assert!(
+        !db.soft_delete_volume("vol_a", 10)?,
+        "held volumes are not destroyed"
+    );
+    db.apply_changes(&[hangar_types::observed::MachineChange::Transition {
+        machine_id: "mv".into(),
+        state: hangar_types::MachineState::Destroyed,
+        runtime: None,
+        event: hangar_types::MachineEvent {
+            kind: hangar_types::EventKind::Destroy,
+            ..launch("ev3")
+        },
+        at: "t9".into(),
+    }])?;
+    assert_eq!(
+        db.volume("web", "vol_a")?.unwrap().attached_machine_id,
+        None,
+        "freed"
+    );
+    db.set_volume_size("vol_a", 2, "created")?;
+    db.update_volume_settings("vol_a", 9, false)?;
+    let got = db.volume("web", "vol_a")?.unwrap();
+    assert_eq!(
+        (got.size_gb, got.snapshot_retention, got.auto_backup_enabled),
+        (2, 9, false)
+    );
+    assert!(db.soft_delete_volume("vol_a", 10)?);
+    assert!(db.volumes("web", false)?.is_empty());
+    assert_eq!(db.volumes("web", true)?.len(), 1);
+    assert!(
+        db.purge_volumes(5)?.is_empty(),
+        "kept until its day is over"
+    );
+    assert_eq!(db.purge_volumes(11)?.len(), 1);
+    assert!(db.volumes("web", true)?.is_empty());
+    Ok(())
+}
+
 #[test]
 fn every_query_runs_on_both_engines() {
     for (_dir, store) in test_stores() {
@@ -418,6 +514,7 @@ fn every_query_runs_on_both_engines() {
                 observed_changes(db)?;
                 feed_in_commit_order(db)?;
                 text_with_nul_is_refused(db)?;
+                volumes(db)?;
                 assert!(
                     db.delete_app("web")?,
                     "deleting an app cascades to its rows"

@@ -32,6 +32,10 @@ pub enum StoreError {
     /// SQLite is not given either); the caller's input, not the database, is at fault.
     #[error("{0}")]
     Invalid(String),
+    /// The write lost a race another writer won (a volume taken by another machine
+    /// meanwhile); the caller may look again.
+    #[error("{0}")]
+    Conflict(String),
     /// A stored value this binary cannot read (written by a newer one, or by hand).
     #[error("stored data cannot be read: {0}; is this hangar older than the one that wrote it?")]
     Corrupt(String),

@@ -22,6 +22,7 @@ mod releases;
 mod secrets;
 mod sql;
 mod usage;
+mod volumes;
 
 #[cfg(test)]
 mod engines_test;
@@ -43,6 +44,7 @@ pub use releases::ReleaseRecord;
 pub use secrets::{SecretChange, SecretRecord};
 pub use sql::Dialect;
 pub use usage::{OpenUsage, UsageKey, UsageRecord, UsageWrite};
+pub use volumes::{AttachRefusal, VolumeRecord};
 
 use sql::Conn;
 

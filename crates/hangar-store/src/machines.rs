@@ -128,6 +128,7 @@ impl Db<'_> {
             args![&m.id, &m.instance_id, &config, &m.created_at],
         )?;
         insert_event(&mut tx, &m.id, "[]", launch)?;
+        crate::volumes::attach_mounts(&mut tx, m)?;
         feed::record(&mut tx, FeedKind::Machine, &m.app_name, &m.id)?;
         tx.commit()?;
         self.fed = true;

@@ -188,6 +188,29 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE machines ADD COLUMN memory_mb INTEGER;
     "#,
+    // 7: volumes: what each is, where, and which machine holds it. A destroyed volume
+    // stays (soft-deleted) for a day with its deleted_at_ms set.
+    r#"
+    CREATE TABLE volumes (
+        id TEXT PRIMARY KEY,
+        app_name TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        region TEXT NOT NULL,
+        zone TEXT NOT NULL,
+        host TEXT NOT NULL,
+        size_gb INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        encrypted INTEGER NOT NULL,
+        fstype TEXT NOT NULL,
+        attached_machine_id TEXT,
+        snapshot_retention INTEGER NOT NULL,
+        auto_backup_enabled INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        deleted_at_ms INTEGER
+    );
+    CREATE INDEX volumes_by_app ON volumes(app_name, created_at, id);
+    CREATE UNIQUE INDEX volumes_one_holder ON volumes(attached_machine_id) WHERE attached_machine_id IS NOT NULL;
+    "#,
 ];
 
 /// Any number, the same in every process: the key of the lock two servers starting on

@@ -58,8 +58,9 @@ fn apply(tx: &mut Conn, change: &MachineChange) -> Result<Option<String>> {
             set_state(tx, id, *state, runtime, at)?;
             insert_event(tx, id, recent, event)?;
             if *state == MachineState::Destroyed {
-                // A destroyed machine's lease goes with it.
+                // A destroyed machine's lease goes with it, and its volume is free.
                 tx.defer("DELETE FROM leases WHERE machine_id = ?1", args![id])?;
+                crate::volumes::detach(tx, id)?;
             }
         }
         MachineChange::NewVersion {

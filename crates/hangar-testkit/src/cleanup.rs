@@ -59,4 +59,18 @@ pub fn cleanup(root: &Path) {
     for t in targets {
         let _ = Command::new("umount").args(["-l", t]).status();
     }
+    // Loop devices of volumes whose images are under the root.
+    let loops = Command::new("losetup")
+        .args(["-n", "-O", "NAME,BACK-FILE"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for line in loops.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some(device), Some(file)) = (words.next(), words.next()) {
+            if file.starts_with(&root_str) {
+                let _ = Command::new("losetup").args(["-d", device]).status();
+            }
+        }
+    }
 }

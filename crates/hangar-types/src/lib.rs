@@ -23,6 +23,7 @@ pub mod requests;
 pub mod secrets;
 pub mod signal;
 pub mod state;
+pub mod volume;
 
 pub use app::{App, CreateAppRequest, CreateAppResponse, ListApp, ListAppsResponse, Organization};
 pub use deploy::DeployStrategy;

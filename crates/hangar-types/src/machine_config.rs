@@ -48,9 +48,10 @@ pub struct MachineConfig {
     pub standbys: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_machine_autostart: Option<bool>,
+    /// The volume mounted in the machine (at most one).
+    #[serde(default, skip_serializing_if = "crate::omit::vec")]
+    pub mounts: Option<Vec<crate::volume::MachineMount>>,
     // Stored and echoed; acted on by later parts of the platform.
-    #[serde(default, skip_serializing_if = "crate::omit::value")]
-    pub mounts: Extra,
     #[serde(default, skip_serializing_if = "crate::omit::value")]
     pub statics: Extra,
     #[serde(default, skip_serializing_if = "crate::omit::value")]
@@ -388,6 +389,7 @@ impl MachineConfig {
                 }
             }
         }
+        crate::volume::check_mounts(self.mounts.as_deref().unwrap_or_default())?;
         if let Some(schedule) = self.schedule.as_deref() {
             if !schedule.is_empty() && !["hourly", "daily", "weekly", "monthly"].contains(&schedule)
             {

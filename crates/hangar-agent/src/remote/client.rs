@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::{CreateBody, LogQuery, PREFIX};
 use crate::api::{AgentApi, Command, LogRead, OpError, Outcome, Snapshot};
+use crate::volumes::{VolumeError, VolumeOp, VolumeStat};
 
 /// Longest a call waits for an answer (an exec or a stop may take a while).
 const CALL_DEADLINE: Duration = Duration::from_secs(330);
@@ -188,6 +189,17 @@ impl AgentApi for RemoteAgent {
             tracing::warn!(error = %e, "health check results unavailable from the agent");
             HashMap::new()
         })
+    }
+
+    async fn volume(&self, op: &VolumeOp) -> Result<VolumeStat, VolumeError> {
+        let req = self
+            .post("/volumes")
+            .await
+            .map_err(|e| VolumeError::Failed(e.to_string()))?
+            .json(op);
+        self.json::<Result<VolumeStat, VolumeError>>(req)
+            .await
+            .map_err(|e| VolumeError::Failed(e.to_string()))?
     }
 
     async fn logs(&self, machine_id: &str, after: Option<LogCursor>) -> Result<LogRead, OpError> {

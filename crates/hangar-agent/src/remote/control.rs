@@ -43,6 +43,9 @@ pub struct Registration {
     /// The host's size, for placement (absent from agents that predate it).
     #[serde(default)]
     pub capacity: Option<crate::host::HostCapacity>,
+    /// The host's lasting id (`host::host_id`).
+    #[serde(default)]
+    pub host_id: Option<String>,
 }
 
 /// The edge's tables as the control plane holds them, at a feed revision.

@@ -41,6 +41,7 @@ pub fn router(supervisor: Supervisor, token: &str) -> Router {
         .route(&format!("{PREFIX}/machines/{{id}}/wait"), get(wait))
         .route(&format!("{PREFIX}/machines/{{id}}/logs"), get(logs))
         .route(&format!("{PREFIX}/checks"), post(checks))
+        .route(&format!("{PREFIX}/volumes"), post(volume))
         .with_state(served)
 }
 
@@ -161,4 +162,13 @@ async fn checks(
 ) -> Result<Response, Failure> {
     authorized(&s, &headers)?;
     Ok(Json(AgentApi::checks(&s.supervisor, &ids).await).into_response())
+}
+
+async fn volume(
+    State(s): State<Served>,
+    headers: HeaderMap,
+    Json(op): Json<crate::volumes::VolumeOp>,
+) -> Result<Json<Result<crate::volumes::VolumeStat, crate::volumes::VolumeError>>, Failure> {
+    authorized(&s, &headers)?;
+    Ok(Json(AgentApi::volume(&s.supervisor, &op).await))
 }

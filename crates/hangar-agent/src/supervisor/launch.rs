@@ -4,10 +4,15 @@
 
 use std::collections::BTreeMap;
 
-use hangar_runtime::{LaunchSpec, Secrets};
+use hangar_runtime::{LaunchSpec, Secrets, VolumeMount};
 use hangar_store::MachineRecord;
 
-pub fn spec(m: &MachineRecord, server_region: &str, secrets: Secrets) -> LaunchSpec {
+pub fn spec(
+    m: &MachineRecord,
+    server_region: &str,
+    secrets: Secrets,
+    volumes: Vec<VolumeMount>,
+) -> LaunchSpec {
     let c = &m.config;
     let user_env = c.env.clone().unwrap_or_default();
     let mut env = BTreeMap::new();
@@ -45,5 +50,27 @@ pub fn spec(m: &MachineRecord, server_region: &str, secrets: Secrets) -> LaunchS
         config: c.clone(),
         platform_env: env,
         secrets,
+        volumes,
     }
+}
+
+/// Where each of the config's volumes is mounted on this host, mounting it if it is
+/// not; the message names the volume that cannot be.
+pub async fn volume_mounts(
+    volumes: &crate::volumes::Volumes,
+    config: &hangar_types::MachineConfig,
+) -> Result<Vec<VolumeMount>, String> {
+    let mut mounts = Vec::new();
+    for m in config.mounts.as_deref().unwrap_or_default() {
+        let source = volumes
+            .backend()
+            .mount_point(&m.volume)
+            .await
+            .map_err(|e| format!("cannot mount volume {} at {}: {e}", m.volume, m.path))?;
+        mounts.push(VolumeMount {
+            source,
+            path: m.path.clone(),
+        });
+    }
+    Ok(mounts)
 }

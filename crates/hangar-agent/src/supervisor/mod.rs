@@ -149,6 +149,8 @@ pub(crate) struct Context {
     pub secrets: Arc<dyn crate::SecretSource>,
     /// Hears how each machine looks (usage metering).
     pub observer: Arc<dyn crate::Observer>,
+    /// This host's volumes, mounted into machines at start.
+    pub volumes: crate::volumes::Volumes,
 }
 
 /// The registry of machine actors. Cheap to clone.
@@ -168,9 +170,11 @@ impl Supervisor {
         region: String,
         secrets: Arc<dyn crate::SecretSource>,
         observer: Arc<dyn crate::Observer>,
+        volumes: crate::volumes::Volumes,
     ) -> Self {
         Self {
             ctx: Arc::new(Context {
+                volumes,
                 mirror: Mirror::new(ledger.clone(), control),
                 ledger,
                 driver,
@@ -185,6 +189,10 @@ impl Supervisor {
             tracker: TaskTracker::new(),
             cancel: CancellationToken::new(),
         }
+    }
+
+    pub fn volumes(&self) -> &crate::volumes::Volumes {
+        &self.ctx.volumes
     }
 
     pub fn driver(&self) -> &Arc<dyn Driver> {

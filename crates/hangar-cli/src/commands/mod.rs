@@ -22,6 +22,7 @@ mod secrets;
 mod server;
 mod status;
 mod version;
+mod volumes;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -67,6 +68,9 @@ pub enum Command {
     /// Manage an app's IP addresses
     #[command(subcommand)]
     Ips(ips::IpsCmd),
+    /// Manage an app's volumes
+    #[command(subcommand, aliases = ["volume", "vol", "v"])]
+    Volumes(volumes::VolumesCmd),
     /// Manage an app's hostnames and certificates
     #[command(subcommand)]
     Certs(certs::CertsCmd),
@@ -114,6 +118,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Open(a) => open::run(a).await.map(|_| ExitCode::SUCCESS),
         Command::Version(a) => version::run(a).map(|_| ExitCode::SUCCESS),
         Command::Ips(c) => ips::run(c).await.map(|_| ExitCode::SUCCESS),
+        Command::Volumes(c) => volumes::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Certs(c) => certs::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Launch(a) => launch::run(a).await.map(|_| ExitCode::SUCCESS),
         Command::Deploy(a) => deploy::run(a).await.map(|_| ExitCode::SUCCESS),

@@ -350,8 +350,10 @@ async fn add_machines(
             None => new_config(release, g)?,
         };
         for _ in 0..*delta {
+            let mut config = config.clone();
+            volume_for(client, app, region, &mut config).await?;
             let req = CreateMachineRequest {
-                config: Some(config.clone()),
+                config: Some(config),
                 region: (!region.is_empty()).then(|| region.clone()),
                 ..Default::default()
             };
@@ -499,6 +501,51 @@ async fn show(client: &Client, app: &str, json: bool) -> Result<()> {
         ],
         &rows,
     );
+    Ok(())
+}
+
+/// Gives a new machine's mount a volume of its own, as `fly scale count` does: a free
+/// volume of the same name in the region, else a new one of the same size (never one
+/// another machine holds, and never by destroying data).
+async fn volume_for(
+    client: &hangar_client::Client,
+    app: &str,
+    region: &str,
+    config: &mut hangar_types::MachineConfig,
+) -> Result<()> {
+    let Some(mount) = config.mounts.as_deref_mut().and_then(|m| m.first_mut()) else {
+        return Ok(());
+    };
+    let volumes = client.list_volumes(app, false).await?;
+    let held = volumes.iter().find(|v| v.id == mount.volume);
+    let name = mount
+        .name
+        .clone()
+        .or_else(|| held.map(|v| v.name.clone()))
+        .unwrap_or_else(|| "data".into());
+    let size = held.map(|v| v.size_gb).or(mount.size_gb).unwrap_or(1);
+    let free = volumes.iter().find(|v| {
+        v.name == name
+            && v.attached_machine_id.is_none()
+            && (region.is_empty() || v.region == region)
+    });
+    mount.volume = match free {
+        Some(v) => v.id.clone(),
+        None => {
+            let req = hangar_types::volume::CreateVolumeRequest {
+                name: Some(name),
+                region: (!region.is_empty()).then(|| region.to_string()),
+                size_gb: Some(i64::from(size)),
+                ..Default::default()
+            };
+            let v = client.create_volume(app, &req).await?;
+            println!(
+                "Created volume {} ({}, {} GB in {})",
+                v.id, v.name, v.size_gb, v.region
+            );
+            v.id
+        }
+    };
     Ok(())
 }
 

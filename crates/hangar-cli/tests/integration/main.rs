@@ -26,4 +26,5 @@ mod logs;
 mod proxy;
 mod recovery;
 mod requests;
+mod volumes;
 mod workflow;

@@ -175,6 +175,12 @@ pub fn runtime_spec(
             "source": i.secrets, "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}),
         );
     }
+    for v in &spec.volumes {
+        extra_mounts.push(
+            json!({"destination": v.path, "type": "bind", "source": v.source,
+            "options": ["rbind", "rw", "nosuid", "nodev"]}),
+        );
+    }
     let guest = spec.config.guest.clone().unwrap_or_default();
     let memory = u64::from(guest.memory_mb.unwrap_or(256)) << 20;
     let cpus = u64::from(guest.cpus.unwrap_or(1));
@@ -241,6 +247,7 @@ mod tests {
             config,
             platform_env: [("FLY_APP_NAME".to_string(), "app".to_string())].into(),
             secrets: Default::default(),
+            volumes: Vec::new(),
         }
     }
 

@@ -124,6 +124,7 @@ impl ProcessDriver {
             spec.config.files.as_deref().unwrap_or_default(),
             &spec.secrets,
         )?;
+        link_volumes(&rootfs, &spec.volumes)?;
         let (env, secret_env) = Self::env(spec);
         let shim_spec = ShimSpec {
             argv,
@@ -264,6 +265,7 @@ impl Driver for ProcessDriver {
             config: config.clone(),
             platform_env: BTreeMap::new(),
             secrets: Default::default(),
+            volumes: Vec::new(),
         };
         Self::argv(&spec).map_err(|e| e.to_string())?;
         crate::files::check(config.files.as_deref().unwrap_or_default())
@@ -415,4 +417,32 @@ impl Driver for ProcessDriver {
 mod libc_sig {
     pub const SIGCONT: i32 = 18;
     pub const SIGSTOP: i32 = 19;
+}
+
+/// A process has no mount namespace of its own: each volume's filesystem is given to
+/// it as a symlink at its mount path under the machine's working directory
+/// (`rootfs/data` for `/data`), which a relative path such as `data/file` reaches.
+fn link_volumes(rootfs: &Path, volumes: &[crate::VolumeMount]) -> Result<(), DriverError> {
+    for v in volumes {
+        let link = rootfs.join(v.path.trim_start_matches('/'));
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| DriverError::io(format!("create {}", parent.display()), e))?;
+        }
+        match std::fs::read_link(&link) {
+            Ok(to) if to == v.source => continue,
+            Ok(_) => std::fs::remove_file(&link)
+                .map_err(|e| DriverError::io(format!("replace {}", link.display()), e))?,
+            Err(_) if link.exists() => {
+                return Err(DriverError::InvalidConfig(format!(
+                    "cannot mount a volume at {}: the machine already has a file there",
+                    v.path
+                )))
+            }
+            Err(_) => {}
+        }
+        std::os::unix::fs::symlink(&v.source, &link)
+            .map_err(|e| DriverError::io(format!("link {}", link.display()), e))?;
+    }
+    Ok(())
 }

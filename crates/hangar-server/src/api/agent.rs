@@ -59,17 +59,14 @@ async fn register(
 ) -> Result<StatusCode, ApiError> {
     let link = agent_link(&s, &headers)?;
     s.edge.agents().registered(me.url.trim_end_matches('/'));
-    if let Some(capacity) = me.capacity {
+    if let (Some(capacity), Some(id)) = (me.capacity, me.host_id.clone()) {
         s.placement.host_seen(crate::placement::Host {
-            id: me.url.trim_end_matches('/').to_string(),
+            id,
             region: me.region.clone(),
             capacity,
         });
     }
     if link.url().as_deref() != Some(me.url.trim_end_matches('/')) {
-        if let Some(old) = link.url() {
-            s.placement.host_gone(&old);
-        }
         tracing::info!(agent = %me.url, region = %me.region, "agent registered");
         link.set_url(&me.url);
     }

@@ -221,6 +221,7 @@ async fn destroy(
             Err(e) => return Err(e.into()),
         }
     }
+    crate::volumes::destroy_all_of(&state, &app.name).await?;
     let name = app.name.clone();
     state.store.call(move |db| db.delete_app(&name)).await?;
     state.edge.forget_app().await?;

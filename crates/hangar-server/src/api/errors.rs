@@ -84,8 +84,10 @@ impl From<hangar_store::StoreError> for ApiError {
             )
             .with_code("unavailable");
         }
-        if let hangar_store::StoreError::Invalid(m) = e {
-            return ApiError::bad_request(m);
+        match e {
+            hangar_store::StoreError::Invalid(m) => return ApiError::bad_request(m),
+            hangar_store::StoreError::Conflict(m) => return ApiError::conflict(m),
+            _ => {}
         }
         ApiError::internal(e)
     }
@@ -119,6 +121,7 @@ impl From<FleetError> for ApiError {
             FleetError::Store(e) => e.into(),
             FleetError::Internal(m) => ApiError::internal(m),
             FleetError::Agent(e) => e.into(),
+            FleetError::VolumeTaken(m) => ApiError::conflict(m),
             FleetError::Placement(e) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
                     .with_code("insufficient_capacity")

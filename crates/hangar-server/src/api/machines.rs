@@ -262,7 +262,10 @@ async fn checked_config(
 /// Region codes that mean "wherever the platform likes": they resolve to this host's.
 const REGION_ALIASES: &[&str] = &["any", "apac", "eu", "na", "sa", "us", "usa", "local"];
 
-fn resolve_region(requested: Option<&str>, server_region: &str) -> Result<String, ApiError> {
+pub(super) fn resolve_region(
+    requested: Option<&str>,
+    server_region: &str,
+) -> Result<String, ApiError> {
     let first = requested
         .unwrap_or("")
         .split(',')

@@ -22,6 +22,7 @@ mod metadata;
 mod query;
 mod secrets;
 mod tokens;
+mod volumes;
 
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode};
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(deploys::routes())
         .merge(builds::routes())
         .merge(billing::routes())
+        .merge(volumes::routes(&state))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_token,

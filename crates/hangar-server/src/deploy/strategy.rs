@@ -187,11 +187,20 @@ pub(super) async fn immediate(ctx: &Ctx<'_>, entries: Vec<Entry>) -> Result<(), 
 async fn launch(
     ctx: &Ctx<'_>,
     group: &str,
-    config: MachineConfig,
+    mut config: MachineConfig,
     region: String,
     skip_launch: bool,
     cordoned: bool,
 ) -> Result<MachineRecord, Failure> {
+    let made = crate::volumes::for_new_machine(ctx.state, &ctx.plan.app, &region, &mut config)
+        .await
+        .map_err(|e| Failure::new(format!("give a machine of group '{group}' its volume: {e}")))?;
+    if let Some(v) = made {
+        ctx.reporter.step(format!(
+            "created volume {} ({}, {} GB in {})",
+            v.id, v.name, v.size_gb, v.region
+        ));
+    }
     let (record, _, _) = fleet::create(
         ctx.state,
         &ctx.plan.app,

@@ -198,8 +198,12 @@ impl MachineActor {
 
     /// Replaces the machine's config with a new version; replies with the version, then
     /// stops the old process and starts the new one, or leaves it created or stopped.
-    async fn update(&mut self, config: MachineConfig, skip_launch: bool, reply: Reply<String>) {
+    async fn update(&mut self, mut config: MachineConfig, skip_launch: bool, reply: Reply<String>) {
         let state = self.m.state;
+        if let Err(m) = keep_volume(&self.m.config, &mut config) {
+            let _ = reply.send(Err(OpError::Invalid(m)));
+            return;
+        }
         if !matches!(
             state,
             S::Created | S::Started | S::Stopped | S::Suspended | S::Failed
@@ -289,7 +293,7 @@ impl MachineActor {
                     return;
                 }
             };
-            let spec = launch::spec(&m, &region, secrets);
+            let spec = launch::spec(&m, &region, secrets, Vec::new());
             let r = driver
                 .exec(&handle, &spec, &argv, stdin.as_deref(), timeout)
                 .await
@@ -398,5 +402,25 @@ impl MachineActor {
         self.record(next, change).await?;
         self.publish(event.id);
         Ok(())
+    }
+}
+
+/// A machine keeps the volume it was created with: a new config that names the mount
+/// only by its volume's name or path (as a deploy from fly.toml does) gets the same
+/// volume, and one that names another volume, or none, is refused as on Fly.
+fn keep_volume(old: &MachineConfig, new: &mut MachineConfig) -> std::result::Result<(), String> {
+    let held = old.mounts.as_deref().and_then(|m| m.first());
+    let asked = new.mounts.as_deref_mut().and_then(|m| m.first_mut());
+    match (held, asked) {
+        (None, None) => Ok(()),
+        (Some(h), Some(a)) if a.volume.is_empty() || a.volume == h.volume => {
+            a.volume = h.volume.clone();
+            Ok(())
+        }
+        (None, Some(_)) => Err("a machine's volume is given when it is created; an update cannot add one: create a new machine with the mount".into()),
+        (Some(h), _) => Err(format!(
+            "a machine's volume cannot be changed or removed by an update (it holds {}): destroy the machine and create a new one",
+            h.volume
+        )),
     }
 }

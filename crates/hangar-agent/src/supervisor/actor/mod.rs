@@ -256,12 +256,14 @@ impl MachineActor {
 
     /// Launches the current version; records `started` or `failed`.
     async fn finish_start(&mut self) {
-        let started = match self.secrets().await {
-            Ok(secrets) => {
-                let spec = launch::spec(&self.m, &self.ctx.region, secrets);
+        let volumes = launch::volume_mounts(&self.ctx.volumes, &self.m.config).await;
+        let started = match (self.secrets().await, volumes) {
+            (Ok(secrets), Ok(volumes)) => {
+                let spec = launch::spec(&self.m, &self.ctx.region, secrets, volumes);
                 self.ctx.driver.start(&spec).await
             }
-            Err(e) => Err(hangar_runtime::DriverError::InvalidConfig(format!(
+            (_, Err(e)) => Err(hangar_runtime::DriverError::InvalidConfig(e)),
+            (Err(e), _) => Err(hangar_runtime::DriverError::InvalidConfig(format!(
                 "cannot give the machine its secrets: {e}"
             ))),
         };

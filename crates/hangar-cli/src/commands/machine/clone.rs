@@ -56,7 +56,7 @@ pub async fn run(client: &Client, args: CloneArgs) -> Result<()> {
     }
     let region = args.region.clone().unwrap_or_else(|| source.region.clone());
     let mut config = source.config.clone();
-    if config.mounts.take().is_some_and(|m| !m.is_null()) {
+    if config.mounts.take().is_some_and(|m| !m.is_empty()) {
         eprintln!(
             "Note: the source's volume mounts are not cloned; a volume belongs to one machine"
         );

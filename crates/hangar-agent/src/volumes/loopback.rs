@@ -1,0 +1,341 @@
+//! The default volume backend: each volume is a sparse image file of exactly its size
+//! holding an ext4 filesystem, attached through a loop device (direct I/O, so its
+//! blocks are not cached twice) and mounted under the agent's data dir. Layout, per volume: `<dir>/<id>/disk.img` and the mount point
+//! `<dir>/<id>/fs`. Writes go to the filesystem and from it to the image file, so
+//! they survive a crash of Hangar (what the kernel has not flushed is as safe as on any
+//! ext4 mount). Growing is online where the host allows it: the file grows, the loop
+//! device is told, and `resize2fs` grows the mounted filesystem; where the agent lacks
+//! `CAP_SYS_RESOURCE` (which online growth needs) the filesystem grows unmounted at the
+//! machine's next start. Needs root (loop devices and `mount`).
+
+use std::path::{Path, PathBuf};
+
+use tokio::process::Command;
+
+use super::{VolumeBackend, VolumeError, VolumeSpec, VolumeStat};
+
+const GB: u64 = 1 << 30;
+/// Present while the image has grown but its filesystem not yet.
+const GROW_PENDING: &str = "grow-pending";
+
+pub struct LoopBackend {
+    dir: PathBuf,
+}
+
+impl LoopBackend {
+    pub fn new(dir: PathBuf) -> LoopBackend {
+        LoopBackend { dir }
+    }
+
+    fn volume_dir(&self, id: &str) -> Result<PathBuf, VolumeError> {
+        let ok = !id.is_empty()
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if ok {
+            Ok(self.dir.join(id))
+        } else {
+            Err(VolumeError::Invalid(format!("invalid volume id {id:?}")))
+        }
+    }
+
+    async fn mounted(&self, id: &str) -> Result<Option<PathBuf>, VolumeError> {
+        let dir = self.volume_dir(id)?;
+        if !dir.join("disk.img").exists() {
+            return Err(VolumeError::NotFound(id.to_string()));
+        }
+        let fs = dir.join("fs");
+        Ok(is_mount_point(&fs).then_some(fs))
+    }
+
+    async fn mount(&self, id: &str) -> Result<PathBuf, VolumeError> {
+        let dir = self.volume_dir(id)?;
+        let grow = dir.join(GROW_PENDING);
+        if let Some(fs) = self.mounted(id).await? {
+            if !grow.exists() {
+                return Ok(fs);
+            }
+            // A growth the mounted filesystem could not take: now, between two runs of
+            // its machine, nothing holds it, so it grows unmounted.
+            if let Err(e) = run("umount", &[fs.as_os_str()]).await {
+                tracing::warn!(volume = %id, error = %e, "volume still in use; it grows at a later start");
+                return Ok(fs);
+            }
+        }
+        let (image, fs) = (dir.join("disk.img"), dir.join("fs"));
+        std::fs::create_dir_all(&fs).map_err(|e| failed("make the mount point", &e))?;
+        if let Ok(device) = loop_device(&image).await {
+            // Let go of the device; the kernel keeps it while anything holds it.
+            let _ = run("losetup", &["-d".as_ref(), device.as_ref()]).await;
+        }
+        if let Ok(device) = loop_device(&image).await {
+            // Still attached: a machine's mount namespace holds the filesystem. It must
+            // not be checked or grown now; the same device (so the same filesystem) is
+            // mounted here again.
+            mount_device(&device, &fs).await?;
+            return Ok(fs);
+        }
+        if grow.exists() {
+            run("e2fsck", &["-f".as_ref(), "-p".as_ref(), image.as_os_str()]).await?;
+            run("resize2fs", &[image.as_os_str()]).await?;
+            let _ = std::fs::remove_file(&grow);
+            tracing::info!(volume = %id, "volume's filesystem grown");
+        }
+        // Direct I/O to the image: the blocks are cached once, by the filesystem.
+        let device = run(
+            "losetup",
+            &[
+                "--find".as_ref(),
+                "--show".as_ref(),
+                "--direct-io=on".as_ref(),
+                image.as_os_str(),
+            ],
+        )
+        .await?;
+        if let Err(e) = mount_device(device.trim(), &fs).await {
+            let _ = run("losetup", &["-d".as_ref(), device.trim().as_ref()]).await;
+            return Err(e);
+        }
+        Ok(fs)
+    }
+}
+
+#[async_trait::async_trait]
+impl VolumeBackend for LoopBackend {
+    async fn create(&self, spec: &VolumeSpec) -> Result<VolumeStat, VolumeError> {
+        root_needed()?;
+        if spec.fstype != "ext4" {
+            return Err(VolumeError::Invalid(format!(
+                "fstype {:?} is not supported on this host: use ext4",
+                spec.fstype
+            )));
+        }
+        let dir = self.volume_dir(&spec.id)?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| failed("make the volumes directory", &e))?;
+        let size = u64::from(spec.size_gb) * GB;
+        room_for(&self.dir, size, spec.size_gb)?;
+        let made = async {
+            std::fs::create_dir(&dir).map_err(|e| failed("make the volume's directory", &e))?;
+            let image = dir.join("disk.img");
+            let file = std::fs::File::create(&image).map_err(|e| failed("make the image", &e))?;
+            file.set_len(size)
+                .map_err(|e| failed("size the image", &e))?;
+            drop(file);
+            run(
+                "mkfs.ext4",
+                &[
+                    "-q".as_ref(),
+                    "-F".as_ref(),
+                    "-E".as_ref(),
+                    "nodiscard,lazy_itable_init=1,lazy_journal_init=1".as_ref(),
+                    image.as_os_str(),
+                ],
+            )
+            .await?;
+            let fs = self.mount(&spec.id).await?;
+            statvfs(&fs)
+        }
+        .await;
+        if made.is_err() {
+            let _ = self.destroy(&spec.id).await;
+        }
+        made
+    }
+
+    async fn extend(&self, id: &str, size_gb: u32) -> Result<VolumeStat, VolumeError> {
+        root_needed()?;
+        let fs = self.mount(id).await?;
+        let image = self.volume_dir(id)?.join("disk.img");
+        let size = u64::from(size_gb) * GB;
+        let now = std::fs::metadata(&image)
+            .map_err(|e| failed("read the image", &e))?
+            .len();
+        if size < now {
+            return Err(VolumeError::Invalid(format!(
+                "a volume can only grow: it is {} GB, asked {size_gb} GB",
+                now / GB
+            )));
+        }
+        room_for(&self.dir, size - now, size_gb)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&image)
+            .map_err(|e| failed("open the image", &e))?;
+        file.set_len(size)
+            .map_err(|e| failed("grow the image", &e))?;
+        drop(file);
+        let device = loop_device(&image).await?;
+        run("losetup", &["-c".as_ref(), device.as_ref()]).await?;
+        if let Err(e) = run("resize2fs", &[device.as_ref()]).await {
+            // Growing a mounted ext4 takes CAP_SYS_RESOURCE; without it the filesystem
+            // grows at its machine's next start (the caller sees needs_restart).
+            tracing::warn!(volume = %id, error = %e, "volume cannot grow while mounted; it grows at the next start");
+            std::fs::write(self.volume_dir(id)?.join(GROW_PENDING), b"")
+                .map_err(|e| failed("note the growth", &e))?;
+            // Unmounted, it grows now if nothing else holds it.
+            return statvfs(&self.mount(id).await?);
+        }
+        statvfs(&fs)
+    }
+
+    async fn mount_point(&self, id: &str) -> Result<PathBuf, VolumeError> {
+        root_needed()?;
+        self.mount(id).await
+    }
+
+    async fn stat(&self, id: &str) -> Result<VolumeStat, VolumeError> {
+        match self.mounted(id).await? {
+            Some(fs) => statvfs(&fs),
+            None => statvfs(&self.mount(id).await?),
+        }
+    }
+
+    async fn destroy(&self, id: &str) -> Result<(), VolumeError> {
+        let dir = self.volume_dir(id)?;
+        if !dir.exists() {
+            return Ok(());
+        }
+        let fs = dir.join("fs");
+        if is_mount_point(&fs) {
+            run("umount", &[fs.as_os_str()]).await.map_err(|e| {
+                VolumeError::Failed(format!("volume {id} is still in use on this host: {e}"))
+            })?;
+        }
+        if let Ok(device) = loop_device(&dir.join("disk.img")).await {
+            let _ = run("losetup", &["-d".as_ref(), device.as_ref()]).await;
+        }
+        std::fs::remove_dir_all(&dir).map_err(|e| failed("remove the volume", &e))
+    }
+
+    async fn mount_all(&self) -> Vec<(String, VolumeError)> {
+        let mut failures = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return failures;
+        };
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if entry.path().join("disk.img").exists() {
+                if let Err(e) = self.mount(&id).await {
+                    failures.push((id, e));
+                }
+            }
+        }
+        failures
+    }
+}
+
+fn root_needed() -> Result<(), VolumeError> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(VolumeError::Capacity(
+            "volumes need root on this host (loop devices and mount): run hangar as root".into(),
+        ))
+    }
+}
+
+fn failed(what: &str, e: &std::io::Error) -> VolumeError {
+    VolumeError::Failed(format!("cannot {what}: {e}"))
+}
+
+/// Refuses a volume the host's disk has no room for, saying how much there is.
+fn room_for(dir: &Path, bytes: u64, size_gb: u32) -> Result<(), VolumeError> {
+    let s = nix::sys::statvfs::statvfs(dir)
+        .map_err(|e| failed("measure the host's disk", &e.into()))?;
+    let free = s.blocks_available() as u64 * s.fragment_size() as u64;
+    if free < bytes {
+        return Err(VolumeError::Capacity(format!(
+            "the host's disk has {:.1} GB free under {}, too little for {size_gb} GB: free space there or ask for less",
+            free as f64 / GB as f64,
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+fn statvfs(fs: &Path) -> Result<VolumeStat, VolumeError> {
+    let s = nix::sys::statvfs::statvfs(fs).map_err(|e| failed("measure the volume", &e.into()))?;
+    Ok(VolumeStat {
+        block_size: s.fragment_size() as u64,
+        blocks: s.blocks() as u64,
+        blocks_free: s.blocks_free() as u64,
+        blocks_avail: s.blocks_available() as u64,
+    })
+}
+
+/// True when `path` is where a filesystem is mounted (its device differs from its
+/// parent's).
+fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(here), Some(Ok(parent))) = (
+        std::fs::metadata(path),
+        path.parent().map(std::fs::metadata),
+    ) else {
+        return false;
+    };
+    here.dev() != parent.dev()
+}
+
+async fn mount_device(device: &str, fs: &Path) -> Result<(), VolumeError> {
+    run(
+        "mount",
+        &[
+            "-t".as_ref(),
+            "ext4".as_ref(),
+            "-o".as_ref(),
+            "noatime".as_ref(),
+            device.as_ref(),
+            fs.as_os_str(),
+        ],
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The loop device an image is attached to.
+async fn loop_device(image: &Path) -> Result<String, VolumeError> {
+    let out = run(
+        "losetup",
+        &[
+            "-n".as_ref(),
+            "-O".as_ref(),
+            "NAME".as_ref(),
+            "-j".as_ref(),
+            image.as_os_str(),
+        ],
+    )
+    .await?;
+    out.lines()
+        .next()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| {
+            VolumeError::Failed(format!(
+                "{} is not attached to a loop device",
+                image.display()
+            ))
+        })
+}
+
+/// Runs a host tool; its stderr is the error.
+async fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<String, VolumeError> {
+    let out = Command::new(program)
+        .args(args)
+        .env_remove("HANGAR_MASTER_KEY")
+        .output()
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => VolumeError::Capacity(format!(
+                "{program} is not installed on this host (apt-get install e2fsprogs mount)"
+            )),
+            _ => failed(&format!("run {program}"), &e),
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(VolumeError::Failed(format!(
+            "{program} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}

@@ -1,0 +1,122 @@
+//! This host's volumes: the blocks behind each one, through a [`VolumeBackend`] (by
+//! default [`loopback::LoopBackend`]: a sparse image file with an ext4 filesystem,
+//! attached through a loop device and mounted under the data dir), and the host path a
+//! machine's mount of it is bound to. What volumes exist, their names and which machine
+//! holds one are the control plane's; this module keeps only the blocks and answers for
+//! them by id.
+
+pub mod loopback;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// A volume to make on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSpec {
+    pub id: String,
+    pub size_gb: u32,
+    /// `ext4`.
+    pub fstype: String,
+}
+
+/// A volume's filesystem as measured now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeStat {
+    pub block_size: u64,
+    pub blocks: u64,
+    pub blocks_free: u64,
+    pub blocks_avail: u64,
+}
+
+impl VolumeStat {
+    pub fn bytes_total(&self) -> u64 {
+        self.blocks * self.block_size
+    }
+
+    pub fn bytes_used(&self) -> u64 {
+        self.blocks.saturating_sub(self.blocks_free) * self.block_size
+    }
+}
+
+/// Why a volume operation failed. Messages say what to do and never name a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum VolumeError {
+    /// The host cannot hold what was asked (disk space, no loop device, not root).
+    #[error("{0}")]
+    Capacity(String),
+    #[error("volume {0} is not on this host")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What the control plane asks of a host's volumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumeOp {
+    Create(VolumeSpec),
+    Extend {
+        id: String,
+        size_gb: u32,
+    },
+    Stat {
+        id: String,
+    },
+    /// Answers a zero [`VolumeStat`].
+    Destroy {
+        id: String,
+    },
+}
+
+/// Where volumes' blocks live: made, grown, measured, mounted and removed by id.
+#[async_trait::async_trait]
+pub trait VolumeBackend: Send + Sync {
+    /// Makes the volume's blocks and filesystem; on failure nothing of it is left.
+    async fn create(&self, spec: &VolumeSpec) -> Result<VolumeStat, VolumeError>;
+    /// Grows the volume to `size_gb`, online (a mounted filesystem grows in place).
+    async fn extend(&self, id: &str, size_gb: u32) -> Result<VolumeStat, VolumeError>;
+    /// The mounted filesystem's path on this host, mounting it first if it is not.
+    async fn mount_point(&self, id: &str) -> Result<PathBuf, VolumeError>;
+    async fn stat(&self, id: &str) -> Result<VolumeStat, VolumeError>;
+    /// Unmounts and removes the volume's blocks; a volume already gone is not an error.
+    async fn destroy(&self, id: &str) -> Result<(), VolumeError>;
+    /// Mounts every volume this host holds (after a reboot or a crash).
+    async fn mount_all(&self) -> Vec<(String, VolumeError)>;
+}
+
+/// This host's volumes. Cheap to clone.
+#[derive(Clone)]
+pub struct Volumes(pub Arc<dyn VolumeBackend>);
+
+impl Volumes {
+    /// Volumes as loop-mounted image files under `dir`.
+    pub fn loopback(dir: PathBuf) -> Volumes {
+        Volumes(Arc::new(loopback::LoopBackend::new(dir)))
+    }
+
+    /// Mounts every volume this host holds, before machines start again; one that
+    /// cannot be mounted is logged (its machine's start will say why).
+    pub async fn mount_all(&self) {
+        for (id, e) in self.0.mount_all().await {
+            tracing::error!(volume = %id, error = %e, "volume cannot be mounted");
+        }
+    }
+
+    /// Does what the control plane asked.
+    pub async fn apply(&self, op: &VolumeOp) -> Result<VolumeStat, VolumeError> {
+        let b = self.backend();
+        match op {
+            VolumeOp::Create(spec) => b.create(spec).await,
+            VolumeOp::Extend { id, size_gb } => b.extend(id, *size_gb).await,
+            VolumeOp::Stat { id } => b.stat(id).await,
+            VolumeOp::Destroy { id } => b.destroy(id).await.map(|()| VolumeStat::default()),
+        }
+    }
+
+    pub fn backend(&self) -> &dyn VolumeBackend {
+        self.0.as_ref()
+    }
+}
