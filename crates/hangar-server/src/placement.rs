@@ -86,11 +86,6 @@ impl Placement {
         self.turn.lock().await
     }
 
-    /// The host with `id`, if it is known.
-    pub fn host(&self, id: &str) -> Option<Host> {
-        self.hosts.borrow().get(id).cloned()
-    }
-
     /// Checks that the host with `id` has room for `want_mb` (a machine that must run
     /// beside its volume).
     pub fn choose_host(
