@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::supervisor::{MachineCmd, Reply, Supervisor};
 pub use crate::supervisor::{OpError, Snapshot};
-use crate::volumes::{VolumeError, VolumeOp, VolumeStat};
+use crate::volumes::{VolumeError, VolumeOp, VolumeReply};
 
 /// A command to one machine. Each says in which states it is legal (the agent's
 /// actor checks).
@@ -106,7 +106,7 @@ pub trait AgentApi: Send + Sync {
     /// written since.
     async fn logs(&self, machine_id: &str, after: Option<LogCursor>) -> Result<LogRead, OpError>;
     /// Makes, grows, measures or removes a volume's blocks on this host.
-    async fn volume(&self, op: &VolumeOp) -> Result<VolumeStat, VolumeError>;
+    async fn volume(&self, op: &VolumeOp) -> Result<VolumeReply, VolumeError>;
 }
 
 impl Supervisor {
@@ -244,7 +244,7 @@ impl AgentApi for Supervisor {
         .map_err(|e| OpError::Internal(format!("read the machine's log: {e}")))
     }
 
-    async fn volume(&self, op: &VolumeOp) -> Result<VolumeStat, VolumeError> {
+    async fn volume(&self, op: &VolumeOp) -> Result<VolumeReply, VolumeError> {
         self.volumes().apply(op).await
     }
 }

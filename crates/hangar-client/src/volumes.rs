@@ -2,6 +2,7 @@
 
 use hangar_types::volume::{
     CreateVolumeRequest, ExtendVolumeRequest, ExtendVolumeResponse, UpdateVolumeRequest, Volume,
+    VolumeSnapshot,
 };
 use reqwest::Method;
 
@@ -77,6 +78,26 @@ impl Client {
         self.call(
             Method::DELETE,
             &format!("/apps/{app}/volumes/{id}"),
+            Self::NONE,
+            &[],
+        )
+        .await
+    }
+
+    pub async fn list_snapshots(&self, app: &str, volume: &str) -> Result<Vec<VolumeSnapshot>> {
+        self.call(
+            Method::GET,
+            &format!("/apps/{app}/volumes/{volume}/snapshots"),
+            Self::NONE,
+            &[],
+        )
+        .await
+    }
+
+    pub async fn create_snapshot(&self, app: &str, volume: &str) -> Result<VolumeSnapshot> {
+        self.call(
+            Method::POST,
+            &format!("/apps/{app}/volumes/{volume}/snapshots"),
             Self::NONE,
             &[],
         )

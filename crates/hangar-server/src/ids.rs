@@ -39,6 +39,11 @@ pub fn volume_id() -> String {
     format!("vol_{}", app_id())
 }
 
+/// `vs_` and 16 characters of base 36, as Fly's volume snapshot ids.
+pub fn snapshot_id() -> String {
+    format!("vs_{}", app_id())
+}
+
 /// A host's zone as Fly shows it: 4 hex characters, the same for the host every time.
 pub fn zone(host: &str) -> String {
     use sha2::Digest;

@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub app_domain: String,
     /// How often autostop looks for idle machines.
     pub autostop_interval: std::time::Duration,
+    /// How often the snapshot schedule runs (`volumes::snapshots::schedule`).
+    pub snapshot_schedule_interval: std::time::Duration,
     /// Where the edge proxy takes HTTPS for apps.
     pub https_listen: SocketAddr,
     /// How long a machine may take to begin answering a proxied request.
@@ -232,6 +234,10 @@ impl Server {
             agent_token: host.agent_token,
             placement,
         };
+        tokio::spawn(volumes::snapshots::schedule(
+            state.clone(),
+            config.snapshot_schedule_interval,
+        ));
         let interrupted = deploy::mark_interrupted(&state).await;
         if !interrupted.is_empty() {
             tokio::spawn(deploy::undo_all(state.clone(), interrupted));

@@ -502,6 +502,49 @@ fn volumes(db: &mut Db<'_>) -> Result<()> {
     Ok(())
 }
 
+fn snapshots(db: &mut Db<'_>) -> Result<()> {
+    let s = crate::snapshots::SnapshotRecord {
+        id: "vs_a".into(),
+        app_name: "web".into(),
+        volume_id: "vol_a".into(),
+        host: "h1".into(),
+        status: "created".into(),
+        kind: "BACKUP_TYPE_ON_DEMAND".into(),
+        size: 10,
+        volume_size: 1 << 30,
+        digest: "d".into(),
+        retention_days: 1,
+        created_at: "t".into(),
+        created_at_ms: 1000,
+    };
+    db.insert_snapshot(&s)?;
+    let later = crate::snapshots::SnapshotRecord {
+        id: "vs_b".into(),
+        created_at_ms: 2000,
+        retention_days: 5,
+        ..s.clone()
+    };
+    db.insert_snapshot(&later)?;
+    assert_eq!(db.snapshot("web", "vs_a")?, Some(s.clone()));
+    assert_eq!(db.snapshot("api", "vs_a")?, None, "another app's");
+    let ids =
+        |v: Vec<crate::snapshots::SnapshotRecord>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(db.snapshots_of("vol_a")?),
+        ["vs_a", "vs_b"],
+        "oldest first"
+    );
+    assert_eq!(ids(db.snapshots_of_app("web")?).len(), 2);
+    assert!(
+        db.expired_snapshots(1000 + 86_400_000)?.is_empty(),
+        "a day is kept"
+    );
+    assert_eq!(ids(db.expired_snapshots(1001 + 86_400_000)?), ["vs_a"]);
+    db.delete_snapshot("vs_a")?;
+    assert_eq!(ids(db.snapshots_of("vol_a")?), ["vs_b"]);
+    Ok(())
+}
+
 #[test]
 fn every_query_runs_on_both_engines() {
     for (_dir, store) in test_stores() {
@@ -515,6 +558,7 @@ fn every_query_runs_on_both_engines() {
                 feed_in_commit_order(db)?;
                 text_with_nul_is_refused(db)?;
                 volumes(db)?;
+                snapshots(db)?;
                 assert!(
                     db.delete_app("web")?,
                     "deleting an app cascades to its rows"

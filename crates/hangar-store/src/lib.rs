@@ -20,6 +20,7 @@ mod observed;
 mod postgres;
 mod releases;
 mod secrets;
+mod snapshots;
 mod sql;
 mod usage;
 mod volumes;
@@ -42,6 +43,7 @@ pub use machines::{
 pub use postgres::{Lead, Leadership};
 pub use releases::ReleaseRecord;
 pub use secrets::{SecretChange, SecretRecord};
+pub use snapshots::SnapshotRecord;
 pub use sql::Dialect;
 pub use usage::{OpenUsage, UsageKey, UsageRecord, UsageWrite};
 pub use volumes::{AttachRefusal, VolumeRecord};

@@ -211,6 +211,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX volumes_by_app ON volumes(app_name, created_at, id);
     CREATE UNIQUE INDEX volumes_one_holder ON volumes(attached_machine_id) WHERE attached_machine_id IS NOT NULL;
     "#,
+    // 8: volume snapshots. They outlive their volume (within their retention), so they
+    // name it rather than reference its row.
+    r#"
+    CREATE TABLE volume_snapshots (
+        id TEXT PRIMARY KEY,
+        app_name TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+        volume_id TEXT NOT NULL,
+        host TEXT NOT NULL,
+        status TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        volume_size INTEGER NOT NULL,
+        digest TEXT NOT NULL,
+        retention_days INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX volume_snapshots_by_volume ON volume_snapshots(volume_id, created_at_ms);
+    "#,
 ];
 
 /// Any number, the same in every process: the key of the lock two servers starting on

@@ -123,6 +123,22 @@ pub struct ExtendVolumeResponse {
     pub needs_restart: bool,
 }
 
+/// A volume snapshot as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeSnapshot {
+    pub id: String,
+    /// Bytes stored.
+    pub size: u64,
+    /// The volume's size when taken, in bytes.
+    pub volume_size: u64,
+    pub digest: String,
+    pub created_at: String,
+    pub status: String,
+    pub retention_days: u32,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
 /// Checks a volume name as Fly does: lowercase letters, digits and underscores, at most
 /// 30 characters. The message says what is allowed.
 pub fn check_volume_name(name: &str) -> Result<(), String> {

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::{CreateBody, LogQuery, PREFIX};
 use crate::api::{AgentApi, Command, LogRead, OpError, Outcome, Snapshot};
-use crate::volumes::{VolumeError, VolumeOp, VolumeStat};
+use crate::volumes::{VolumeError, VolumeOp, VolumeReply};
 
 /// Longest a call waits for an answer (an exec or a stop may take a while).
 const CALL_DEADLINE: Duration = Duration::from_secs(330);
@@ -191,13 +191,13 @@ impl AgentApi for RemoteAgent {
         })
     }
 
-    async fn volume(&self, op: &VolumeOp) -> Result<VolumeStat, VolumeError> {
+    async fn volume(&self, op: &VolumeOp) -> Result<VolumeReply, VolumeError> {
         let req = self
             .post("/volumes")
             .await
             .map_err(|e| VolumeError::Failed(e.to_string()))?
             .json(op);
-        self.json::<Result<VolumeStat, VolumeError>>(req)
+        self.json::<Result<VolumeReply, VolumeError>>(req)
             .await
             .map_err(|e| VolumeError::Failed(e.to_string()))?
     }

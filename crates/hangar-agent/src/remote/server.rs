@@ -168,7 +168,7 @@ async fn volume(
     State(s): State<Served>,
     headers: HeaderMap,
     Json(op): Json<crate::volumes::VolumeOp>,
-) -> Result<Json<Result<crate::volumes::VolumeStat, crate::volumes::VolumeError>>, Failure> {
+) -> Result<Json<Result<crate::volumes::VolumeReply, crate::volumes::VolumeError>>, Failure> {
     authorized(&s, &headers)?;
     Ok(Json(AgentApi::volume(&s.supervisor, &op).await))
 }

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::process::Command;
 
-use super::{VolumeBackend, VolumeError, VolumeSpec, VolumeStat};
+use super::snapshot::{self, SnapshotMade};
+use super::{VolumeBackend, VolumeError, VolumeSource, VolumeSpec, VolumeStat};
 
 const GB: u64 = 1 << 30;
 /// Present while the image has grown but its filesystem not yet.
@@ -117,21 +118,10 @@ impl VolumeBackend for LoopBackend {
         let made = async {
             std::fs::create_dir(&dir).map_err(|e| failed("make the volume's directory", &e))?;
             let image = dir.join("disk.img");
-            let file = std::fs::File::create(&image).map_err(|e| failed("make the image", &e))?;
-            file.set_len(size)
-                .map_err(|e| failed("size the image", &e))?;
-            drop(file);
-            run(
-                "mkfs.ext4",
-                &[
-                    "-q".as_ref(),
-                    "-F".as_ref(),
-                    "-E".as_ref(),
-                    "nodiscard,lazy_itable_init=1,lazy_journal_init=1".as_ref(),
-                    image.as_os_str(),
-                ],
-            )
-            .await?;
+            match &spec.source {
+                None => format(&image, size).await?,
+                Some(source) => self.fill_from(source, &image, size).await?,
+            }
             let fs = self.mount(&spec.id).await?;
             statvfs(&fs)
         }
@@ -207,6 +197,22 @@ impl VolumeBackend for LoopBackend {
         std::fs::remove_dir_all(&dir).map_err(|e| failed("remove the volume", &e))
     }
 
+    async fn snapshot(&self, id: &str, snapshot_id: &str) -> Result<SnapshotMade, VolumeError> {
+        root_needed()?;
+        let out = self.snapshot_file(snapshot_id)?;
+        std::fs::create_dir_all(self.snapshots_dir())
+            .map_err(|e| failed("make the snapshots directory", &e))?;
+        self.frozen_copy(id, out).await
+    }
+
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), VolumeError> {
+        match std::fs::remove_file(self.snapshot_file(snapshot_id)?) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(failed("remove the snapshot", &e)),
+        }
+    }
+
     async fn mount_all(&self) -> Vec<(String, VolumeError)> {
         let mut failures = Vec::new();
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
@@ -222,6 +228,97 @@ impl VolumeBackend for LoopBackend {
         }
         failures
     }
+}
+
+impl LoopBackend {
+    fn snapshots_dir(&self) -> PathBuf {
+        self.dir.with_file_name("snapshots")
+    }
+
+    fn snapshot_file(&self, snapshot_id: &str) -> Result<PathBuf, VolumeError> {
+        let ok = !snapshot_id.is_empty()
+            && snapshot_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if ok {
+            Ok(self.snapshots_dir().join(format!("{snapshot_id}.zst")))
+        } else {
+            Err(VolumeError::Invalid(format!(
+                "invalid snapshot id {snapshot_id:?}"
+            )))
+        }
+    }
+
+    /// Copies volume `id`'s blocks to `out` while its filesystem is frozen, so the copy
+    /// is what the filesystem holds at one moment; it thaws whatever happens.
+    async fn frozen_copy(&self, id: &str, out: PathBuf) -> Result<SnapshotMade, VolumeError> {
+        let fs = self.mount(id).await?;
+        let image = self.volume_dir(id)?.join("disk.img");
+        run("fsfreeze", &["-f".as_ref(), fs.as_os_str()]).await?;
+        let copied = tokio::task::spawn_blocking(move || snapshot::take(&image, &out))
+            .await
+            .map_err(|e| VolumeError::Failed(format!("snapshot task failed: {e}")));
+        let thawed = run("fsfreeze", &["-u".as_ref(), fs.as_os_str()]).await;
+        let made = copied??;
+        thawed?;
+        Ok(made)
+    }
+
+    /// Fills a new image from a snapshot, or from a live volume (a fork), then grows
+    /// its filesystem to `size` if that is larger.
+    async fn fill_from(
+        &self,
+        source: &VolumeSource,
+        image: &Path,
+        size: u64,
+    ) -> Result<(), VolumeError> {
+        let (file, temporary) = match source {
+            VolumeSource::Snapshot(s) => {
+                let file = self.snapshot_file(s)?;
+                if !file.exists() {
+                    return Err(VolumeError::NotFound(format!("snapshot {s}")));
+                }
+                (file, false)
+            }
+            VolumeSource::Volume(v) => {
+                let file = image.with_file_name("fork.zst");
+                self.frozen_copy(v, file.clone()).await?;
+                (file, true)
+            }
+        };
+        let (from, to) = (file.clone(), image.to_path_buf());
+        let restored = tokio::task::spawn_blocking(move || snapshot::restore(&from, &to, size))
+            .await
+            .map_err(|e| VolumeError::Failed(format!("restore task failed: {e}")))?;
+        if temporary {
+            let _ = std::fs::remove_file(&file);
+        }
+        if restored? < size {
+            run("e2fsck", &["-f".as_ref(), "-p".as_ref(), image.as_os_str()]).await?;
+            run("resize2fs", &[image.as_os_str()]).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A new sparse image of `size` with an empty ext4 filesystem.
+async fn format(image: &Path, size: u64) -> Result<(), VolumeError> {
+    let file = std::fs::File::create(image).map_err(|e| failed("make the image", &e))?;
+    file.set_len(size)
+        .map_err(|e| failed("size the image", &e))?;
+    drop(file);
+    run(
+        "mkfs.ext4",
+        &[
+            "-q".as_ref(),
+            "-F".as_ref(),
+            "-E".as_ref(),
+            "nodiscard,lazy_itable_init=1,lazy_journal_init=1".as_ref(),
+            image.as_os_str(),
+        ],
+    )
+    .await
+    .map(|_| ())
 }
 
 fn root_needed() -> Result<(), VolumeError> {

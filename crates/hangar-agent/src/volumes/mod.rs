@@ -6,6 +6,7 @@
 //! them by id.
 
 pub mod loopback;
+pub mod snapshot;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +20,26 @@ pub struct VolumeSpec {
     pub size_gb: u32,
     /// `ext4`.
     pub fstype: String,
+    /// What the new volume starts with: nothing (an empty filesystem), a snapshot's
+    /// blocks, or a copy of a live volume's (a fork).
+    #[serde(default)]
+    pub source: Option<VolumeSource>,
+}
+
+/// Where a new volume's blocks come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumeSource {
+    Snapshot(String),
+    Volume(String),
+}
+
+/// What the agent answers a [`VolumeOp`]: the volume's filesystem as it is now, and the
+/// snapshot taken, for a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeReply {
+    pub stat: VolumeStat,
+    #[serde(default)]
+    pub snapshot: Option<snapshot::SnapshotMade>,
 }
 
 /// A volume's filesystem as measured now.
@@ -69,6 +90,14 @@ pub enum VolumeOp {
     Destroy {
         id: String,
     },
+    /// Takes a consistent snapshot of the volume as `snapshot_id`.
+    Snapshot {
+        id: String,
+        snapshot_id: String,
+    },
+    DeleteSnapshot {
+        snapshot_id: String,
+    },
 }
 
 /// Where volumes' blocks live: made, grown, measured, mounted and removed by id.
@@ -83,6 +112,14 @@ pub trait VolumeBackend: Send + Sync {
     async fn stat(&self, id: &str) -> Result<VolumeStat, VolumeError>;
     /// Unmounts and removes the volume's blocks; a volume already gone is not an error.
     async fn destroy(&self, id: &str) -> Result<(), VolumeError>;
+    /// Takes a consistent (frozen) snapshot of the volume's blocks.
+    async fn snapshot(
+        &self,
+        id: &str,
+        snapshot_id: &str,
+    ) -> Result<snapshot::SnapshotMade, VolumeError>;
+    /// Removes a snapshot; one already gone is not an error.
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), VolumeError>;
     /// Mounts every volume this host holds (after a reboot or a crash).
     async fn mount_all(&self) -> Vec<(String, VolumeError)>;
 }
@@ -106,13 +143,28 @@ impl Volumes {
     }
 
     /// Does what the control plane asked.
-    pub async fn apply(&self, op: &VolumeOp) -> Result<VolumeStat, VolumeError> {
+    pub async fn apply(&self, op: &VolumeOp) -> Result<VolumeReply, VolumeError> {
         let b = self.backend();
+        let stat = |stat| VolumeReply {
+            stat,
+            snapshot: None,
+        };
         match op {
-            VolumeOp::Create(spec) => b.create(spec).await,
-            VolumeOp::Extend { id, size_gb } => b.extend(id, *size_gb).await,
-            VolumeOp::Stat { id } => b.stat(id).await,
-            VolumeOp::Destroy { id } => b.destroy(id).await.map(|()| VolumeStat::default()),
+            VolumeOp::Create(spec) => b.create(spec).await.map(stat),
+            VolumeOp::Extend { id, size_gb } => b.extend(id, *size_gb).await.map(stat),
+            VolumeOp::Stat { id } => b.stat(id).await.map(stat),
+            VolumeOp::Destroy { id } => b.destroy(id).await.map(|()| VolumeReply::default()),
+            VolumeOp::Snapshot { id, snapshot_id } => {
+                let made = b.snapshot(id, snapshot_id).await?;
+                Ok(VolumeReply {
+                    stat: b.stat(id).await?,
+                    snapshot: Some(made),
+                })
+            }
+            VolumeOp::DeleteSnapshot { snapshot_id } => b
+                .delete_snapshot(snapshot_id)
+                .await
+                .map(|()| VolumeReply::default()),
         }
     }
 

@@ -45,7 +45,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the platform: the Machines API and the machine supervisor
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Run this host's agent alone, for a control plane started with --remote-agent
     Agent(agent::AgentArgs),
     /// Manage apps
@@ -108,7 +108,7 @@ pub struct ShimArgs {
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Server(a) => server::run(a).await.map(|_| ExitCode::SUCCESS),
+        Command::Server(a) => server::run(*a).await.map(|_| ExitCode::SUCCESS),
         Command::Agent(a) => agent::run(a).await.map(|_| ExitCode::SUCCESS),
         Command::Apps(c) => apps::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Machine(c) => machine::run(c).await,

@@ -1,5 +1,6 @@
-//! `hangar volumes create|list|show|update|extend|destroy` (aliases `volume`, `vol`,
-//! `v`), with flyctl's flags, columns and sizes in GB.
+//! `hangar volumes create|list|show|update|extend|fork|destroy` and `hangar volumes
+//! snapshots list|create` (aliases `volume`, `vol`, `v`), with flyctl's flags, columns
+//! and sizes in GB.
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
@@ -89,6 +90,22 @@ pub enum VolumesCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Copy a volume into a new one (on the same host)
+    Fork {
+        id: String,
+        #[command(flatten)]
+        app: AppArg,
+        /// The new volume's name (the source's by default)
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(short = 'r', long)]
+        region: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List or take a volume's snapshots
+    #[command(subcommand, aliases = ["snapshot", "snaps"])]
+    Snapshots(SnapshotsCmd),
     /// Destroy volumes (a machine must not hold them)
     #[command(aliases = ["delete", "rm"])]
     Destroy {
@@ -99,6 +116,84 @@ pub enum VolumesCmd {
         #[arg(short = 'y', long)]
         yes: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum SnapshotsCmd {
+    /// List a volume's snapshots
+    #[command(alias = "ls")]
+    List {
+        volume: String,
+        #[command(flatten)]
+        app: AppArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Snapshot a volume now
+    Create {
+        volume: String,
+        #[command(flatten)]
+        app: AppArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b => format!("{:.1} KiB", b as f64 / 1024.0),
+    }
+}
+
+async fn snapshots(client: &hangar_client::Client, cmd: SnapshotsCmd) -> Result<()> {
+    match cmd {
+        SnapshotsCmd::List { volume, app, json } => {
+            let list = client.list_snapshots(&app.name()?, &volume).await?;
+            if json {
+                return output::json(&list);
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.id.clone(),
+                        s.status.clone(),
+                        human_bytes(s.size),
+                        human_bytes(s.volume_size),
+                        s.created_at.clone(),
+                        s.retention_days.to_string(),
+                    ]
+                })
+                .collect();
+            output::table(
+                &[
+                    "ID",
+                    "STATUS",
+                    "STORED SIZE",
+                    "VOL SIZE",
+                    "CREATED AT",
+                    "RETENTION DAYS",
+                ],
+                &rows,
+            );
+            let total: u64 = list.iter().map(|s| s.size).sum();
+            println!("\nTotal stored size: {}", human_bytes(total));
+        }
+        SnapshotsCmd::Create { volume, app, json } => {
+            let s = client.create_snapshot(&app.name()?, &volume).await?;
+            if json {
+                return output::json(&s);
+            }
+            println!(
+                "Snapshot {} of volume {volume} created ({} stored)",
+                s.id,
+                human_bytes(s.size)
+            );
+        }
+    }
+    Ok(())
 }
 
 fn print_list(volumes: &[Volume]) {
@@ -282,6 +377,29 @@ pub async fn run(cmd: VolumesCmd) -> Result<()> {
                 println!("The filesystem has grown; no restart is needed");
             }
         }
+        VolumesCmd::Fork {
+            id,
+            app,
+            name,
+            region,
+            json,
+        } => {
+            let app = app.name()?;
+            let source = client.get_volume(&app, &id).await?;
+            let req = CreateVolumeRequest {
+                name: Some(name.unwrap_or(source.name.clone())),
+                region,
+                size_gb: Some(i64::from(source.size_gb)),
+                source_volume_id: Some(id),
+                ..Default::default()
+            };
+            let v = client.create_volume(&app, &req).await?;
+            if json {
+                return output::json(&v);
+            }
+            print_one(&v, &app);
+        }
+        VolumesCmd::Snapshots(cmd) => snapshots(&client, cmd).await?,
         VolumesCmd::Destroy { ids, app, yes } => {
             let app = app.name()?;
             confirm(

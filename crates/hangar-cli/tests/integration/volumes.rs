@@ -234,6 +234,87 @@ async fn volumes_are_real_filesystems_that_keep_a_machines_data() {
     s.wait_state("vols", &id, "started").await;
     assert_eq!(stdout_of(&s, "vols", &id, "md5sum < data/blob").await, sum);
 
+    // A snapshot is what the volume held when taken: restored into a new volume, it
+    // has the blob and not what was written after; a fork has both.
+    let r = s
+        .call("POST", &format!("/apps/vols/volumes/{vol}/snapshots"), None)
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let snap = r.body["id"].as_str().unwrap().to_string();
+    assert!(snap.starts_with("vs_"), "{snap}");
+    assert_eq!(r.body["type"], "BACKUP_TYPE_ON_DEMAND");
+    assert_eq!(r.body["status"], "created");
+    assert!(
+        r.body["size"].as_u64().unwrap() < 8 << 20,
+        "only what was written is stored: {r:?}"
+    );
+    stdout_of(&s, "vols", &id, "echo later > data/after && sync").await;
+    let listed = s
+        .call("GET", &format!("/apps/vols/volumes/{vol}/snapshots"), None)
+        .await;
+    assert_eq!(listed.body.as_array().map(Vec::len), Some(1), "{listed:?}");
+    let r = create_volume(
+        &s,
+        "vols",
+        json!({"name": "restored", "size_gb": 1, "snapshot_id": snap}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "smaller than the snapshot's volume: {r:?}");
+    assert!(r.error().contains("at least 2 GB"), "{r:?}");
+    s.create_app("elsewhere").await;
+    let r = create_volume(
+        &s,
+        "elsewhere",
+        json!({"name": "stolen", "size_gb": 2, "snapshot_id": snap}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "another app's snapshot: {r:?}");
+    assert!(r.error().contains("not found"), "{r:?}");
+    let r = create_volume(
+        &s,
+        "vols",
+        json!({"name": "restored", "size_gb": 3, "snapshot_id": snap}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["size_gb"], 3);
+    let restored = r.body["id"].as_str().unwrap().to_string();
+    let r = create_volume(
+        &s,
+        "vols",
+        json!({"name": "forked", "source_volume_id": vol, "size_gb": 2}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let forked = r.body["id"].as_str().unwrap().to_string();
+    for (v, want_after) in [(&restored, false), (&forked, true)] {
+        let m = s
+            .create_machine(
+                "vols",
+                "exec sleep 600",
+                json!({"mounts": [{"volume": v, "path": "/data"}]}),
+            )
+            .await;
+        let mid = m["id"].as_str().unwrap().to_string();
+        s.wait_state("vols", &mid, "started").await;
+        assert_eq!(
+            stdout_of(&s, "vols", &mid, "md5sum < data/blob").await,
+            sum,
+            "{v}"
+        );
+        let after = stdout_of(&s, "vols", &mid, "cat data/after 2>/dev/null; true").await;
+        assert_eq!(after == "later\n", want_after, "{v}: {after:?}");
+        if v == &restored {
+            assert!(df_kib(&s, "vols", &mid).await > 2900 << 10, "grown to 3 GB");
+        }
+        s.call(
+            "DELETE",
+            &format!("/apps/vols/machines/{mid}?force=true"),
+            None,
+        )
+        .await;
+    }
+
     // Once its machine is destroyed, the volume is free, then destroyed and kept a day.
     let r = s
         .call(
@@ -281,6 +362,12 @@ async fn volumes_are_real_filesystems_that_keep_a_machines_data() {
         "{text}"
     );
     assert!(text.contains("pending_destroy"), "{text}");
+    let out = s.cli(&["volumes", "snapshots", "list", &vol, "-a", "vols"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&snap) && text.contains("Total stored size"),
+        "{text}"
+    );
 }
 
 /// On containerd the volume is bind-mounted at its path; the root filesystem resets

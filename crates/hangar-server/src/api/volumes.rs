@@ -6,19 +6,20 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, put};
 use axum::{Extension, Json, Router};
+use hangar_agent::volumes::VolumeSource;
 use hangar_agent::volumes::VolumeStat;
-use hangar_store::VolumeRecord;
+use hangar_store::{SnapshotRecord, VolumeRecord};
 use hangar_types::volume::{
     check_snapshot_retention, check_volume_name, check_volume_size, CreateVolumeRequest,
-    ExtendVolumeRequest, ExtendVolumeResponse, UpdateVolumeRequest, Volume, API_DEFAULT_VOLUME_GB,
-    DEFAULT_SNAPSHOT_RETENTION,
+    ExtendVolumeRequest, ExtendVolumeResponse, UpdateVolumeRequest, Volume, VolumeSnapshot,
+    API_DEFAULT_VOLUME_GB, DEFAULT_SNAPSHOT_RETENTION,
 };
 
 use super::apps::load_app;
 use super::machines::resolve_region;
 use super::{idempotency, ApiError, JsonBody, Params};
 use crate::auth::Caller;
-use crate::volumes::{self, NewVolume, VolumeFailure};
+use crate::volumes::{self, snapshots, NewVolume, VolumeFailure};
 use crate::AppState;
 
 pub(super) fn routes(state: &AppState) -> Router<AppState> {
@@ -137,21 +138,26 @@ async fn create(
             )))
         }
     };
-    if body.snapshot_id.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::invalid(
-            "snapshot_id: restoring from a snapshot is not available on this server yet",
-        ));
-    }
-    if body
-        .source_volume_id
-        .as_deref()
-        .is_some_and(|s| !s.is_empty())
-    {
-        return Err(ApiError::invalid(
-            "source_volume_id: forking a volume is not available on this server yet",
-        ));
-    }
-    let region = resolve_region(body.region.as_deref(), &state.region)?;
+    let snapshot = body.snapshot_id.filter(|s| !s.is_empty());
+    let fork = body.source_volume_id.filter(|s| !s.is_empty());
+    let source = match (snapshot, fork) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "give snapshot_id (to restore) or source_volume_id (to fork), not both",
+            ))
+        }
+        (Some(s), None) => Some(VolumeSource::Snapshot(s)),
+        (None, Some(v)) => Some(VolumeSource::Volume(v)),
+        (None, None) => None,
+    };
+    let region = match (&source, body.region.as_deref()) {
+        // A fork stays where its source is unless told otherwise.
+        (Some(VolumeSource::Volume(v)), None) => volumes::load(&state, &app.name, v)
+            .await
+            .map(|v| v.region)
+            .unwrap_or_else(|_| state.region.to_string()),
+        (_, region) => resolve_region(region, &state.region)?,
+    };
     let new = NewVolume {
         name: name.to_string(),
         region,
@@ -159,6 +165,7 @@ async fn create(
         fstype,
         snapshot_retention,
         auto_backup_enabled: body.auto_backup_enabled.unwrap_or(true),
+        source,
     };
     let (v, stat) = volumes::create(&state, &app, new).await?;
     Ok(Json(view(&v, Some(stat))))
@@ -229,22 +236,35 @@ async fn extend(
     }))
 }
 
+fn snapshot_view(s: &SnapshotRecord) -> VolumeSnapshot {
+    VolumeSnapshot {
+        id: s.id.clone(),
+        size: s.size.max(0) as u64,
+        volume_size: s.volume_size.max(0) as u64,
+        digest: s.digest.clone(),
+        created_at: s.created_at.clone(),
+        status: s.status.clone(),
+        retention_days: s.retention_days.max(0) as u32,
+        kind: s.kind.clone(),
+    }
+}
+
 async fn list_snapshots(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((app, id)): Path<(String, String)>,
-) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
-    load(&state, &caller, &app, &id).await?;
-    Ok(Json(Vec::new()))
+) -> Result<Json<Vec<VolumeSnapshot>>, ApiError> {
+    let v = load(&state, &caller, &app, &id).await?;
+    let list = snapshots::list(&state, &v.id).await?;
+    Ok(Json(list.iter().map(snapshot_view).collect()))
 }
 
 async fn create_snapshot(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((app, id)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    load(&state, &caller, &app, &id).await?;
-    Err(ApiError::invalid(
-        "snapshots are not available on this server yet",
-    ))
+) -> Result<Json<VolumeSnapshot>, ApiError> {
+    let v = load(&state, &caller, &app, &id).await?;
+    let s = snapshots::take(&state, &v, snapshots::ON_DEMAND).await?;
+    Ok(Json(snapshot_view(&s)))
 }

@@ -4,7 +4,9 @@
 //! holds a volume is kept by the store as machines are created and destroyed. HTTP
 //! shapes are the API layer's (`api/volumes.rs`).
 
-use hangar_agent::volumes::{VolumeError, VolumeOp, VolumeSpec, VolumeStat};
+pub mod snapshots;
+
+use hangar_agent::volumes::{VolumeError, VolumeOp, VolumeSource, VolumeSpec, VolumeStat};
 use hangar_store::{AppRecord, StoreError, VolumeRecord};
 
 use crate::{clock, ids, AppState};
@@ -51,6 +53,8 @@ pub struct NewVolume {
     pub fstype: String,
     pub snapshot_retention: u32,
     pub auto_backup_enabled: bool,
+    /// A snapshot (`vs_…`) to restore, or a volume (`vol_…`) to fork.
+    pub source: Option<VolumeSource>,
 }
 
 /// Makes a volume: a host in its region holds the blocks, then the record is stored
@@ -61,24 +65,36 @@ pub async fn create(
     new: NewVolume,
 ) -> Result<(VolumeRecord, VolumeStat), VolumeFailure> {
     state.placement.wait_for_a_host().await;
-    let host = state
-        .placement
-        .choose(&new.region, 0, 0)
-        .map_err(|e| VolumeFailure::Capacity(e.to_string()))?;
+    let host = match &new.source {
+        Some(source) => source_host(state, app, &new, source).await?,
+        None => {
+            state
+                .placement
+                .choose(&new.region, 0, 0)
+                .map_err(|e| VolumeFailure::Capacity(e.to_string()))?
+                .id
+        }
+    };
     let id = ids::volume_id();
     let spec = VolumeSpec {
         id: id.clone(),
         size_gb: new.size_gb,
         fstype: new.fstype.clone(),
+        source: new.source.clone(),
     };
-    let stat = state.agent.api().volume(&VolumeOp::Create(spec)).await?;
+    let stat = state
+        .agent
+        .api()
+        .volume(&VolumeOp::Create(spec))
+        .await?
+        .stat;
     let record = VolumeRecord {
         id: id.clone(),
         app_name: app.name.clone(),
         name: new.name,
         region: new.region,
-        zone: ids::zone(&host.id),
-        host: host.id,
+        zone: ids::zone(&host),
+        host,
         size_gb: i64::from(new.size_gb),
         state: "created".into(),
         encrypted: false,
@@ -96,6 +112,54 @@ pub async fn create(
     }
     tracing::info!(app = %record.app_name, volume = %record.id, size_gb = record.size_gb, "volume created");
     Ok((record, stat))
+}
+
+/// The host a restored or forked volume must be made on (where its source's blocks
+/// are), once the source is found to be the app's and fit.
+async fn source_host(
+    state: &AppState,
+    app: &AppRecord,
+    new: &NewVolume,
+    source: &VolumeSource,
+) -> Result<String, VolumeFailure> {
+    match source {
+        VolumeSource::Snapshot(id) => {
+            let (a, i) = (app.name.clone(), id.clone());
+            let snap = state
+                .store
+                .call(move |db| db.snapshot(&a, &i))
+                .await?
+                .ok_or_else(|| {
+                    VolumeFailure::Invalid(format!("snapshot {id} not found in app {}", app.name))
+                })?;
+            let taken_gb = (snap.volume_size as u64).div_ceil(1 << 30);
+            if u64::from(new.size_gb) < taken_gb {
+                return Err(VolumeFailure::Invalid(format!(
+                    "snapshot {id} is of a {taken_gb} GB volume: restore it with a size of at least {taken_gb} GB"
+                )));
+            }
+            Ok(snap.host)
+        }
+        VolumeSource::Volume(id) => {
+            let v = load(state, &app.name, id).await.map_err(|_| {
+                VolumeFailure::Invalid(format!("source volume {id} not found in app {}", app.name))
+            })?;
+            live(&v)?;
+            if i64::from(new.size_gb) < v.size_gb {
+                return Err(VolumeFailure::Invalid(format!(
+                    "volume {id} is {} GB: fork it with a size of at least {} GB",
+                    v.size_gb, v.size_gb
+                )));
+            }
+            if v.region != new.region {
+                return Err(VolumeFailure::Invalid(format!(
+                    "volume {id} is in region {}: fork it within {} (hosts of other regions cannot copy it yet)",
+                    v.region, v.region
+                )));
+            }
+            Ok(v.host)
+        }
+    }
 }
 
 /// One of the app's volumes; destroyed ones (within the day they stay) included.
@@ -137,7 +201,7 @@ pub async fn stat(state: &AppState, v: &VolumeRecord) -> Option<VolumeStat> {
         .volume(&VolumeOp::Stat { id: v.id.clone() })
         .await
     {
-        Ok(s) => Some(s),
+        Ok(r) => Some(r.stat),
         Err(e) => {
             tracing::warn!(volume = %v.id, error = %e, "volume cannot be measured");
             None
@@ -163,7 +227,7 @@ pub async fn extend(
         id: v.id.clone(),
         size_gb,
     };
-    let stat = state.agent.api().volume(&op).await?;
+    let stat = state.agent.api().volume(&op).await?.stat;
     let id = v.id.clone();
     state
         .store
@@ -244,6 +308,7 @@ pub async fn destroy(state: &AppState, v: VolumeRecord) -> Result<VolumeRecord, 
 /// Removes the blocks of every volume of an app being deleted (its records go with the
 /// app).
 pub async fn destroy_all_of(state: &AppState, app: &str) -> Result<(), VolumeFailure> {
+    snapshots::delete_all_of(state, app).await?;
     for v in list(state, app, false).await? {
         if let Err(e) = state
             .agent
@@ -292,13 +357,14 @@ pub async fn for_new_machine(
         fstype: "ext4".into(),
         snapshot_retention: hangar_types::volume::DEFAULT_SNAPSHOT_RETENTION,
         auto_backup_enabled: true,
+        source: None,
     };
     let (v, _) = create(state, app, new).await?;
     mount.volume = v.id.clone();
     Ok(Some(v))
 }
 
-fn live(v: &VolumeRecord) -> Result<(), VolumeFailure> {
+pub(crate) fn live(v: &VolumeRecord) -> Result<(), VolumeFailure> {
     if v.deleted_at_ms.is_some() {
         Err(VolumeFailure::Invalid(format!(
             "volume {} is destroyed; create a new one",

@@ -1,0 +1,133 @@
+//! Volume snapshots as the control plane keeps them: taking one on demand or on the
+//! daily schedule (each volume with `auto_backup_enabled` gets one a day), and removing
+//! those past their retention. The snapshot files are made and removed by the agent of
+//! the volume's host (`hangar_agent::volumes::snapshot`); their rows are here.
+
+use std::time::Duration;
+
+use hangar_agent::volumes::VolumeOp;
+use hangar_store::{SnapshotRecord, VolumeRecord};
+
+use super::VolumeFailure;
+use crate::{clock, ids, AppState};
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+pub const ON_DEMAND: &str = "BACKUP_TYPE_ON_DEMAND";
+pub const SCHEDULED: &str = "BACKUP_TYPE_SCHEDULED";
+
+/// Takes a consistent snapshot of a live volume now (its filesystem frozen while its
+/// blocks are read) and records it.
+pub async fn take(
+    state: &AppState,
+    v: &VolumeRecord,
+    kind: &str,
+) -> Result<SnapshotRecord, VolumeFailure> {
+    super::live(v)?;
+    let id = ids::snapshot_id();
+    let op = VolumeOp::Snapshot {
+        id: v.id.clone(),
+        snapshot_id: id.clone(),
+    };
+    let made = state
+        .agent
+        .api()
+        .volume(&op)
+        .await?
+        .snapshot
+        .ok_or_else(|| VolumeFailure::Agent("the host took no snapshot".into()))?;
+    let record = SnapshotRecord {
+        id: id.clone(),
+        app_name: v.app_name.clone(),
+        volume_id: v.id.clone(),
+        host: v.host.clone(),
+        status: "created".into(),
+        kind: kind.to_string(),
+        size: made.stored_bytes as i64,
+        volume_size: made.volume_bytes as i64,
+        digest: made.digest,
+        retention_days: v.snapshot_retention,
+        created_at: clock::rfc3339_now(),
+        created_at_ms: clock::now_ms(),
+    };
+    let r = record.clone();
+    if let Err(e) = state.store.call(move |db| db.insert_snapshot(&r)).await {
+        let _ = state
+            .agent
+            .api()
+            .volume(&VolumeOp::DeleteSnapshot { snapshot_id: id })
+            .await;
+        return Err(e.into());
+    }
+    tracing::info!(volume = %v.id, snapshot = %record.id, bytes = record.size, kind, "volume snapshot taken");
+    Ok(record)
+}
+
+/// A volume's snapshots, oldest first (kept while within retention, even after the
+/// volume is destroyed).
+pub async fn list(state: &AppState, volume_id: &str) -> Result<Vec<SnapshotRecord>, VolumeFailure> {
+    let id = volume_id.to_string();
+    Ok(state.store.call(move |db| db.snapshots_of(&id)).await?)
+}
+
+/// Removes the snapshots past their retention: the file, then the row.
+pub async fn expire(state: &AppState, now_ms: i64) -> Result<usize, VolumeFailure> {
+    let expired = state
+        .store
+        .call(move |db| db.expired_snapshots(now_ms))
+        .await?;
+    for s in &expired {
+        remove(state, s).await?;
+    }
+    Ok(expired.len())
+}
+
+async fn remove(state: &AppState, s: &SnapshotRecord) -> Result<(), VolumeFailure> {
+    let op = VolumeOp::DeleteSnapshot {
+        snapshot_id: s.id.clone(),
+    };
+    state.agent.api().volume(&op).await?;
+    let id = s.id.clone();
+    state.store.call(move |db| db.delete_snapshot(&id)).await?;
+    Ok(())
+}
+
+/// Removes every snapshot of an app being deleted.
+pub async fn delete_all_of(state: &AppState, app: &str) -> Result<(), VolumeFailure> {
+    let a = app.to_string();
+    for s in state.store.call(move |db| db.snapshots_of_app(&a)).await? {
+        if let Err(e) = remove(state, &s).await {
+            tracing::error!(snapshot = %s.id, error = %e, "snapshot could not be removed");
+        }
+    }
+    Ok(())
+}
+
+/// One pass of the schedule: a snapshot for every volume with scheduled snapshots that
+/// has none from the last day, then expiry. Returns how many were taken.
+pub async fn scheduled_pass(state: &AppState, now_ms: i64) -> Result<usize, VolumeFailure> {
+    let volumes = state.store.call(|db| db.live_volumes()).await?;
+    let mut taken = 0;
+    for v in volumes.iter().filter(|v| v.auto_backup_enabled) {
+        let latest = list(state, &v.id).await?.last().map(|s| s.created_at_ms);
+        if latest.is_some_and(|at| now_ms - at < DAY_MS) {
+            continue;
+        }
+        match take(state, v, SCHEDULED).await {
+            Ok(_) => taken += 1,
+            Err(e) => tracing::warn!(volume = %v.id, error = %e, "scheduled snapshot failed"),
+        }
+    }
+    expire(state, now_ms).await?;
+    Ok(taken)
+}
+
+/// Runs the schedule every `every` until the process ends.
+pub async fn schedule(state: AppState, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = scheduled_pass(&state, clock::now_ms()).await {
+            tracing::warn!(error = %e, "snapshot schedule pass failed");
+        }
+    }
+}
