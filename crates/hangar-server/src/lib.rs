@@ -52,8 +52,9 @@ pub struct ServerConfig {
     pub app_domain: String,
     /// How often autostop looks for idle machines.
     pub autostop_interval: std::time::Duration,
-    /// How often the snapshot schedule runs (`volumes::snapshots::schedule`).
-    pub snapshot_schedule_interval: std::time::Duration,
+    /// How often volumes are looked after: auto-extend, daily snapshots and their expiry
+    /// (`volumes::upkeep`).
+    pub volume_upkeep_interval: std::time::Duration,
     /// Where the edge proxy takes HTTPS for apps.
     pub https_listen: SocketAddr,
     /// How long a machine may take to begin answering a proxied request.
@@ -234,9 +235,9 @@ impl Server {
             agent_token: host.agent_token,
             placement,
         };
-        tokio::spawn(volumes::snapshots::schedule(
+        tokio::spawn(volumes::upkeep::run(
             state.clone(),
-            config.snapshot_schedule_interval,
+            config.volume_upkeep_interval,
         ));
         let interrupted = deploy::mark_interrupted(&state).await;
         if !interrupted.is_empty() {

@@ -26,7 +26,7 @@ async fn server(dir: &std::path::Path) -> Server {
         http_listen: any,
         app_domain: "localhost".into(),
         autostop_interval: std::time::Duration::from_secs(300),
-        snapshot_schedule_interval: std::time::Duration::from_secs(600),
+        volume_upkeep_interval: std::time::Duration::from_secs(600),
         https_listen: any,
         proxy_response_timeout: std::time::Duration::from_secs(5),
         proxy_queue_timeout: std::time::Duration::from_secs(5),

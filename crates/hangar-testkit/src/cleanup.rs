@@ -59,6 +59,16 @@ pub fn cleanup(root: &Path) {
     for t in targets {
         let _ = Command::new("umount").args(["-l", t]).status();
     }
+    // Volumes' mount points are immutable while unmounted (nothing lands beside the
+    // filesystem); let them go so the tree can be removed.
+    for volumes in [root.join("volumes"), root.join("data").join("volumes")] {
+        for v in std::fs::read_dir(&volumes).into_iter().flatten().flatten() {
+            let _ = Command::new("chattr")
+                .arg("-i")
+                .arg(v.path().join("fs"))
+                .status();
+        }
+    }
     // Loop devices of volumes whose images are under the root.
     let loops = Command::new("losetup")
         .args(["-n", "-O", "NAME,BACK-FILE"])

@@ -18,6 +18,8 @@ use super::{VolumeBackend, VolumeError, VolumeSource, VolumeSpec, VolumeStat};
 const GB: u64 = 1 << 30;
 /// Present while the image has grown but its filesystem not yet.
 const GROW_PENDING: &str = "grow-pending";
+/// How often a pending growth is tried again when the volume is measured.
+const RETRY_GROWTH_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub struct LoopBackend {
     dir: PathBuf,
@@ -65,6 +67,7 @@ impl LoopBackend {
         }
         let (image, fs) = (dir.join("disk.img"), dir.join("fs"));
         std::fs::create_dir_all(&fs).map_err(|e| failed("make the mount point", &e))?;
+        guard_mount_point(&fs).await;
         if let Ok(device) = loop_device(&image).await {
             // Let go of the device; the kernel keeps it while anything holds it.
             let _ = run("losetup", &["-d".as_ref(), device.as_ref()]).await;
@@ -174,6 +177,16 @@ impl VolumeBackend for LoopBackend {
     }
 
     async fn stat(&self, id: &str) -> Result<VolumeStat, VolumeError> {
+        // A growth that waited for its writers is tried again (at most every few
+        // seconds), so the space comes once the filesystem is let go, without a restart.
+        let grow = self.volume_dir(id)?.join(GROW_PENDING);
+        let due = std::fs::metadata(&grow)
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| at.elapsed().is_ok_and(|age| age >= RETRY_GROWTH_EVERY));
+        if due {
+            let _ = std::fs::write(&grow, b"");
+            return statvfs(&self.mount(id).await?);
+        }
         match self.mounted(id).await? {
             Some(fs) => statvfs(&fs),
             None => statvfs(&self.mount(id).await?),
@@ -194,6 +207,7 @@ impl VolumeBackend for LoopBackend {
         if let Ok(device) = loop_device(&dir.join("disk.img")).await {
             let _ = run("losetup", &["-d".as_ref(), device.as_ref()]).await;
         }
+        let _ = run("chattr", &["-i".as_ref(), fs.as_os_str()]).await;
         std::fs::remove_dir_all(&dir).map_err(|e| failed("remove the volume", &e))
     }
 
@@ -254,6 +268,11 @@ impl LoopBackend {
     async fn frozen_copy(&self, id: &str, out: PathBuf) -> Result<SnapshotMade, VolumeError> {
         let fs = self.mount(id).await?;
         let image = self.volume_dir(id)?.join("disk.img");
+        // Blocks of deleted files go back to the image as holes first, so the snapshot
+        // holds only what the filesystem still uses.
+        if let Err(e) = run("fstrim", &[fs.as_os_str()]).await {
+            tracing::debug!(volume = %id, error = %e, "volume not trimmed before its snapshot");
+        }
         run("fsfreeze", &["-f".as_ref(), fs.as_os_str()]).await?;
         let copied = tokio::task::spawn_blocking(move || snapshot::take(&image, &out))
             .await
@@ -348,6 +367,18 @@ fn room_for(dir: &Path, bytes: u64, size_gb: u32) -> Result<(), VolumeError> {
         )));
     }
     Ok(())
+}
+
+/// Makes the (unmounted) mount point immutable, so a machine writing while its
+/// filesystem is briefly unmounted (to grow it) gets an error rather than files hidden
+/// under the filesystem once it is back.
+async fn guard_mount_point(fs: &Path) {
+    if is_mount_point(fs) {
+        return;
+    }
+    if let Err(e) = run("chattr", &["+i".as_ref(), fs.as_os_str()]).await {
+        tracing::debug!(mount_point = %fs.display(), error = %e, "mount point left writable");
+    }
 }
 
 fn statvfs(fs: &Path) -> Result<VolumeStat, VolumeError> {

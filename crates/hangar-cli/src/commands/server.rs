@@ -50,10 +50,11 @@ pub struct ServerArgs {
     /// How often autostop looks for idle machines (a Go duration)
     #[arg(long, env = "HANGAR_AUTOSTOP_INTERVAL", default_value = "5m")]
     pub autostop_interval: String,
-    /// How often the volume snapshot schedule looks for volumes due their daily
-    /// snapshot and snapshots past their retention (a Go duration)
-    #[arg(long, env = "HANGAR_SNAPSHOT_SCHEDULE_INTERVAL", default_value = "10m")]
-    pub snapshot_schedule_interval: String,
+    /// How often volumes are looked after: grown past their mount's
+    /// extend_threshold_percent, given their daily snapshot, old snapshots expired (a Go
+    /// duration)
+    #[arg(long, env = "HANGAR_VOLUME_UPKEEP_INTERVAL", default_value = "1m")]
+    pub volume_upkeep_interval: String,
     /// Where the edge proxy takes HTTPS for apps
     #[arg(long, env = "HANGAR_HTTPS_LISTEN", default_value = "127.0.0.1:8443")]
     pub https_listen: SocketAddr,
@@ -300,9 +301,9 @@ fn server_config(
         admin_token: std::env::var("HANGAR_ADMIN_TOKEN").ok(),
         http_listen: args.http_listen,
         autostop_interval: go_duration("autostop-interval", &args.autostop_interval)?.max(SHORTEST),
-        snapshot_schedule_interval: go_duration(
-            "snapshot-schedule-interval",
-            &args.snapshot_schedule_interval,
+        volume_upkeep_interval: go_duration(
+            "volume-upkeep-interval",
+            &args.volume_upkeep_interval,
         )?
         .max(SHORTEST),
         app_domain: args.app_domain.trim_matches('.').to_ascii_lowercase(),

@@ -26,5 +26,6 @@ mod logs;
 mod proxy;
 mod recovery;
 mod requests;
+mod volume_workflow;
 mod volumes;
 mod workflow;

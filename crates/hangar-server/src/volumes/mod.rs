@@ -5,6 +5,7 @@
 //! shapes are the API layer's (`api/volumes.rs`).
 
 pub mod snapshots;
+pub mod upkeep;
 
 use hangar_agent::volumes::{VolumeError, VolumeOp, VolumeSource, VolumeSpec, VolumeStat};
 use hangar_store::{AppRecord, StoreError, VolumeRecord};

@@ -3,8 +3,6 @@
 //! those past their retention. The snapshot files are made and removed by the agent of
 //! the volume's host (`hangar_agent::volumes::snapshot`); their rows are here.
 
-use std::time::Duration;
-
 use hangar_agent::volumes::VolumeOp;
 use hangar_store::{SnapshotRecord, VolumeRecord};
 
@@ -120,14 +118,4 @@ pub async fn scheduled_pass(state: &AppState, now_ms: i64) -> Result<usize, Volu
     }
     expire(state, now_ms).await?;
     Ok(taken)
-}
-
-/// Runs the schedule every `every` until the process ends.
-pub async fn schedule(state: AppState, every: Duration) {
-    loop {
-        tokio::time::sleep(every).await;
-        if let Err(e) = scheduled_pass(&state, clock::now_ms()).await {
-            tracing::warn!(error = %e, "snapshot schedule pass failed");
-        }
-    }
 }
