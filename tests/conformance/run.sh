@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Conformance: runs Schemathesis against Fly's Machines API schema on a real
-# `hangar server` (process driver, loopback, temp data dir) and fails on any 5xx or
-# any response that breaks the schema. Usage: tests/conformance/run.sh [path/to/hangar]
+# `hangar server` (process driver, loopback, temp data dir, loop-mounted volumes) and
+# fails on any 5xx or any response that breaks the schema. Usage: tests/conformance/run.sh [path/to/hangar]
 # With HANGAR_CONF_DATABASE=postgres the server keeps its state on a PostgreSQL started
 # here from initdb on a free port.
 set -euo pipefail
@@ -31,7 +31,7 @@ if [ "${HANGAR_CONF_DATABASE:-sqlite}" = postgres ]; then
   echo "conformance on PostgreSQL (127.0.0.1:$pgport)"
 fi
 PATH="$work/empty-path" HANGAR_CONFIG="$work/cli.toml" HANGAR_LOG=warn \
-  "$hangar" server --driver process --data-dir "$work/data" --api-listen "127.0.0.1:$port" --http-listen 127.0.0.1:0 "${database[@]}" >"$work/server.log" 2>&1 &
+  "$hangar" server --driver process --data-dir "$work/data" --api-listen "127.0.0.1:$port" --http-listen 127.0.0.1:0 --volume-overcommit 30 "${database[@]}" >"$work/server.log" 2>&1 &
 server=$!
 cleanup() {
   kill "$server" 2>/dev/null || true
@@ -45,6 +45,12 @@ cleanup() {
   for p in /proc/[0-9]*; do
     case "$(readlink "$p/cwd" 2>/dev/null)" in "$work"/*) kill -KILL "${p#/proc/}" 2>/dev/null || true ;; esac
   done
+  # Volumes stay mounted on loop devices after the server; let them go.
+  grep -o " $work/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  losetup -n -O NAME,BACK-FILE 2>/dev/null | while read -r dev file; do
+    case "$file" in "$work"/*) losetup -d "$dev" 2>/dev/null || true ;; esac
+  done
+  for fs in "$work"/data/volumes/*/fs; do [ -e "$fs" ] && chattr -i "$fs" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -59,12 +65,15 @@ machine='{"config":{"image":"busybox","init":{"exec":["/bin/sleep","3600"]},"res
 main=$(api -X POST "$base/apps/conformance/machines" -d "$machine" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 spare=$(api -X POST "$base/apps/conformance/machines" -d "$machine" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 
+volume() { api -X POST "$base/apps/conformance/volumes" -d "{\"name\":\"$1\",\"size_gb\":1}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }
+volume=$(volume data)
+spare_volume=$(volume spare)
+export HANGAR_CONF_VOLUME=$volume HANGAR_CONF_SPARE_VOLUME=$spare_volume
 export HANGAR_CONF_TOKEN=$token HANGAR_CONF_APP=conformance HANGAR_CONF_MACHINE=$main
 export HANGAR_CONF_SPARE_APP=conformance-spare HANGAR_CONF_SPARE_MACHINE=$spare
 schemathesis --config-file "$here/schemathesis.toml" run "$schema" \
   --url "$base" \
   --checks not_a_server_error,response_schema_conformance \
-  --exclude-path-regex '/volumes' \
   --phases examples,coverage,fuzzing \
   --mode positive \
   --max-examples "$examples" \

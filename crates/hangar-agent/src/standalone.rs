@@ -42,6 +42,8 @@ pub struct AgentConfig {
     pub autostop_interval: Duration,
     pub proxy_response_timeout: Duration,
     pub proxy_queue_timeout: Duration,
+    /// See `Volumes::loopback`.
+    pub volume_overcommit: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +100,10 @@ impl StandaloneAgent {
         })?;
         let (ledger, _) = Ledger::open(&config.data_dir.join("agent.db"))?;
         let control = Control::new(&config.control_url, &config.token);
-        let volumes = crate::volumes::Volumes::loopback(config.data_dir.join("volumes"));
+        let volumes = crate::volumes::Volumes::loopback(
+            config.data_dir.join("volumes"),
+            config.volume_overcommit,
+        );
         volumes.mount_all().await;
         let supervisor = Supervisor::new(
             ledger,

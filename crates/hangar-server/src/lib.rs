@@ -74,6 +74,8 @@ pub struct ServerConfig {
     pub prices: hangar_types::billing::PriceTable,
     /// How much of a host's memory placement gives machines, as a ratio (1.0: all).
     pub memory_overcommit: f64,
+    /// How many times its disk's free space a host may promise to volumes.
+    pub volume_overcommit: f64,
 }
 
 /// Shared state of the API handlers.
@@ -452,7 +454,10 @@ async fn embedded_agent(
 ) -> Result<supervisor::Supervisor, ServerError> {
     let ledger_path = config.data_dir.join("agent.db");
     let (ledger, fresh) = hangar_agent::ledger::Ledger::open(&ledger_path)?;
-    let volumes = hangar_agent::volumes::Volumes::loopback(config.data_dir.join("volumes"));
+    let volumes = hangar_agent::volumes::Volumes::loopback(
+        config.data_dir.join("volumes"),
+        config.volume_overcommit,
+    );
     volumes.mount_all().await;
     let supervisor = supervisor::Supervisor::new(
         ledger,

@@ -43,6 +43,7 @@ async fn server(dir: &std::path::Path) -> Server {
         master_key: None,
         registry_listen: any,
         prices: Default::default(),
+        volume_overcommit: 1.0,
         memory_overcommit: 1.0,
     };
     let store = open_store(Database::Sqlite(dir.join("hangar.db")))

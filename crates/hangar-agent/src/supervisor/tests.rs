@@ -122,7 +122,7 @@ impl Host {
             "ord".into(),
             Arc::new(NoSecrets),
             self.seen.clone(),
-            crate::volumes::Volumes::loopback(std::env::temp_dir().join("hangar-no-volumes")),
+            crate::volumes::Volumes::loopback(std::env::temp_dir().join("hangar-no-volumes"), 1.0),
         )
     }
 

@@ -23,11 +23,14 @@ const RETRY_GROWTH_EVERY: std::time::Duration = std::time::Duration::from_secs(3
 
 pub struct LoopBackend {
     dir: PathBuf,
+    /// How many times the host disk's free space volumes may be promised (their images
+    /// are sparse, so they take only what is written).
+    overcommit: f64,
 }
 
 impl LoopBackend {
-    pub fn new(dir: PathBuf) -> LoopBackend {
-        LoopBackend { dir }
+    pub fn new(dir: PathBuf, overcommit: f64) -> LoopBackend {
+        LoopBackend { dir, overcommit }
     }
 
     fn volume_dir(&self, id: &str) -> Result<PathBuf, VolumeError> {
@@ -117,7 +120,7 @@ impl VolumeBackend for LoopBackend {
         let dir = self.volume_dir(&spec.id)?;
         std::fs::create_dir_all(&self.dir).map_err(|e| failed("make the volumes directory", &e))?;
         let size = u64::from(spec.size_gb) * GB;
-        room_for(&self.dir, size, spec.size_gb)?;
+        room_for(&self.dir, size, spec.size_gb, self.overcommit)?;
         let made = async {
             std::fs::create_dir(&dir).map_err(|e| failed("make the volume's directory", &e))?;
             let image = dir.join("disk.img");
@@ -149,7 +152,7 @@ impl VolumeBackend for LoopBackend {
                 now / GB
             )));
         }
-        room_for(&self.dir, size - now, size_gb)?;
+        room_for(&self.dir, size - now, size_gb, self.overcommit)?;
         let file = std::fs::OpenOptions::new()
             .write(true)
             .open(&image)
@@ -355,11 +358,11 @@ fn failed(what: &str, e: &std::io::Error) -> VolumeError {
 }
 
 /// Refuses a volume the host's disk has no room for, saying how much there is.
-fn room_for(dir: &Path, bytes: u64, size_gb: u32) -> Result<(), VolumeError> {
+fn room_for(dir: &Path, bytes: u64, size_gb: u32, overcommit: f64) -> Result<(), VolumeError> {
     let s = nix::sys::statvfs::statvfs(dir)
         .map_err(|e| failed("measure the host's disk", &e.into()))?;
     let free = s.blocks_available() as u64 * s.fragment_size() as u64;
-    if free < bytes {
+    if (free as f64 * overcommit) < bytes as f64 {
         return Err(VolumeError::Capacity(format!(
             "the host's disk has {:.1} GB free under {}, too little for {size_gb} GB: free space there or ask for less",
             free as f64 / GB as f64,
@@ -445,9 +448,23 @@ async fn loop_device(image: &Path) -> Result<String, VolumeError> {
         })
 }
 
+/// Where host tools are looked for after `PATH`: system tools live in sbin, which a
+/// service's `PATH` often lacks.
+const SYSTEM_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+
+/// The host tool `program`, from `PATH` or the system directories.
+fn tool(program: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(SYSTEM_DIRS.iter().map(PathBuf::from))
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(program))
+}
+
 /// Runs a host tool; its stderr is the error.
 async fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<String, VolumeError> {
-    let out = Command::new(program)
+    let out = Command::new(tool(program))
         .args(args)
         .env_remove("HANGAR_MASTER_KEY")
         .output()

@@ -129,9 +129,10 @@ pub trait VolumeBackend: Send + Sync {
 pub struct Volumes(pub Arc<dyn VolumeBackend>);
 
 impl Volumes {
-    /// Volumes as loop-mounted image files under `dir`.
-    pub fn loopback(dir: PathBuf) -> Volumes {
-        Volumes(Arc::new(loopback::LoopBackend::new(dir)))
+    /// Volumes as loop-mounted image files under `dir`, a new one refused unless the
+    /// disk's free space times `overcommit` holds it.
+    pub fn loopback(dir: PathBuf, overcommit: f64) -> Volumes {
+        Volumes(Arc::new(loopback::LoopBackend::new(dir, overcommit)))
     }
 
     /// Mounts every volume this host holds, before machines start again; one that

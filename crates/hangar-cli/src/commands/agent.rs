@@ -85,6 +85,10 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         )?
         .max(SHORTEST),
         proxy_queue_timeout: go_duration("proxy-queue-timeout", &args.proxy_queue_timeout)?,
+        volume_overcommit: super::server::overcommit(
+            "volume-overcommit",
+            args.machines.volume_overcommit,
+        )?,
     };
     let agent = StandaloneAgent::start(config, driver)
         .await

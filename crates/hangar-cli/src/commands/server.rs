@@ -132,6 +132,11 @@ pub struct DriverArgs {
         value_delimiter = ','
     )]
     pub insecure_registries: Vec<String>,
+    /// How many times the host disk's free space volumes may be promised, as a ratio:
+    /// their images are sparse and take only what is written (1.0 promises no more
+    /// than is free)
+    #[arg(long, env = "HANGAR_VOLUME_OVERCOMMIT", default_value_t = 1.0)]
+    pub volume_overcommit: f64,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -331,16 +336,19 @@ fn server_config(
         master_key,
         registry_listen: args.registry_listen,
         prices: price_table(args.price_table.as_deref())?,
-        memory_overcommit: memory_overcommit(args.memory_overcommit)?,
+        memory_overcommit: overcommit("memory-overcommit", args.memory_overcommit)?,
+        volume_overcommit: overcommit("volume-overcommit", args.machines.volume_overcommit)?,
     })
 }
 
 /// The overcommit ratio, checked: a positive number of at most 100.
-fn memory_overcommit(ratio: f64) -> Result<f64> {
+pub(crate) fn overcommit(flag: &str, ratio: f64) -> Result<f64> {
     if ratio.is_finite() && ratio > 0.0 && ratio <= 100.0 {
         Ok(ratio)
     } else {
-        anyhow::bail!("--memory-overcommit must be a ratio above 0 and at most 100, such as 1.0 or 1.5; got {ratio}")
+        anyhow::bail!(
+            "--{flag} must be a ratio above 0 and at most 100, such as 1.0 or 1.5; got {ratio}"
+        )
     }
 }
 
