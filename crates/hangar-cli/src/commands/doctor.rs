@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Result};
 use clap::Args;
 use hangar_appconfig::{AppConfig, AutoStop};
+use hangar_types::volume::Volume;
 use serde::Serialize;
 
 use super::appconfig::app_name;
@@ -153,6 +154,7 @@ fn services(c: &AppConfig) -> Vec<ServiceView> {
 pub fn examine(
     c: &AppConfig,
     machines: Option<(usize, BTreeSet<String>)>,
+    volumes: Option<&[Volume]>,
     dockerfile: Option<&str>,
 ) -> Vec<Finding> {
     let svc = services(c);
@@ -163,7 +165,8 @@ pub fn examine(
         health_checks(&svc),
         graceful_shutdown(c),
         secrets_in_env(c),
-        volume_snapshots(c),
+        volume_snapshots(c, volumes),
+        volume_encryption(volumes),
         concurrency_limits(&svc),
         image_tags(c, dockerfile),
         auto_stop_start(&svc),
@@ -298,24 +301,76 @@ fn secrets_in_env(c: &AppConfig) -> Finding {
     }
 }
 
-/// Whether every volume keeps scheduled snapshots.
-fn volume_snapshots(c: &AppConfig) -> Finding {
-    let unretained: Vec<&str> = c
-        .mounts
+/// Whether every volume keeps daily snapshots: judged from the app's real volumes when
+/// the server answers (their retention and schedule as they are), else from fly.toml's
+/// `[[mounts]]` (where an unset retention means the default, 5 days).
+fn volume_snapshots(c: &AppConfig, volumes: Option<&[Volume]>) -> Finding {
+    let Some(volumes) = volumes else {
+        let off: Vec<&str> = c
+            .mounts
+            .iter()
+            .filter(|m| m.scheduled_snapshots == Some(false) || m.snapshot_retention == Some(0))
+            .map(|m| m.source.as_str())
+            .collect();
+        return if c.mounts.is_empty() {
+            pass("volume snapshots", "no volumes")
+        } else if off.is_empty() {
+            pass(
+                "volume snapshots",
+                "every [[mounts]] volume is snapshotted daily",
+            )
+        } else {
+            flag(
+                "volume snapshots",
+                Verdict::Warn,
+                format!("scheduled snapshots are off for {}", off.join(", ")),
+                "set scheduled_snapshots = true and snapshot_retention = 7 (days) in [[mounts]]",
+            )
+        };
+    };
+    let off: Vec<String> = volumes
         .iter()
-        .filter(|m| m.snapshot_retention.is_none() || m.scheduled_snapshots == Some(false))
-        .map(|m| m.source.as_str())
+        .filter(|v| !v.auto_backup_enabled)
+        .map(|v| format!("{} ({})", v.id, v.name))
         .collect();
-    if c.mounts.is_empty() {
+    if volumes.is_empty() {
         pass("volume snapshots", "no volumes")
-    } else if unretained.is_empty() {
-        pass("volume snapshots", "every volume keeps snapshots")
+    } else if off.is_empty() {
+        let days: BTreeSet<u32> = volumes.iter().map(|v| v.snapshot_retention).collect();
+        let days: Vec<String> = days.iter().map(u32::to_string).collect();
+        pass(
+            "volume snapshots",
+            format!(
+                "every volume is snapshotted daily, each snapshot kept {} days",
+                days.join("/")
+            ),
+        )
     } else {
         flag(
             "volume snapshots",
             Verdict::Warn,
-            format!("no snapshot retention set for {}", unretained.join(", ")),
-            "set snapshot_retention = 7 (days) and scheduled_snapshots = true in [[mounts]]",
+            format!("scheduled snapshots are off for {}", off.join(", ")),
+            "`hangar volumes update ID --scheduled-snapshots=true --snapshot-retention 7`",
+        )
+    }
+}
+
+/// Whether the app's volumes are encrypted at rest (known only from the server).
+fn volume_encryption(volumes: Option<&[Volume]>) -> Finding {
+    let plain: Vec<&str> = volumes
+        .unwrap_or_default()
+        .iter()
+        .filter(|v| !v.encrypted)
+        .map(|v| v.id.as_str())
+        .collect();
+    if plain.is_empty() {
+        pass("volume encryption", "no unencrypted volume")
+    } else {
+        flag(
+            "volume encryption",
+            Verdict::Warn,
+            format!("not encrypted at rest: {}", plain.join(", ")),
+            "this host cannot encrypt volumes yet; keep its disk encrypted (LUKS) or hold no sensitive data on them",
         )
     }
 }
@@ -424,15 +479,18 @@ pub async fn run(args: DoctorArgs) -> Result<()> {
             )
         })
         .and_then(|p| std::fs::read_to_string(p).ok());
-    let machines = match (app_name(&args.app, Some(c)), config::client()) {
-        (Ok(app), Ok(client)) => client.list_machines(&app, false).await.ok().map(|ms| {
-            let ms = super::status::app_machines(ms);
-            let regions = ms.iter().map(|m| m.region.clone()).collect();
-            (ms.len(), regions)
-        }),
-        _ => None,
+    let (machines, volumes) = match (app_name(&args.app, Some(c)), config::client()) {
+        (Ok(app), Ok(client)) => (
+            client.list_machines(&app, false).await.ok().map(|ms| {
+                let ms = super::status::app_machines(ms);
+                let regions = ms.iter().map(|m| m.region.clone()).collect();
+                (ms.len(), regions)
+            }),
+            client.list_volumes(&app, false).await.ok(),
+        ),
+        _ => (None, None),
     };
-    let findings = examine(c, machines, dockerfile.as_deref());
+    let findings = examine(c, machines, volumes.as_deref(), dockerfile.as_deref());
     let failed = findings
         .iter()
         .filter(|f| f.verdict == Verdict::Fail)
@@ -469,7 +527,7 @@ mod tests {
         let c = hangar_appconfig::parse(text, hangar_appconfig::Format::Toml)
             .expect("parses")
             .config;
-        examine(&c, machines, None)
+        examine(&c, machines, None, None)
             .into_iter()
             .map(|f| (f.check, f.verdict))
             .collect()
@@ -522,5 +580,54 @@ internal_port = 8080
         assert_eq!(v["min_machines_running"], Verdict::Warn);
         assert!(looks_secret("SESSION", "q8Zr3Lk0vX9pT2mW7bN4cY6hJ1fD5sGa").is_some());
         assert!(looks_secret("GREETING", "hello world").is_none());
+    }
+
+    fn volume(id: &str, auto_backup_enabled: bool, encrypted: bool) -> Volume {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "name": "data", "state": "created", "size_gb": 1, "region": "ord",
+            "zone": "ab12", "encrypted": encrypted, "created_at": "t", "fstype": "ext4",
+            "snapshot_retention": 7, "auto_backup_enabled": auto_backup_enabled,
+            "host_status": "ok"
+        }))
+        .expect("a volume")
+    }
+
+    #[test]
+    fn volume_checks_use_the_real_volumes_when_known() {
+        let text = "app = \"v\"\n[[mounts]]\nsource = \"data\"\ndestination = \"/data\"\n";
+        let c = hangar_appconfig::parse(text, hangar_appconfig::Format::Toml)
+            .expect("parses")
+            .config;
+        assert_eq!(
+            volume_snapshots(&c, None).verdict,
+            Verdict::Pass,
+            "5 days by default"
+        );
+        let off = text.replace("/data\"", "/data\"\nscheduled_snapshots = false");
+        let c_off = hangar_appconfig::parse(&off, hangar_appconfig::Format::Toml)
+            .expect("parses")
+            .config;
+        assert_eq!(volume_snapshots(&c_off, None).verdict, Verdict::Warn);
+        let kept = [volume("vol_a", true, true)];
+        let f = volume_snapshots(&c_off, Some(&kept));
+        assert_eq!(
+            f.verdict,
+            Verdict::Pass,
+            "the real volume wins: {}",
+            f.detail
+        );
+        assert!(f.detail.contains("7 days"), "{}", f.detail);
+        let unkept = [volume("vol_a", true, true), volume("vol_b", false, false)];
+        let f = volume_snapshots(&c, Some(&unkept));
+        assert_eq!(f.verdict, Verdict::Warn);
+        assert!(
+            f.detail.contains("vol_b") && !f.detail.contains("vol_a"),
+            "{}",
+            f.detail
+        );
+        assert_eq!(volume_encryption(Some(&kept)).verdict, Verdict::Pass);
+        let f = volume_encryption(Some(&unkept));
+        assert_eq!(f.verdict, Verdict::Warn);
+        assert!(f.detail.contains("vol_b"), "{}", f.detail);
     }
 }

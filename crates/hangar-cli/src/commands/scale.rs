@@ -431,6 +431,9 @@ struct GroupScale {
     cpus: u32,
     memory_mb: u32,
     regions: Vec<String>,
+    /// The group's volumes: how many, and their sizes added up.
+    volumes: usize,
+    volume_gb: u32,
     /// What one machine of this size costs for 30 days running, and the group.
     #[serde(skip_serializing_if = "Option::is_none")]
     monthly_per_machine: Option<f64>,
@@ -442,6 +445,7 @@ async fn show(client: &Client, app: &str, json: bool) -> Result<()> {
     let machines = app_machines(client.list_machines(app, false).await?);
     // The estimate needs the server's price table; the sizes are shown without it.
     let prices = client.prices().await.ok();
+    let volumes = client.list_volumes(app, false).await.unwrap_or_default();
     let mut groups: BTreeMap<String, GroupScale> = BTreeMap::new();
     for m in &machines {
         let g = m.config.guest.clone().unwrap_or_default();
@@ -459,10 +463,18 @@ async fn show(client: &Client, app: &str, json: bool) -> Result<()> {
                 cpus: g.cpus.unwrap_or(1),
                 memory_mb: billed_memory,
                 regions: Vec::new(),
+                volumes: 0,
+                volume_gb: 0,
                 monthly_per_machine: each,
                 monthly: None,
             });
         e.count += 1;
+        for mount in m.config.mounts.iter().flatten() {
+            if let Some(v) = volumes.iter().find(|v| v.id == mount.volume) {
+                e.volumes += 1;
+                e.volume_gb += v.size_gb;
+            }
+        }
         e.monthly = e.monthly_per_machine.map(|each| each * e.count as f64);
         if !e.regions.contains(&m.region) {
             e.regions.push(m.region.clone());
@@ -482,6 +494,11 @@ async fn show(client: &Client, app: &str, json: bool) -> Result<()> {
                 g.cpus.to_string(),
                 format!("{} MB", g.memory_mb),
                 g.regions.join(","),
+                if g.volumes == 0 {
+                    "-".into()
+                } else {
+                    format!("{} ({} GB)", g.volumes, g.volume_gb)
+                },
                 match (g.monthly_per_machine, g.monthly) {
                     (Some(each), Some(all)) => format!("${each:.2} each, ${all:.2}"),
                     _ => "-".into(),
@@ -497,6 +514,7 @@ async fn show(client: &Client, app: &str, json: bool) -> Result<()> {
             "CPUS",
             "MEMORY",
             "REGIONS",
+            "VOLUMES",
             "PER 30 DAYS RUNNING",
         ],
         &rows,

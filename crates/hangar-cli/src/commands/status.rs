@@ -29,6 +29,9 @@ struct MachineStatus {
     version: Option<String>,
     checks_passing: usize,
     checks_total: usize,
+    /// The volume mounted in the machine, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume: Option<String>,
     updated_at: String,
 }
 
@@ -104,6 +107,13 @@ fn machine_status(m: &Machine) -> MachineStatus {
             .filter(|c| c.status == hangar_types::CheckState::Passing)
             .count(),
         checks_total: m.checks.len(),
+        volume: m
+            .config
+            .mounts
+            .iter()
+            .flatten()
+            .next()
+            .map(|v| v.volume.clone()),
         updated_at: m.updated_at.clone(),
     }
 }
@@ -133,6 +143,7 @@ fn print_machines(machines: &[MachineStatus]) {
                 } else {
                     format!("{} total, {} passing", m.checks_total, m.checks_passing)
                 },
+                m.volume.clone().unwrap_or_default(),
                 m.updated_at.clone(),
             ]
         })
@@ -145,6 +156,7 @@ fn print_machines(machines: &[MachineStatus]) {
             "REGION",
             "STATE",
             "CHECKS",
+            "VOLUME",
             "LAST UPDATED",
         ],
         &rows,

@@ -319,6 +319,21 @@ async fn a_fly_toml_with_mounts_deploys_onto_volumes_and_keeps_them() {
         ids
     };
     let before = ids(&vols);
+    let shown = ok(&s, &dir, &["scale", "show"]);
+    assert!(
+        shown.contains("VOLUMES") && shown.contains("2 (20 GB)"),
+        "{shown}"
+    );
+    let shown = ok(&s, &dir, &["status"]);
+    assert!(before.iter().all(|v| shown.contains(v.as_str())), "{shown}");
+    let doctor = stdout(&s.cli_in(&dir, &["doctor"]));
+    assert!(
+        doctor.contains(
+            "volume snapshots: every volume is snapshotted daily, each snapshot kept 5 days"
+        ),
+        "{doctor}"
+    );
+    assert!(doctor.contains("WARN  volume encryption"), "{doctor}");
 
     // A second deploy keeps each machine on its volume, with its data.
     edit(&dir.join("fly.toml"), |t| {
