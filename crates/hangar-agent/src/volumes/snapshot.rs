@@ -65,6 +65,10 @@ pub fn take(image: &Path, out: &Path) -> Result<SnapshotMade, VolumeError> {
     let dest = File::create(&partial).map_err(|e| io("create the snapshot", e))?;
     let mut z = zstd::stream::write::Encoder::new(BufWriter::new(dest), LEVEL)
         .map_err(|e| io("start compressing", e))?;
+    // A checksum in the frame: a damaged snapshot fails its restore instead of
+    // restoring wrong bytes.
+    z.include_checksum(true)
+        .map_err(|e| io("start compressing", e))?;
     let mut digest = Sha256::new();
     let mut put =
         |z: &mut zstd::stream::write::Encoder<_>, bytes: &[u8]| -> Result<(), VolumeError> {
@@ -155,6 +159,16 @@ pub fn restore(snapshot: &Path, image: &Path, size: u64) -> Result<u64, VolumeEr
             left -= n as u64;
         }
     }
+    // Reading to the frame's end checks its checksum.
+    let mut rest = [0u8; 1];
+    match z.read(&mut rest) {
+        Ok(0) => {}
+        Ok(_) | Err(_) => {
+            return Err(VolumeError::Failed(
+                "the snapshot file is damaged (its checksum does not match)".into(),
+            ))
+        }
+    }
     out.sync_all().map_err(|e| io("sync the image", e))?;
     Ok(taken)
 }
@@ -197,5 +211,29 @@ mod tests {
             restore(&snap, &back, 1 << 20),
             Err(VolumeError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_refused_not_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("disk.img");
+        let mut f = File::create(&image).unwrap();
+        f.set_len(8 << 20).unwrap();
+        let noise: Vec<u8> = (0..(1u32 << 20))
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        f.write_all(&noise).unwrap();
+        drop(f);
+        let snap = dir.path().join("s.zst");
+        take(&image, &snap).unwrap();
+        let mut bytes = std::fs::read(&snap).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x55;
+        std::fs::write(&snap, bytes).unwrap();
+        let back = dir.path().join("back.img");
+        assert!(
+            restore(&snap, &back, 8 << 20).is_err(),
+            "a flipped byte is noticed"
+        );
     }
 }
