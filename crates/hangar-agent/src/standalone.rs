@@ -145,6 +145,7 @@ impl StandaloneAgent {
                     }
                 })?,
             ),
+            run: Some(crate::ids::ulid()),
         };
         let (loaded, edge_loaded) = watch::channel(false);
         tokio::spawn(self.control.clone().keep_registered(

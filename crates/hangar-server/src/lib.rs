@@ -459,6 +459,12 @@ async fn embedded_agent(
         config.volume_overcommit,
     );
     volumes.mount_all().await;
+    // Encrypted volumes get their keys before any machine starts on them.
+    for op in volumes::keys::unlocks(store, vault, None).await {
+        if let Err(e) = volumes.apply(&op).await {
+            tracing::error!(error = %e, "volume cannot be unlocked");
+        }
+    }
     let supervisor = supervisor::Supervisor::new(
         ledger,
         Arc::new(observed::MachineCopy(store.clone())),

@@ -54,6 +54,9 @@ pub struct Placement {
     /// How much of a host's memory machines may be given, as a ratio (1.0: all of it).
     overcommit: f64,
     turn: tokio::sync::Mutex<()>,
+    /// Each host's agent process as last heard (a new one has mounted its volumes
+    /// afresh, without their keys).
+    runs: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 impl Placement {
@@ -62,7 +65,17 @@ impl Placement {
             hosts: watch::channel(BTreeMap::new()).0,
             overcommit,
             turn: tokio::sync::Mutex::new(()),
+            runs: std::sync::Mutex::default(),
         }
+    }
+
+    /// Notes that host `id` runs the agent process `run`; true when that is news (the
+    /// host is new to this control plane or its agent restarted).
+    pub fn agent_run(&self, id: &str, run: &str) -> bool {
+        let Ok(mut runs) = self.runs.lock() else {
+            return true;
+        };
+        runs.insert(id.to_string(), run.to_string()).as_deref() != Some(run)
     }
 
     /// Records a host (again): its region and size as its agent last said.

@@ -423,6 +423,7 @@ fn volumes(db: &mut Db<'_>) -> Result<()> {
         auto_backup_enabled: true,
         created_at: "t".into(),
         deleted_at_ms: None,
+        sealed_key: Some(vec![9, 0, 7]),
     };
     db.insert_volume(&v).expect("insert volume");
     assert_eq!(db.volume("web", "vol_a")?, Some(v.clone()));
@@ -516,6 +517,7 @@ fn snapshots(db: &mut Db<'_>) -> Result<()> {
         retention_days: 1,
         created_at: "t".into(),
         created_at_ms: 1000,
+        sealed_key: Some(vec![0, 1, 255]),
     };
     db.insert_snapshot(&s)?;
     let later = crate::snapshots::SnapshotRecord {

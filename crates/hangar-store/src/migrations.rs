@@ -230,6 +230,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX volume_snapshots_by_volume ON volume_snapshots(volume_id, created_at_ms);
     "#,
+    // 9: encrypted volumes' keys, sealed under the master key; a snapshot keeps the key
+    // its blocks are encrypted with, for restores after its volume is gone.
+    r#"
+    ALTER TABLE volumes ADD COLUMN sealed_key BLOB;
+    ALTER TABLE volume_snapshots ADD COLUMN sealed_key BLOB;
+    "#,
 ];
 
 /// Any number, the same in every process: the key of the lock two servers starting on

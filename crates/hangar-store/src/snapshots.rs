@@ -23,10 +23,12 @@ pub struct SnapshotRecord {
     pub retention_days: i64,
     pub created_at: String,
     pub created_at_ms: i64,
+    /// The key its blocks are encrypted with, sealed for this snapshot.
+    pub sealed_key: Option<Vec<u8>>,
 }
 
 const COLUMNS: &str = "id, app_name, volume_id, host, status, kind, size, volume_size, digest, \
-    retention_days, created_at, created_at_ms";
+    retention_days, created_at, created_at_ms, sealed_key";
 
 fn from_row(r: &Row) -> Result<SnapshotRecord> {
     Ok(SnapshotRecord {
@@ -42,16 +44,18 @@ fn from_row(r: &Row) -> Result<SnapshotRecord> {
         retention_days: r.get(9)?,
         created_at: r.get(10)?,
         created_at_ms: r.get(11)?,
+        sealed_key: r.get(12)?,
     })
 }
 
 impl Db<'_> {
     pub fn insert_snapshot(&mut self, s: &SnapshotRecord) -> Result<()> {
         self.conn.execute(
-            &format!("INSERT INTO volume_snapshots ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+            &format!("INSERT INTO volume_snapshots ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
             args![
                 &s.id, &s.app_name, &s.volume_id, &s.host, &s.status, &s.kind, s.size,
-                s.volume_size, &s.digest, s.retention_days, &s.created_at, s.created_at_ms
+                s.volume_size, &s.digest, s.retention_days, &s.created_at, s.created_at_ms,
+                s.sealed_key.as_ref()
             ],
         )?;
         Ok(())

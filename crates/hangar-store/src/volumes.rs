@@ -29,11 +29,13 @@ pub struct VolumeRecord {
     pub created_at: String,
     /// When it was destroyed (soft-deleted), in ms since the epoch.
     pub deleted_at_ms: Option<i64>,
+    /// An encrypted volume's key, sealed under the master key (`None`: not encrypted).
+    pub sealed_key: Option<Vec<u8>>,
 }
 
 const VOLUME_COLUMNS: &str = "id, app_name, name, region, zone, host, size_gb, state, \
     encrypted, fstype, attached_machine_id, snapshot_retention, auto_backup_enabled, \
-    created_at, deleted_at_ms";
+    created_at, deleted_at_ms, sealed_key";
 
 fn volume_from_row(r: &Row) -> Result<VolumeRecord> {
     Ok(VolumeRecord {
@@ -52,6 +54,7 @@ fn volume_from_row(r: &Row) -> Result<VolumeRecord> {
         auto_backup_enabled: r.get(12)?,
         created_at: r.get(13)?,
         deleted_at_ms: r.get(14)?,
+        sealed_key: r.get(15)?,
     })
 }
 
@@ -67,12 +70,12 @@ impl Db<'_> {
     pub fn insert_volume(&mut self, v: &VolumeRecord) -> Result<()> {
         self.conn.execute(
             &format!(
-                "INSERT INTO volumes ({VOLUME_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                "INSERT INTO volumes ({VOLUME_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
             ),
             args![
                 &v.id, &v.app_name, &v.name, &v.region, &v.zone, &v.host, v.size_gb, &v.state,
                 v.encrypted, &v.fstype, &v.attached_machine_id, v.snapshot_retention,
-                v.auto_backup_enabled, &v.created_at, v.deleted_at_ms
+                v.auto_backup_enabled, &v.created_at, v.deleted_at_ms, v.sealed_key.as_ref()
             ],
         )?;
         Ok(())

@@ -46,6 +46,10 @@ pub struct Registration {
     /// The host's lasting id (`host::host_id`).
     #[serde(default)]
     pub host_id: Option<String>,
+    /// This agent process, new at every start (its volumes were mounted afresh and
+    /// wait for their keys).
+    #[serde(default)]
+    pub run: Option<String>,
 }
 
 /// The edge's tables as the control plane holds them, at a feed revision.

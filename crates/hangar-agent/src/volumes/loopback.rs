@@ -6,12 +6,18 @@
 //! ext4 mount). Growing is online where the host allows it: the file grows, the loop
 //! device is told, and `resize2fs` grows the mounted filesystem; where the agent lacks
 //! `CAP_SYS_RESOURCE` (which online growth needs) the filesystem grows unmounted at the
-//! machine's next start. Needs root (loop devices and `mount`).
+//! machine's next start. An encrypted volume (ext4 native encryption, `fscrypt.rs`) shows
+//! machines its `fs/data` directory, encrypted with the key the control plane gave; the
+//! key is kept in memory only and given to the filesystem at every mount. Needs root
+//! (loop devices and `mount`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use tokio::process::Command;
 
+use super::fscrypt::{self, VolumeKey};
 use super::snapshot::{self, SnapshotMade};
 use super::{VolumeBackend, VolumeError, VolumeSource, VolumeSpec, VolumeStat};
 
@@ -20,17 +26,83 @@ const GB: u64 = 1 << 30;
 const GROW_PENDING: &str = "grow-pending";
 /// How often a pending growth is tried again when the volume is measured.
 const RETRY_GROWTH_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+/// Present when the volume is encrypted, holding its key's identifier (not the key).
+const ENCRYPTED: &str = "encrypted";
+/// The directory of an encrypted volume that machines see.
+const DATA: &str = "data";
 
 pub struct LoopBackend {
     dir: PathBuf,
     /// How many times the host disk's free space volumes may be promised (their images
     /// are sparse, so they take only what is written).
     overcommit: f64,
+    /// Encrypted volumes' keys, as the control plane gave them.
+    keys: Mutex<HashMap<String, VolumeKey>>,
+    /// One lock per volume, held while it is mounted, unmounted or removed, so two
+    /// calls never mount (or grow) the same image at once.
+    turns: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl LoopBackend {
     pub fn new(dir: PathBuf, overcommit: f64) -> LoopBackend {
-        LoopBackend { dir, overcommit }
+        LoopBackend {
+            dir,
+            overcommit,
+            keys: Mutex::default(),
+            turns: Mutex::default(),
+        }
+    }
+
+    fn turn(&self, id: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        turns.entry(id.to_string()).or_default().clone()
+    }
+
+    fn key_of(&self, id: &str) -> Option<VolumeKey> {
+        self.keys.lock().ok()?.get(id).cloned()
+    }
+
+    fn remember(&self, id: &str, key: Option<&VolumeKey>) {
+        if let Ok(mut keys) = self.keys.lock() {
+            match key {
+                Some(k) => keys.insert(id.to_string(), k.clone()),
+                None => keys.remove(id),
+            };
+        }
+    }
+
+    /// Mounts the volume and, when its key is known, gives the key to the filesystem.
+    async fn mount(&self, id: &str) -> Result<PathBuf, VolumeError> {
+        let turn = self.turn(id);
+        let _held = turn.lock().await;
+        let fs = self.mount_raw(id).await?;
+        if let Some(key) = self.key_of(id) {
+            fscrypt::add_key(&fs, &key)?;
+        }
+        Ok(fs)
+    }
+
+    /// Encrypts a new volume's data directory with `key` (a restored one's is already).
+    fn encrypt(
+        &self,
+        id: &str,
+        fs: &Path,
+        key: &VolumeKey,
+        fresh: bool,
+    ) -> Result<(), VolumeError> {
+        self.remember(id, Some(key));
+        let identifier = fscrypt::add_key(fs, key)?;
+        if fresh {
+            let data = fs.join(DATA);
+            std::fs::create_dir(&data)
+                .map_err(|e| failed("make the volume's data directory", &e))?;
+            fscrypt::set_policy(&data, &identifier)?;
+        }
+        std::fs::write(
+            self.volume_dir(id)?.join(ENCRYPTED),
+            fscrypt::hex(&identifier),
+        )
+        .map_err(|e| failed("note the volume's encryption", &e))
     }
 
     fn volume_dir(&self, id: &str) -> Result<PathBuf, VolumeError> {
@@ -54,7 +126,7 @@ impl LoopBackend {
         Ok(is_mount_point(&fs).then_some(fs))
     }
 
-    async fn mount(&self, id: &str) -> Result<PathBuf, VolumeError> {
+    async fn mount_raw(&self, id: &str) -> Result<PathBuf, VolumeError> {
         let dir = self.volume_dir(id)?;
         let grow = dir.join(GROW_PENDING);
         if let Some(fs) = self.mounted(id).await? {
@@ -109,7 +181,7 @@ impl LoopBackend {
 
 #[async_trait::async_trait]
 impl VolumeBackend for LoopBackend {
-    async fn create(&self, spec: &VolumeSpec) -> Result<VolumeStat, VolumeError> {
+    async fn create(&self, spec: &VolumeSpec) -> Result<(VolumeStat, bool), VolumeError> {
         root_needed()?;
         if spec.fstype != "ext4" {
             return Err(VolumeError::Invalid(format!(
@@ -121,6 +193,10 @@ impl VolumeBackend for LoopBackend {
         std::fs::create_dir_all(&self.dir).map_err(|e| failed("make the volumes directory", &e))?;
         let size = u64::from(spec.size_gb) * GB;
         room_for(&self.dir, size, spec.size_gb, self.overcommit)?;
+        let key = spec.key.as_ref().filter(|_| fscrypt::supported());
+        if spec.key.is_some() && key.is_none() {
+            tracing::warn!(volume = %spec.id, "this kernel's ext4 cannot encrypt: the volume is not encrypted");
+        }
         let made = async {
             std::fs::create_dir(&dir).map_err(|e| failed("make the volume's directory", &e))?;
             let image = dir.join("disk.img");
@@ -129,7 +205,10 @@ impl VolumeBackend for LoopBackend {
                 Some(source) => self.fill_from(source, &image, size).await?,
             }
             let fs = self.mount(&spec.id).await?;
-            statvfs(&fs)
+            if let Some(key) = key {
+                self.encrypt(&spec.id, &fs, key, spec.source.is_none())?;
+            }
+            Ok((statvfs(&fs)?, key.is_some()))
         }
         .await;
         if made.is_err() {
@@ -176,7 +255,24 @@ impl VolumeBackend for LoopBackend {
 
     async fn mount_point(&self, id: &str) -> Result<PathBuf, VolumeError> {
         root_needed()?;
-        self.mount(id).await
+        let fs = self.mount(id).await?;
+        if !self.volume_dir(id)?.join(ENCRYPTED).exists() {
+            return Ok(fs);
+        }
+        if self.key_of(id).is_none() {
+            return Err(VolumeError::Failed(format!(
+                "volume {id} is encrypted and this host does not have its key yet: the control plane gives it when this agent registers, so start the machine again once it has"
+            )));
+        }
+        Ok(fs.join(DATA))
+    }
+
+    async fn unlock(&self, id: &str, key: &VolumeKey) -> Result<(), VolumeError> {
+        self.remember(id, Some(key));
+        if let Some(fs) = self.mounted(id).await? {
+            fscrypt::add_key(&fs, key)?;
+        }
+        Ok(())
     }
 
     async fn stat(&self, id: &str) -> Result<VolumeStat, VolumeError> {
@@ -198,6 +294,9 @@ impl VolumeBackend for LoopBackend {
 
     async fn destroy(&self, id: &str) -> Result<(), VolumeError> {
         let dir = self.volume_dir(id)?;
+        let turn = self.turn(id);
+        let _held = turn.lock().await;
+        self.remember(id, None);
         if !dir.exists() {
             return Ok(());
         }
@@ -336,6 +435,10 @@ async fn format(image: &Path, size: u64) -> Result<(), VolumeError> {
             "-F".as_ref(),
             "-E".as_ref(),
             "nodiscard,lazy_itable_init=1,lazy_journal_init=1".as_ref(),
+            // Native encryption is possible on every volume (only an encrypted one's
+            // data directory uses it).
+            "-O".as_ref(),
+            "encrypt".as_ref(),
             image.as_os_str(),
         ],
     )

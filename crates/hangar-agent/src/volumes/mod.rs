@@ -5,6 +5,7 @@
 //! holds one are the control plane's; this module keeps only the blocks and answers for
 //! them by id.
 
+pub mod fscrypt;
 pub mod loopback;
 pub mod snapshot;
 
@@ -12,6 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+pub use fscrypt::VolumeKey;
 
 /// A volume to make on this host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +27,10 @@ pub struct VolumeSpec {
     /// blocks, or a copy of a live volume's (a fork).
     #[serde(default)]
     pub source: Option<VolumeSource>,
+    /// The key to encrypt it with, where the host can (a restore or fork gets its
+    /// source's key, with which its blocks are already encrypted).
+    #[serde(default)]
+    pub key: Option<VolumeKey>,
 }
 
 /// Where a new volume's blocks come from.
@@ -40,6 +47,9 @@ pub struct VolumeReply {
     pub stat: VolumeStat,
     #[serde(default)]
     pub snapshot: Option<snapshot::SnapshotMade>,
+    /// For a create: whether the new volume is encrypted at rest.
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 /// A volume's filesystem as measured now.
@@ -98,13 +108,23 @@ pub enum VolumeOp {
     DeleteSnapshot {
         snapshot_id: String,
     },
+    /// Gives the host an encrypted volume's key (after the agent started, when the
+    /// kernel no longer has it).
+    Unlock {
+        id: String,
+        key: VolumeKey,
+    },
 }
 
 /// Where volumes' blocks live: made, grown, measured, mounted and removed by id.
 #[async_trait::async_trait]
 pub trait VolumeBackend: Send + Sync {
-    /// Makes the volume's blocks and filesystem; on failure nothing of it is left.
-    async fn create(&self, spec: &VolumeSpec) -> Result<VolumeStat, VolumeError>;
+    /// Makes the volume's blocks and filesystem, encrypted with `spec.key` where the host
+    /// can (the answer says whether it is); on failure nothing of it is left.
+    async fn create(&self, spec: &VolumeSpec) -> Result<(VolumeStat, bool), VolumeError>;
+    /// Keeps an encrypted volume's key for as long as this process runs and gives it
+    /// to the mounted filesystem.
+    async fn unlock(&self, id: &str, key: &VolumeKey) -> Result<(), VolumeError>;
     /// Grows the volume to `size_gb`, online (a mounted filesystem grows in place).
     async fn extend(&self, id: &str, size_gb: u32) -> Result<VolumeStat, VolumeError>;
     /// The mounted filesystem's path on this host, mounting it first if it is not.
@@ -148,10 +168,18 @@ impl Volumes {
         let b = self.backend();
         let stat = |stat| VolumeReply {
             stat,
-            snapshot: None,
+            ..VolumeReply::default()
         };
         match op {
-            VolumeOp::Create(spec) => b.create(spec).await.map(stat),
+            VolumeOp::Create(spec) => b.create(spec).await.map(|(stat, encrypted)| VolumeReply {
+                stat,
+                encrypted,
+                snapshot: None,
+            }),
+            VolumeOp::Unlock { id, key } => {
+                b.unlock(id, key).await?;
+                b.stat(id).await.map(stat)
+            }
             VolumeOp::Extend { id, size_gb } => b.extend(id, *size_gb).await.map(stat),
             VolumeOp::Stat { id } => b.stat(id).await.map(stat),
             VolumeOp::Destroy { id } => b.destroy(id).await.map(|()| VolumeReply::default()),
@@ -160,6 +188,7 @@ impl Volumes {
                 Ok(VolumeReply {
                     stat: b.stat(id).await?,
                     snapshot: Some(made),
+                    encrypted: false,
                 })
             }
             VolumeOp::DeleteSnapshot { snapshot_id } => b

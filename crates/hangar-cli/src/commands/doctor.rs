@@ -370,7 +370,7 @@ fn volume_encryption(volumes: Option<&[Volume]>) -> Finding {
             "volume encryption",
             Verdict::Warn,
             format!("not encrypted at rest: {}", plain.join(", ")),
-            "this host cannot encrypt volumes yet; keep its disk encrypted (LUKS) or hold no sensitive data on them",
+            "make a new volume (encrypted by default, where the host's ext4 can) and copy the data over; a restore or fork is as encrypted as its source",
         )
     }
 }

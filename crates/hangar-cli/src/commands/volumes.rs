@@ -317,7 +317,7 @@ pub async fn run(cmd: VolumesCmd) -> Result<()> {
                 print_one(v, &app);
                 if !v.encrypted && !no_encryption {
                     eprintln!(
-                        "Note: this host cannot encrypt volumes at rest; {} is not encrypted",
+                        "Note: {} is not encrypted at rest (this host's ext4 cannot encrypt, or its source was not encrypted)",
                         v.id
                     );
                 }

@@ -35,6 +35,17 @@ async fn stdout_of(s: &TestServer, app: &str, id: &str, script: &str) -> String 
     out["stdout"].as_str().unwrap_or_default().to_string()
 }
 
+/// Whether the volume's image on the host holds `text` as plain bytes.
+fn image_holds(s: &TestServer, vol: &str, text: &str) -> bool {
+    let image = s.data_dir().join("volumes").join(vol).join("disk.img");
+    let out = std::process::Command::new("grep")
+        .args(["-a", "-q", "-F", text])
+        .arg(&image)
+        .status()
+        .expect("grep");
+    out.success()
+}
+
 /// Total KiB of the filesystem at `path` as `df` inside the machine sees it.
 async fn df_kib(s: &TestServer, app: &str, id: &str) -> u64 {
     let out = stdout_of(s, app, id, "df -Pk data/.").await;
@@ -116,6 +127,50 @@ async fn volumes_are_real_filesystems_that_keep_a_machines_data() {
         .call("GET", &format!("/apps/vols/volumes/{vol}"), None)
         .await;
     assert_eq!(v.body["attached_machine_id"], id.as_str());
+
+    // Encrypted at rest: what the machine writes is not in the image as written; on a
+    // volume made without encryption it is (so the check can fail).
+    assert_eq!(v.body["encrypted"], true, "{v:?}");
+    let marker = "hangar-plaintext-marker-7f3c19";
+    stdout_of(
+        &s,
+        "vols",
+        &id,
+        &format!("echo {marker} > data/plain && sync"),
+    )
+    .await;
+    assert!(
+        !image_holds(&s, &vol, marker),
+        "the volume's image holds plaintext"
+    );
+    let r = create_volume(
+        &s,
+        "vols",
+        json!({"name": "plain", "size_gb": 1, "encrypted": false}),
+    )
+    .await;
+    assert_eq!(r.body["encrypted"], false, "{r:?}");
+    let plain_vol = r.body["id"].as_str().unwrap().to_string();
+    let m = s
+        .create_machine(
+            "vols",
+            &format!("echo {marker} > data/plain && sync && exec sleep 600"),
+            json!({"mounts": [{"volume": plain_vol, "path": "/data"}]}),
+        )
+        .await;
+    let plain_machine = m["id"].as_str().unwrap().to_string();
+    s.wait_state("vols", &plain_machine, "started").await;
+    stdout_of(&s, "vols", &plain_machine, "sync").await;
+    assert!(
+        image_holds(&s, &plain_vol, marker),
+        "an unencrypted image holds it"
+    );
+    s.call(
+        "DELETE",
+        &format!("/apps/vols/machines/{plain_machine}?force=true"),
+        None,
+    )
+    .await;
 
     // Mounts that cannot be.
     let other = create_volume(
@@ -230,9 +285,35 @@ async fn volumes_are_real_filesystems_that_keep_a_machines_data() {
     s.wait_state("vols", &id, "started").await;
     assert_eq!(stdout_of(&s, "vols", &id, "md5sum < data/blob").await, sum);
     s.kill9();
+    // As after a reboot: the filesystem unmounted, so the kernel no longer has its key
+    // and the restarted server must give it again.
+    let fs = s.data_dir().join("volumes").join(&vol).join("fs");
+    let umounted = std::process::Command::new("umount")
+        .arg(&fs)
+        .status()
+        .expect("umount");
+    assert!(
+        umounted.success(),
+        "nothing holds the volume while its server is down"
+    );
     s.spawn().await;
     s.wait_state("vols", &id, "started").await;
-    assert_eq!(stdout_of(&s, "vols", &id, "md5sum < data/blob").await, sum);
+    // A host's own agent gets the keys as it registers, moments after its start.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = s
+            .exec("vols", &id, &["/bin/sh", "-c", "md5sum < data/blob"])
+            .await;
+        if out["stdout"] == json!(sum) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "unreadable after the restart: {out}\n{}",
+            s.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 
     // A snapshot is what the volume held when taken: restored into a new volume, it
     // has the blob and not what was written after; a fork has both.

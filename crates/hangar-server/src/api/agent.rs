@@ -61,10 +61,19 @@ async fn register(
     s.edge.agents().registered(me.url.trim_end_matches('/'));
     if let (Some(capacity), Some(id)) = (me.capacity, me.host_id.clone()) {
         s.placement.host_seen(crate::placement::Host {
-            id,
+            id: id.clone(),
             region: me.region.clone(),
             capacity,
         });
+        if me
+            .run
+            .as_deref()
+            .is_some_and(|run| s.placement.agent_run(&id, run))
+        {
+            // A host that (re)started has mounted its volumes without their keys.
+            let state = s.clone();
+            tokio::spawn(async move { crate::volumes::keys::unlock_host(&state, &id).await });
+        }
     }
     if link.url().as_deref() != Some(me.url.trim_end_matches('/')) {
         tracing::info!(agent = %me.url, region = %me.region, "agent registered");

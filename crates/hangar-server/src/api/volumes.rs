@@ -165,6 +165,7 @@ async fn create(
         fstype,
         snapshot_retention,
         auto_backup_enabled: body.auto_backup_enabled.unwrap_or(true),
+        encrypted: body.encrypted.unwrap_or(true),
         source,
     };
     let (v, stat) = volumes::create(&state, &app, new).await?;

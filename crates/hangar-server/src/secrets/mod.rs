@@ -158,6 +158,16 @@ impl Vault {
         Ok((version, self.seal_snapshot(app, &set)?))
     }
 
+    /// Seals bytes that are not an app's secret (a volume's key), bound to `place`.
+    pub fn seal_bytes(&self, place: &str, bytes: &[u8]) -> Result<Vec<u8>, VaultError> {
+        Ok(self.key.seal(place, bytes)?)
+    }
+
+    /// Opens what [`Vault::seal_bytes`] sealed for the same `place`.
+    pub fn open_bytes(&self, place: &str, sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
+        Ok(self.key.open(place, sealed)?)
+    }
+
     /// Seals a set of secrets as one value for a release.
     pub fn seal_snapshot(&self, app: &str, set: &Secrets) -> Result<Vec<u8>, VaultError> {
         let json = serde_json::to_vec(&set.0)

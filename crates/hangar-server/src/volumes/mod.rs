@@ -4,10 +4,13 @@
 //! holds a volume is kept by the store as machines are created and destroyed. HTTP
 //! shapes are the API layer's (`api/volumes.rs`).
 
+pub mod keys;
 pub mod snapshots;
 pub mod upkeep;
 
-use hangar_agent::volumes::{VolumeError, VolumeOp, VolumeSource, VolumeSpec, VolumeStat};
+use hangar_agent::volumes::{
+    VolumeError, VolumeKey, VolumeOp, VolumeSource, VolumeSpec, VolumeStat,
+};
 use hangar_store::{AppRecord, StoreError, VolumeRecord};
 
 use crate::{clock, ids, AppState};
@@ -54,6 +57,9 @@ pub struct NewVolume {
     pub fstype: String,
     pub snapshot_retention: u32,
     pub auto_backup_enabled: bool,
+    /// Whether it should be encrypted at rest (it is where its host can; a restore or
+    /// fork is as encrypted as its source).
+    pub encrypted: bool,
     /// A snapshot (`vs_…`) to restore, or a volume (`vol_…`) to fork.
     pub source: Option<VolumeSource>,
 }
@@ -66,15 +72,16 @@ pub async fn create(
     new: NewVolume,
 ) -> Result<(VolumeRecord, VolumeStat), VolumeFailure> {
     state.placement.wait_for_a_host().await;
-    let host = match &new.source {
+    let (host, key) = match &new.source {
         Some(source) => source_host(state, app, &new, source).await?,
-        None => {
+        None => (
             state
                 .placement
                 .choose(&new.region, 0, 0)
                 .map_err(|e| VolumeFailure::Capacity(e.to_string()))?
-                .id
-        }
+                .id,
+            new.encrypted.then(keys::fresh),
+        ),
     };
     let id = ids::volume_id();
     let spec = VolumeSpec {
@@ -82,13 +89,20 @@ pub async fn create(
         size_gb: new.size_gb,
         fstype: new.fstype.clone(),
         source: new.source.clone(),
+        key: key.as_deref().map(VolumeKey::from_bytes),
     };
-    let stat = state
-        .agent
-        .api()
-        .volume(&VolumeOp::Create(spec))
-        .await?
-        .stat;
+    let made = state.agent.api().volume(&VolumeOp::Create(spec)).await?;
+    let sealed_key = match key.filter(|_| made.encrypted) {
+        Some(k) => match keys::seal(state, &id, &k) {
+            Ok(sealed) => Some(sealed),
+            Err(e) => {
+                let _ = state.agent.api().volume(&VolumeOp::Destroy { id }).await;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    let stat = made.stat;
     let record = VolumeRecord {
         id: id.clone(),
         app_name: app.name.clone(),
@@ -98,13 +112,14 @@ pub async fn create(
         host,
         size_gb: i64::from(new.size_gb),
         state: "created".into(),
-        encrypted: false,
+        encrypted: sealed_key.is_some(),
         fstype: new.fstype,
         attached_machine_id: None,
         snapshot_retention: i64::from(new.snapshot_retention),
         auto_backup_enabled: new.auto_backup_enabled,
         created_at: clock::rfc3339_now(),
         deleted_at_ms: None,
+        sealed_key,
     };
     let r = record.clone();
     if let Err(e) = state.store.call(move |db| db.insert_volume(&r)).await {
@@ -116,13 +131,14 @@ pub async fn create(
 }
 
 /// The host a restored or forked volume must be made on (where its source's blocks
-/// are), once the source is found to be the app's and fit.
+/// are) and the key they are encrypted with, once the source is found to be the app's
+/// and fit.
 async fn source_host(
     state: &AppState,
     app: &AppRecord,
     new: &NewVolume,
     source: &VolumeSource,
-) -> Result<String, VolumeFailure> {
+) -> Result<(String, Option<Vec<u8>>), VolumeFailure> {
     match source {
         VolumeSource::Snapshot(id) => {
             let (a, i) = (app.name.clone(), id.clone());
@@ -139,7 +155,11 @@ async fn source_host(
                     "snapshot {id} is of a {taken_gb} GB volume: restore it with a size of at least {taken_gb} GB"
                 )));
             }
-            Ok(snap.host)
+            let key = match &snap.sealed_key {
+                Some(sealed) => Some(keys::open(state, &snap.id, sealed)?),
+                None => None,
+            };
+            Ok((snap.host, key))
         }
         VolumeSource::Volume(id) => {
             let v = load(state, &app.name, id).await.map_err(|_| {
@@ -158,7 +178,11 @@ async fn source_host(
                     v.region, v.region
                 )));
             }
-            Ok(v.host)
+            let key = match &v.sealed_key {
+                Some(sealed) => Some(keys::open(state, &v.id, sealed)?),
+                None => None,
+            };
+            Ok((v.host, key))
         }
     }
 }
@@ -358,6 +382,7 @@ pub async fn for_new_machine(
         fstype: "ext4".into(),
         snapshot_retention: hangar_types::volume::DEFAULT_SNAPSHOT_RETENTION,
         auto_backup_enabled: true,
+        encrypted: mount.encrypted.unwrap_or(true),
         source: None,
     };
     let (v, _) = create(state, app, new).await?;

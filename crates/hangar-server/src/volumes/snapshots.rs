@@ -23,6 +23,16 @@ pub async fn take(
 ) -> Result<SnapshotRecord, VolumeFailure> {
     super::live(v)?;
     let id = ids::snapshot_id();
+    // The key its blocks are encrypted with, sealed for the snapshot (which outlives
+    // the volume), before anything is made.
+    let sealed_key = match &v.sealed_key {
+        Some(sealed) => Some(super::keys::seal(
+            state,
+            &id,
+            &super::keys::open(state, &v.id, sealed)?,
+        )?),
+        None => None,
+    };
     let op = VolumeOp::Snapshot {
         id: v.id.clone(),
         snapshot_id: id.clone(),
@@ -47,6 +57,7 @@ pub async fn take(
         retention_days: v.snapshot_retention,
         created_at: clock::rfc3339_now(),
         created_at_ms: clock::now_ms(),
+        sealed_key,
     };
     let r = record.clone();
     if let Err(e) = state.store.call(move |db| db.insert_snapshot(&r)).await {
