@@ -44,6 +44,7 @@ pub struct AgentConfig {
     pub proxy_queue_timeout: Duration,
     /// See `Volumes::loopback`.
     pub volume_overcommit: f64,
+    pub volume_encryption: crate::volumes::fscrypt::Encryption,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +104,7 @@ impl StandaloneAgent {
         let volumes = crate::volumes::Volumes::loopback(
             config.data_dir.join("volumes"),
             config.volume_overcommit,
+            config.volume_encryption,
         );
         volumes.mount_all().await;
         let supervisor = Supervisor::new(

@@ -76,6 +76,8 @@ pub struct ServerConfig {
     pub memory_overcommit: f64,
     /// How many times its disk's free space a host may promise to volumes.
     pub volume_overcommit: f64,
+    /// When this host encrypts volumes at rest.
+    pub volume_encryption: hangar_agent::volumes::fscrypt::Encryption,
 }
 
 /// Shared state of the API handlers.
@@ -457,6 +459,7 @@ async fn embedded_agent(
     let volumes = hangar_agent::volumes::Volumes::loopback(
         config.data_dir.join("volumes"),
         config.volume_overcommit,
+        config.volume_encryption,
     );
     volumes.mount_all().await;
     // Encrypted volumes get their keys before any machine starts on them.

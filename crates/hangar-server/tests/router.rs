@@ -44,6 +44,7 @@ async fn server(dir: &std::path::Path) -> Server {
         registry_listen: any,
         prices: Default::default(),
         volume_overcommit: 1.0,
+        volume_encryption: hangar_agent::volumes::fscrypt::Encryption::Auto,
         memory_overcommit: 1.0,
     };
     let store = open_store(Database::Sqlite(dir.join("hangar.db")))

@@ -122,7 +122,11 @@ impl Host {
             "ord".into(),
             Arc::new(NoSecrets),
             self.seen.clone(),
-            crate::volumes::Volumes::loopback(std::env::temp_dir().join("hangar-no-volumes"), 1.0),
+            crate::volumes::Volumes::loopback(
+                std::env::temp_dir().join("hangar-no-volumes"),
+                1.0,
+                crate::volumes::fscrypt::Encryption::Never,
+            ),
         )
     }
 

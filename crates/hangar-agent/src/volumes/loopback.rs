@@ -36,6 +36,7 @@ pub struct LoopBackend {
     /// How many times the host disk's free space volumes may be promised (their images
     /// are sparse, so they take only what is written).
     overcommit: f64,
+    encryption: fscrypt::Encryption,
     /// Encrypted volumes' keys, as the control plane gave them.
     keys: Mutex<HashMap<String, VolumeKey>>,
     /// One lock per volume, held while it is mounted, unmounted or removed, so two
@@ -44,10 +45,11 @@ pub struct LoopBackend {
 }
 
 impl LoopBackend {
-    pub fn new(dir: PathBuf, overcommit: f64) -> LoopBackend {
+    pub fn new(dir: PathBuf, overcommit: f64, encryption: fscrypt::Encryption) -> LoopBackend {
         LoopBackend {
             dir,
             overcommit,
+            encryption,
             keys: Mutex::default(),
             turns: Mutex::default(),
         }
@@ -193,9 +195,15 @@ impl VolumeBackend for LoopBackend {
         std::fs::create_dir_all(&self.dir).map_err(|e| failed("make the volumes directory", &e))?;
         let size = u64::from(spec.size_gb) * GB;
         room_for(&self.dir, size, spec.size_gb, self.overcommit)?;
-        let key = spec.key.as_ref().filter(|_| fscrypt::supported());
+        // A restore or fork of an encrypted source must have its key, whatever the
+        // setting: its blocks are encrypted already.
+        let inherited = spec.source.is_some() && spec.key.is_some();
+        let key = spec
+            .key
+            .as_ref()
+            .filter(|_| (inherited && fscrypt::supported()) || self.encryption.applies());
         if spec.key.is_some() && key.is_none() {
-            tracing::warn!(volume = %spec.id, "this kernel's ext4 cannot encrypt: the volume is not encrypted");
+            tracing::warn!(volume = %spec.id, setting = ?self.encryption, "volume not encrypted: this host's kernel cannot encrypt ext4, or has no AES in hardware (see --volume-encryption)");
         }
         let made = async {
             std::fs::create_dir(&dir).map_err(|e| failed("make the volume's directory", &e))?;

@@ -151,8 +151,10 @@ pub struct Volumes(pub Arc<dyn VolumeBackend>);
 impl Volumes {
     /// Volumes as loop-mounted image files under `dir`, a new one refused unless the
     /// disk's free space times `overcommit` holds it.
-    pub fn loopback(dir: PathBuf, overcommit: f64) -> Volumes {
-        Volumes(Arc::new(loopback::LoopBackend::new(dir, overcommit)))
+    pub fn loopback(dir: PathBuf, overcommit: f64, encryption: fscrypt::Encryption) -> Volumes {
+        Volumes(Arc::new(loopback::LoopBackend::new(
+            dir, overcommit, encryption,
+        )))
     }
 
     /// Mounts every volume this host holds, before machines start again; one that

@@ -89,6 +89,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             "volume-overcommit",
             args.machines.volume_overcommit,
         )?,
+        volume_encryption: args.machines.volume_encryption.into(),
     };
     let agent = StandaloneAgent::start(config, driver)
         .await

@@ -370,7 +370,7 @@ fn volume_encryption(volumes: Option<&[Volume]>) -> Finding {
             "volume encryption",
             Verdict::Warn,
             format!("not encrypted at rest: {}", plain.join(", ")),
-            "make a new volume (encrypted by default, where the host's ext4 can) and copy the data over; a restore or fork is as encrypted as its source",
+            "make a new volume and copy the data over: volumes are encrypted by default where the host's kernel has AES in hardware, and everywhere ext4 can with `hangar server --volume-encryption always`; a restore or fork is as encrypted as its source",
         )
     }
 }

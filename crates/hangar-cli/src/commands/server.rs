@@ -137,6 +137,32 @@ pub struct DriverArgs {
     /// than is free)
     #[arg(long, env = "HANGAR_VOLUME_OVERCOMMIT", default_value_t = 1.0)]
     pub volume_overcommit: f64,
+    /// When volumes are encrypted at rest: auto (where the kernel has AES in hardware),
+    /// always (wherever ext4 can, however slow), never
+    #[arg(
+        long,
+        env = "HANGAR_VOLUME_ENCRYPTION",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub volume_encryption: VolumeEncryption,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum VolumeEncryption {
+    Auto,
+    Always,
+    Never,
+}
+
+impl From<VolumeEncryption> for hangar_agent::volumes::fscrypt::Encryption {
+    fn from(v: VolumeEncryption) -> Self {
+        match v {
+            VolumeEncryption::Auto => Self::Auto,
+            VolumeEncryption::Always => Self::Always,
+            VolumeEncryption::Never => Self::Never,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -338,6 +364,7 @@ fn server_config(
         prices: price_table(args.price_table.as_deref())?,
         memory_overcommit: overcommit("memory-overcommit", args.memory_overcommit)?,
         volume_overcommit: overcommit("volume-overcommit", args.machines.volume_overcommit)?,
+        volume_encryption: args.machines.volume_encryption.into(),
     })
 }
 

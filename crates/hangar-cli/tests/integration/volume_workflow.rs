@@ -250,7 +250,8 @@ async fn a_fly_toml_with_mounts_deploys_onto_volumes_and_keeps_them() {
         eprintln!("skipping deploy test: {why}");
         return;
     }
-    let s = TestServer::start_with(&["--driver", "containerd"]).await;
+    let s =
+        TestServer::start_with(&["--driver", "containerd", "--volume-encryption", "always"]).await;
     let (_tmp, dir) = example("web", "vol-web");
     edit(&dir.join("fly.toml"), |t| {
         let t = t.replacen(

@@ -58,7 +58,9 @@ async fn volumes_are_real_filesystems_that_keep_a_machines_data() {
     if !can_run() {
         return;
     }
-    let mut s = TestServer::start().await;
+    // Encrypted even though this kernel may lack AES in hardware (`auto` would not).
+    let mut s =
+        TestServer::start_with(&["--driver", "process", "--volume-encryption", "always"]).await;
     s.create_app("vols").await;
 
     // Created with Fly's shape and the filesystem's real block counts.

@@ -23,6 +23,8 @@ const AGENT_FLAGS: &[&str] = &[
     "--autostop-interval",
     "--proxy-response-timeout",
     "--proxy-queue-timeout",
+    "--volume-overcommit",
+    "--volume-encryption",
 ];
 
 /// Flags both take.
