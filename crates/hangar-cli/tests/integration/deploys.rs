@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::harness::{stderr, stdout, TestServer};
 use hangar_testkit::builds_available;
 
-fn can_run() -> bool {
+pub(crate) fn can_run() -> bool {
     match builds_available() {
         Ok(()) => true,
         Err(why) => {

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::harness::{stdout, Res, TestServer};
 
-fn can_run() -> bool {
+pub(crate) fn can_run() -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
