@@ -71,11 +71,13 @@ spare_volume=$(volume spare)
 export HANGAR_CONF_VOLUME=$volume HANGAR_CONF_SPARE_VOLUME=$spare_volume
 export HANGAR_CONF_TOKEN=$token HANGAR_CONF_APP=conformance HANGAR_CONF_MACHINE=$main
 export HANGAR_CONF_SPARE_APP=conformance-spare HANGAR_CONF_SPARE_MACHINE=$spare
+# One worker: Hypothesis draws are not safe across threads, and two workers have made
+# the examples phase fail at random ("Inconsistent results") with no fault in the API.
 schemathesis --config-file "$here/schemathesis.toml" run "$schema" \
   --url "$base" \
   --checks not_a_server_error,response_schema_conformance \
   --phases examples,coverage,fuzzing \
   --mode positive \
   --max-examples "$examples" \
-  --workers 2 \
+  --workers 1 \
   --no-color
