@@ -15,6 +15,19 @@ case "${1:-build}" in
   bench) want=("${build[@]}" "${test[@]}" "${bench[@]}") ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
+# The tests' S3-compatible server (s3s-fs, which checks request signatures) comes from
+# crates.io, not apt; installed with cargo once it is there.
+s3_server() {
+  [ "${1:-build}" = build ] && return 0
+  command -v s3s-fs >/dev/null 2>&1 || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ] && return 0
+  if command -v cargo >/dev/null 2>&1; then
+    cargo install --locked --quiet --features binary --version 0.14.1 s3s-fs ||
+      { echo "cannot install s3s-fs with cargo" >&2; exit 1; }
+  else
+    echo "missing s3s-fs (install Rust, then: cargo install --locked --features binary --version 0.14.1 s3s-fs)" >&2
+  fi
+}
+trap 's3_server "${1:-build}"' EXIT
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

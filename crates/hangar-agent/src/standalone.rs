@@ -42,9 +42,8 @@ pub struct AgentConfig {
     pub autostop_interval: Duration,
     pub proxy_response_timeout: Duration,
     pub proxy_queue_timeout: Duration,
-    /// See `Volumes::loopback`.
-    pub volume_overcommit: f64,
-    pub volume_encryption: crate::volumes::fscrypt::Encryption,
+    /// How this host keeps volumes (see `Volumes::loopback`).
+    pub volumes: crate::volumes::VolumeSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +64,9 @@ pub enum AgentError {
     },
     #[error("serve: {0}")]
     Serve(std::io::Error),
+    /// Volumes cannot be kept as configured (a snapshot bucket without credentials).
+    #[error("{0}")]
+    Volumes(String),
 }
 
 /// A started agent: where it listens, and how to serve until shutdown.
@@ -101,11 +103,9 @@ impl StandaloneAgent {
         })?;
         let (ledger, _) = Ledger::open(&config.data_dir.join("agent.db"))?;
         let control = Control::new(&config.control_url, &config.token);
-        let volumes = crate::volumes::Volumes::loopback(
-            config.data_dir.join("volumes"),
-            config.volume_overcommit,
-            config.volume_encryption,
-        );
+        let volumes =
+            crate::volumes::Volumes::loopback(config.data_dir.join("volumes"), &config.volumes)
+                .map_err(|e| AgentError::Volumes(e.to_string()))?;
         volumes.mount_all().await;
         let supervisor = Supervisor::new(
             ledger,

@@ -74,10 +74,8 @@ pub struct ServerConfig {
     pub prices: hangar_types::billing::PriceTable,
     /// How much of a host's memory placement gives machines, as a ratio (1.0: all).
     pub memory_overcommit: f64,
-    /// How many times its disk's free space a host may promise to volumes.
-    pub volume_overcommit: f64,
-    /// When this host encrypts volumes at rest.
-    pub volume_encryption: hangar_agent::volumes::fscrypt::Encryption,
+    /// How this host keeps volumes: overcommit, encryption at rest, where snapshots go.
+    pub volumes: hangar_agent::volumes::VolumeSettings,
 }
 
 /// Shared state of the API handlers.
@@ -161,6 +159,9 @@ pub enum ServerError {
     MasterKey(#[from] secrets::KeyError),
     #[error("{0}")]
     Agent(#[from] hangar_agent::ledger::LedgerError),
+    /// Volumes cannot be kept as configured (a snapshot bucket without credentials).
+    #[error("{0}")]
+    Volumes(String),
     #[error("with --database postgres://… set HANGAR_MASTER_KEY, the same on every control plane of that database (a key file under one server's data dir would leave the others unable to open secrets)")]
     SharedKeyNeeded,
 }
@@ -456,11 +457,9 @@ async fn embedded_agent(
 ) -> Result<supervisor::Supervisor, ServerError> {
     let ledger_path = config.data_dir.join("agent.db");
     let (ledger, fresh) = hangar_agent::ledger::Ledger::open(&ledger_path)?;
-    let volumes = hangar_agent::volumes::Volumes::loopback(
-        config.data_dir.join("volumes"),
-        config.volume_overcommit,
-        config.volume_encryption,
-    );
+    let volumes =
+        hangar_agent::volumes::Volumes::loopback(config.data_dir.join("volumes"), &config.volumes)
+            .map_err(|e| ServerError::Volumes(e.to_string()))?;
     volumes.mount_all().await;
     // Encrypted volumes get their keys before any machine starts on them.
     for op in volumes::keys::unlocks(store, vault, None).await {

@@ -43,8 +43,7 @@ async fn server(dir: &std::path::Path) -> Server {
         master_key: None,
         registry_listen: any,
         prices: Default::default(),
-        volume_overcommit: 1.0,
-        volume_encryption: hangar_agent::volumes::fscrypt::Encryption::Auto,
+        volumes: Default::default(),
         memory_overcommit: 1.0,
     };
     let store = open_store(Database::Sqlite(dir.join("hangar.db")))

@@ -124,9 +124,12 @@ impl Host {
             self.seen.clone(),
             crate::volumes::Volumes::loopback(
                 std::env::temp_dir().join("hangar-no-volumes"),
-                1.0,
-                crate::volumes::fscrypt::Encryption::Never,
-            ),
+                &crate::volumes::VolumeSettings {
+                    encryption: crate::volumes::fscrypt::Encryption::Never,
+                    ..Default::default()
+                },
+            )
+            .expect("volumes kept in a directory"),
         )
     }
 

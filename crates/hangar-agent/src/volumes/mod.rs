@@ -3,7 +3,8 @@
 //! attached through a loop device and mounted under the data dir), and the host path a
 //! machine's mount of it is bound to. What volumes exist, their names and which machine
 //! holds one are the control plane's; this module keeps only the blocks and answers for
-//! them by id.
+//! them by id. Snapshots (`snapshot/`) are kept in a directory under the data dir or
+//! in an S3-compatible bucket.
 
 pub mod fscrypt;
 pub mod loopback;
@@ -15,6 +16,26 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use fscrypt::VolumeKey;
+
+/// How a host keeps its volumes, as the operator set it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeSettings {
+    /// How many times the disk's free space volumes may be promised (sparse images).
+    pub overcommit: f64,
+    pub encryption: fscrypt::Encryption,
+    /// The S3-compatible bucket snapshots go to; `None` keeps them under the data dir.
+    pub snapshot_bucket: Option<snapshot::s3::S3Config>,
+}
+
+impl Default for VolumeSettings {
+    fn default() -> Self {
+        VolumeSettings {
+            overcommit: 1.0,
+            encryption: fscrypt::Encryption::Auto,
+            snapshot_bucket: None,
+        }
+    }
+}
 
 /// A volume to make on this host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,7 +57,11 @@ pub struct VolumeSpec {
 /// Where a new volume's blocks come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VolumeSource {
-    Snapshot(String),
+    /// Snapshot `id`, taken of volume `volume_id`.
+    Snapshot {
+        id: String,
+        volume_id: String,
+    },
     Volume(String),
 }
 
@@ -106,6 +131,9 @@ pub enum VolumeOp {
         snapshot_id: String,
     },
     DeleteSnapshot {
+        /// The volume it was taken of (its chunks are kept under it).
+        #[serde(default)]
+        volume_id: String,
         snapshot_id: String,
     },
     /// Gives the host an encrypted volume's key (after the agent started, when the
@@ -138,8 +166,9 @@ pub trait VolumeBackend: Send + Sync {
         id: &str,
         snapshot_id: &str,
     ) -> Result<snapshot::SnapshotMade, VolumeError>;
-    /// Removes a snapshot; one already gone is not an error.
-    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), VolumeError>;
+    /// Removes a snapshot of `volume_id`, and the blocks no other snapshot needs; one
+    /// already gone is not an error.
+    async fn delete_snapshot(&self, volume_id: &str, snapshot_id: &str) -> Result<(), VolumeError>;
     /// Mounts every volume this host holds (after a reboot or a crash).
     async fn mount_all(&self) -> Vec<(String, VolumeError)>;
 }
@@ -149,12 +178,23 @@ pub trait VolumeBackend: Send + Sync {
 pub struct Volumes(pub Arc<dyn VolumeBackend>);
 
 impl Volumes {
-    /// Volumes as loop-mounted image files under `dir`, a new one refused unless the
-    /// disk's free space times `overcommit` holds it.
-    pub fn loopback(dir: PathBuf, overcommit: f64, encryption: fscrypt::Encryption) -> Volumes {
-        Volumes(Arc::new(loopback::LoopBackend::new(
-            dir, overcommit, encryption,
-        )))
+    /// Volumes as loop-mounted image files under `dir`, as `settings` say; their
+    /// snapshots under `dir`'s sibling `snapshots` unless a bucket is configured.
+    pub fn loopback(dir: PathBuf, settings: &VolumeSettings) -> Result<Volumes, VolumeError> {
+        let snapshots: Arc<dyn snapshot::store::SnapshotStore> = match &settings.snapshot_bucket {
+            Some(bucket) => {
+                Arc::new(snapshot::s3::S3Store::new(bucket.clone()).map_err(VolumeError::Invalid)?)
+            }
+            None => Arc::new(snapshot::store::DirStore::new(
+                dir.with_file_name("snapshots"),
+            )),
+        };
+        Ok(Volumes(Arc::new(loopback::LoopBackend::new(
+            dir,
+            settings.overcommit,
+            settings.encryption,
+            snapshots,
+        ))))
     }
 
     /// Mounts every volume this host holds, before machines start again; one that
@@ -193,8 +233,11 @@ impl Volumes {
                     encrypted: false,
                 })
             }
-            VolumeOp::DeleteSnapshot { snapshot_id } => b
-                .delete_snapshot(snapshot_id)
+            VolumeOp::DeleteSnapshot {
+                volume_id,
+                snapshot_id,
+            } => b
+                .delete_snapshot(volume_id, snapshot_id)
                 .await
                 .map(|()| VolumeReply::default()),
         }

@@ -85,11 +85,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         )?
         .max(SHORTEST),
         proxy_queue_timeout: go_duration("proxy-queue-timeout", &args.proxy_queue_timeout)?,
-        volume_overcommit: super::server::overcommit(
-            "volume-overcommit",
-            args.machines.volume_overcommit,
-        )?,
-        volume_encryption: args.machines.volume_encryption.into(),
+        volumes: args.machines.volume_settings()?,
     };
     let agent = StandaloneAgent::start(config, driver)
         .await

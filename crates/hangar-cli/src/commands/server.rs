@@ -146,6 +146,49 @@ pub struct DriverArgs {
         default_value = "auto"
     )]
     pub volume_encryption: VolumeEncryption,
+    /// Keep volume snapshots in this S3-compatible bucket, as s3://BUCKET[/PREFIX]
+    /// (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY); without it they
+    /// stay under the data dir
+    #[arg(
+        long,
+        env = "HANGAR_SNAPSHOT_BUCKET",
+        value_name = "s3://BUCKET[/PREFIX]"
+    )]
+    pub snapshot_bucket: Option<String>,
+    /// The bucket's S3 endpoint, for a server other than AWS (MinIO, Ceph, Garage, R2…)
+    #[arg(long, env = "HANGAR_SNAPSHOT_ENDPOINT", value_name = "URL")]
+    pub snapshot_endpoint: Option<String>,
+    /// The bucket's region (what request signatures name)
+    #[arg(long, env = "HANGAR_SNAPSHOT_REGION", default_value = "us-east-1")]
+    pub snapshot_region: String,
+}
+
+impl DriverArgs {
+    /// How volumes are kept, from the flags, checked.
+    pub fn volume_settings(&self) -> Result<hangar_agent::volumes::VolumeSettings> {
+        let snapshot_bucket = match &self.snapshot_bucket {
+            Some(_) if hangar_agent::volumes::snapshot::s3::Credentials::from_env().is_none() => {
+                anyhow::bail!("--snapshot-bucket needs the bucket's credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment")
+            }
+            Some(bucket) => Some(
+                hangar_agent::volumes::snapshot::s3::S3Config::parse(
+                    bucket,
+                    self.snapshot_endpoint.as_deref(),
+                    &self.snapshot_region,
+                )
+                .map_err(|e| anyhow::anyhow!("--snapshot-bucket: {e}"))?,
+            ),
+            None if self.snapshot_endpoint.is_some() => {
+                anyhow::bail!("--snapshot-endpoint needs --snapshot-bucket s3://BUCKET[/PREFIX]")
+            }
+            None => None,
+        };
+        Ok(hangar_agent::volumes::VolumeSettings {
+            overcommit: overcommit("volume-overcommit", self.volume_overcommit)?,
+            encryption: self.volume_encryption.into(),
+            snapshot_bucket,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -289,6 +332,8 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         Some(url) => url.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
         None => hangar_server::Database::Sqlite(data_dir.join("hangar.db")),
     };
+    // Checked before anything is written.
+    args.machines.volume_settings()?;
     let master_key = std::env::var("HANGAR_MASTER_KEY").ok();
     if matches!(database, hangar_server::Database::Postgres(_)) && master_key.is_none() {
         bail!("{}", hangar_server::ServerError::SharedKeyNeeded);
@@ -363,8 +408,7 @@ fn server_config(
         registry_listen: args.registry_listen,
         prices: price_table(args.price_table.as_deref())?,
         memory_overcommit: overcommit("memory-overcommit", args.memory_overcommit)?,
-        volume_overcommit: overcommit("volume-overcommit", args.machines.volume_overcommit)?,
-        volume_encryption: args.machines.volume_encryption.into(),
+        volumes: args.machines.volume_settings()?,
     })
 }
 

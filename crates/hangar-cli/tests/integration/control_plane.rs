@@ -132,6 +132,15 @@ async fn databases_that_cannot_work_are_refused_at_start() {
     assert!(!text.contains("hunter2"), "{text}");
     nothing_written(&dir);
 
+    let no_keys = [("AWS_ACCESS_KEY_ID", ""), ("AWS_SECRET_ACCESS_KEY", "")];
+    let (text, dir) = refused(&["--snapshot-bucket", "s3://snapshots"], &no_keys);
+    assert!(text.contains("AWS_SECRET_ACCESS_KEY"), "{text}");
+    nothing_written(&dir);
+    let keys = [("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")];
+    let (text, dir) = refused(&["--snapshot-bucket", "s3://Not_A_Bucket"], &keys);
+    assert!(text.contains("bucket name"), "{text}");
+    nothing_written(&dir);
+
     let Some(pg) = postgres() else { return };
     let (text, dir) = refused(&["--database", &pg.fresh_database()], &[]);
     assert!(text.contains("HANGAR_MASTER_KEY"), "{text}");

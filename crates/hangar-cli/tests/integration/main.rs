@@ -26,6 +26,7 @@ mod logs;
 mod proxy;
 mod recovery;
 mod requests;
+mod snapshot_bucket;
 mod volume_workflow;
 mod volumes;
 mod workflow;

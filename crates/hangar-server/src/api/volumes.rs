@@ -146,7 +146,10 @@ async fn create(
                 "give snapshot_id (to restore) or source_volume_id (to fork), not both",
             ))
         }
-        (Some(s), None) => Some(VolumeSource::Snapshot(s)),
+        (Some(s), None) => Some(VolumeSource::Snapshot {
+            id: s,
+            volume_id: String::new(),
+        }),
         (None, Some(v)) => Some(VolumeSource::Volume(v)),
         (None, None) => None,
     };

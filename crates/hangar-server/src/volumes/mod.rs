@@ -72,8 +72,11 @@ pub async fn create(
     new: NewVolume,
 ) -> Result<(VolumeRecord, VolumeStat), VolumeFailure> {
     state.placement.wait_for_a_host().await;
-    let (host, key) = match &new.source {
-        Some(source) => source_host(state, app, &new, source).await?,
+    let (host, key, source) = match &new.source {
+        Some(source) => {
+            let (host, key, source) = source_host(state, app, &new, source).await?;
+            (host, key, Some(source))
+        }
         None => (
             state
                 .placement
@@ -81,6 +84,7 @@ pub async fn create(
                 .map_err(|e| VolumeFailure::Capacity(e.to_string()))?
                 .id,
             new.encrypted.then(keys::fresh),
+            None,
         ),
     };
     let id = ids::volume_id();
@@ -88,7 +92,7 @@ pub async fn create(
         id: id.clone(),
         size_gb: new.size_gb,
         fstype: new.fstype.clone(),
-        source: new.source.clone(),
+        source,
         key: key.as_deref().map(VolumeKey::from_bytes),
     };
     let made = state.agent.api().volume(&VolumeOp::Create(spec)).await?;
@@ -138,9 +142,9 @@ async fn source_host(
     app: &AppRecord,
     new: &NewVolume,
     source: &VolumeSource,
-) -> Result<(String, Option<Vec<u8>>), VolumeFailure> {
+) -> Result<(String, Option<Vec<u8>>, VolumeSource), VolumeFailure> {
     match source {
-        VolumeSource::Snapshot(id) => {
+        VolumeSource::Snapshot { id, .. } => {
             let (a, i) = (app.name.clone(), id.clone());
             let snap = state
                 .store
@@ -159,7 +163,11 @@ async fn source_host(
                 Some(sealed) => Some(keys::open(state, &snap.id, sealed)?),
                 None => None,
             };
-            Ok((snap.host, key))
+            let source = VolumeSource::Snapshot {
+                id: snap.id.clone(),
+                volume_id: snap.volume_id.clone(),
+            };
+            Ok((snap.host, key, source))
         }
         VolumeSource::Volume(id) => {
             let v = load(state, &app.name, id).await.map_err(|_| {
@@ -182,7 +190,7 @@ async fn source_host(
                 Some(sealed) => Some(keys::open(state, &v.id, sealed)?),
                 None => None,
             };
-            Ok((v.host, key))
+            Ok((v.host, key, source.clone()))
         }
     }
 }

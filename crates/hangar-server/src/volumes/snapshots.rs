@@ -1,7 +1,8 @@
 //! Volume snapshots as the control plane keeps them: taking one on demand or on the
 //! daily schedule (each volume with `auto_backup_enabled` gets one a day), and removing
-//! those past their retention. The snapshot files are made and removed by the agent of
-//! the volume's host (`hangar_agent::volumes::snapshot`); their rows are here.
+//! those past their retention. The snapshots' blocks are stored and removed by the
+//! agent of the volume's host (`hangar_agent::volumes::snapshot`, in a directory or an
+//! S3-compatible bucket); their rows are here.
 
 use hangar_agent::volumes::VolumeOp;
 use hangar_store::{SnapshotRecord, VolumeRecord};
@@ -53,7 +54,7 @@ pub async fn take(
         kind: kind.to_string(),
         size: made.stored_bytes as i64,
         volume_size: made.volume_bytes as i64,
-        digest: made.digest,
+        digest: made.digest.clone(),
         retention_days: v.snapshot_retention,
         created_at: clock::rfc3339_now(),
         created_at_ms: clock::now_ms(),
@@ -64,11 +65,14 @@ pub async fn take(
         let _ = state
             .agent
             .api()
-            .volume(&VolumeOp::DeleteSnapshot { snapshot_id: id })
+            .volume(&VolumeOp::DeleteSnapshot {
+                volume_id: v.id.clone(),
+                snapshot_id: id,
+            })
             .await;
         return Err(e.into());
     }
-    tracing::info!(volume = %v.id, snapshot = %record.id, bytes = record.size, kind, "volume snapshot taken");
+    tracing::info!(volume = %v.id, snapshot = %record.id, bytes = record.size, new_bytes = made.new_bytes, kind, "volume snapshot taken");
     Ok(record)
 }
 
@@ -93,6 +97,7 @@ pub async fn expire(state: &AppState, now_ms: i64) -> Result<usize, VolumeFailur
 
 async fn remove(state: &AppState, s: &SnapshotRecord) -> Result<(), VolumeFailure> {
     let op = VolumeOp::DeleteSnapshot {
+        volume_id: s.volume_id.clone(),
         snapshot_id: s.id.clone(),
     };
     state.agent.api().volume(&op).await?;

@@ -25,6 +25,9 @@ const AGENT_FLAGS: &[&str] = &[
     "--proxy-queue-timeout",
     "--volume-overcommit",
     "--volume-encryption",
+    "--snapshot-bucket",
+    "--snapshot-endpoint",
+    "--snapshot-region",
 ];
 
 /// Flags both take.

@@ -9,17 +9,24 @@
 //! machine's next start. An encrypted volume (ext4 native encryption, `fscrypt.rs`) shows
 //! machines its `fs/data` directory, encrypted with the key the control plane gave; the
 //! key is kept in memory only and given to the filesystem at every mount. Needs root
-//! (loop devices and `mount`).
+//! (loop devices and `mount`). Snapshots, restores and forks are `snapshots.rs`; the
+//! host tools this is made of (mkfs, losetup, mount, statvfs) are `host.rs`.
+
+mod host;
+mod snapshots;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use tokio::process::Command;
-
+use self::host::{
+    failed, format, guard_mount_point, is_mount_point, loop_device, mount_device, room_for,
+    root_needed, run, statvfs,
+};
 use super::fscrypt::{self, VolumeKey};
-use super::snapshot::{self, SnapshotMade};
-use super::{VolumeBackend, VolumeError, VolumeSource, VolumeSpec, VolumeStat};
+use super::snapshot::store::SnapshotStore;
+use super::snapshot::SnapshotMade;
+use super::{VolumeBackend, VolumeError, VolumeSpec, VolumeStat};
 
 const GB: u64 = 1 << 30;
 /// Present while the image has grown but its filesystem not yet.
@@ -41,21 +48,32 @@ pub struct LoopBackend {
     keys: Mutex<HashMap<String, VolumeKey>>,
     /// One lock per volume, held while it is mounted, unmounted or removed, so two
     /// calls never mount (or grow) the same image at once.
-    turns: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Where snapshots are kept.
+    snapshots: Arc<dyn SnapshotStore>,
+    /// One lock per volume, held while its snapshots are taken or removed.
+    snapshot_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl LoopBackend {
-    pub fn new(dir: PathBuf, overcommit: f64, encryption: fscrypt::Encryption) -> LoopBackend {
+    pub fn new(
+        dir: PathBuf,
+        overcommit: f64,
+        encryption: fscrypt::Encryption,
+        snapshots: Arc<dyn SnapshotStore>,
+    ) -> LoopBackend {
         LoopBackend {
             dir,
             overcommit,
             encryption,
             keys: Mutex::default(),
             turns: Mutex::default(),
+            snapshots,
+            snapshot_turns: Mutex::default(),
         }
     }
 
-    fn turn(&self, id: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    fn turn(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
         turns.entry(id.to_string()).or_default().clone()
     }
@@ -323,18 +341,11 @@ impl VolumeBackend for LoopBackend {
 
     async fn snapshot(&self, id: &str, snapshot_id: &str) -> Result<SnapshotMade, VolumeError> {
         root_needed()?;
-        let out = self.snapshot_file(snapshot_id)?;
-        std::fs::create_dir_all(self.snapshots_dir())
-            .map_err(|e| failed("make the snapshots directory", &e))?;
-        self.frozen_copy(id, out).await
+        self.take_snapshot(id, snapshot_id).await
     }
 
-    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), VolumeError> {
-        match std::fs::remove_file(self.snapshot_file(snapshot_id)?) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(failed("remove the snapshot", &e)),
-        }
+    async fn delete_snapshot(&self, volume_id: &str, snapshot_id: &str) -> Result<(), VolumeError> {
+        self.remove_snapshot(volume_id, snapshot_id).await
     }
 
     async fn mount_all(&self) -> Vec<(String, VolumeError)> {
@@ -351,247 +362,5 @@ impl VolumeBackend for LoopBackend {
             }
         }
         failures
-    }
-}
-
-impl LoopBackend {
-    fn snapshots_dir(&self) -> PathBuf {
-        self.dir.with_file_name("snapshots")
-    }
-
-    fn snapshot_file(&self, snapshot_id: &str) -> Result<PathBuf, VolumeError> {
-        let ok = !snapshot_id.is_empty()
-            && snapshot_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if ok {
-            Ok(self.snapshots_dir().join(format!("{snapshot_id}.zst")))
-        } else {
-            Err(VolumeError::Invalid(format!(
-                "invalid snapshot id {snapshot_id:?}"
-            )))
-        }
-    }
-
-    /// Copies volume `id`'s blocks to `out` while its filesystem is frozen, so the copy
-    /// is what the filesystem holds at one moment; it thaws whatever happens.
-    async fn frozen_copy(&self, id: &str, out: PathBuf) -> Result<SnapshotMade, VolumeError> {
-        let fs = self.mount(id).await?;
-        let image = self.volume_dir(id)?.join("disk.img");
-        // Blocks of deleted files go back to the image as holes first, so the snapshot
-        // holds only what the filesystem still uses.
-        if let Err(e) = run("fstrim", &[fs.as_os_str()]).await {
-            tracing::debug!(volume = %id, error = %e, "volume not trimmed before its snapshot");
-        }
-        run("fsfreeze", &["-f".as_ref(), fs.as_os_str()]).await?;
-        let copied = tokio::task::spawn_blocking(move || snapshot::take(&image, &out))
-            .await
-            .map_err(|e| VolumeError::Failed(format!("snapshot task failed: {e}")));
-        let thawed = run("fsfreeze", &["-u".as_ref(), fs.as_os_str()]).await;
-        let made = copied??;
-        thawed?;
-        Ok(made)
-    }
-
-    /// Fills a new image from a snapshot, or from a live volume (a fork), then grows
-    /// its filesystem to `size` if that is larger.
-    async fn fill_from(
-        &self,
-        source: &VolumeSource,
-        image: &Path,
-        size: u64,
-    ) -> Result<(), VolumeError> {
-        let (file, temporary) = match source {
-            VolumeSource::Snapshot(s) => {
-                let file = self.snapshot_file(s)?;
-                if !file.exists() {
-                    return Err(VolumeError::NotFound(format!("snapshot {s}")));
-                }
-                (file, false)
-            }
-            VolumeSource::Volume(v) => {
-                let file = image.with_file_name("fork.zst");
-                self.frozen_copy(v, file.clone()).await?;
-                (file, true)
-            }
-        };
-        let (from, to) = (file.clone(), image.to_path_buf());
-        let restored = tokio::task::spawn_blocking(move || snapshot::restore(&from, &to, size))
-            .await
-            .map_err(|e| VolumeError::Failed(format!("restore task failed: {e}")))?;
-        if temporary {
-            let _ = std::fs::remove_file(&file);
-        }
-        if restored? < size {
-            run("e2fsck", &["-f".as_ref(), "-p".as_ref(), image.as_os_str()]).await?;
-            run("resize2fs", &[image.as_os_str()]).await?;
-        }
-        Ok(())
-    }
-}
-
-/// A new sparse image of `size` with an empty ext4 filesystem.
-async fn format(image: &Path, size: u64) -> Result<(), VolumeError> {
-    let file = std::fs::File::create(image).map_err(|e| failed("make the image", &e))?;
-    file.set_len(size)
-        .map_err(|e| failed("size the image", &e))?;
-    drop(file);
-    run(
-        "mkfs.ext4",
-        &[
-            "-q".as_ref(),
-            "-F".as_ref(),
-            "-E".as_ref(),
-            "nodiscard,lazy_itable_init=1,lazy_journal_init=1".as_ref(),
-            // Native encryption is possible on every volume (only an encrypted one's
-            // data directory uses it).
-            "-O".as_ref(),
-            "encrypt".as_ref(),
-            image.as_os_str(),
-        ],
-    )
-    .await
-    .map(|_| ())
-}
-
-fn root_needed() -> Result<(), VolumeError> {
-    if nix::unistd::geteuid().is_root() {
-        Ok(())
-    } else {
-        Err(VolumeError::Capacity(
-            "volumes need root on this host (loop devices and mount): run hangar as root".into(),
-        ))
-    }
-}
-
-fn failed(what: &str, e: &std::io::Error) -> VolumeError {
-    VolumeError::Failed(format!("cannot {what}: {e}"))
-}
-
-/// Refuses a volume the host's disk has no room for, saying how much there is.
-fn room_for(dir: &Path, bytes: u64, size_gb: u32, overcommit: f64) -> Result<(), VolumeError> {
-    let s = nix::sys::statvfs::statvfs(dir)
-        .map_err(|e| failed("measure the host's disk", &e.into()))?;
-    let free = s.blocks_available() as u64 * s.fragment_size() as u64;
-    if (free as f64 * overcommit) < bytes as f64 {
-        return Err(VolumeError::Capacity(format!(
-            "the host's disk has {:.1} GB free under {}, too little for {size_gb} GB: free space there or ask for less",
-            free as f64 / GB as f64,
-            dir.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Makes the (unmounted) mount point immutable, so a machine writing while its
-/// filesystem is briefly unmounted (to grow it) gets an error rather than files hidden
-/// under the filesystem once it is back.
-async fn guard_mount_point(fs: &Path) {
-    if is_mount_point(fs) {
-        return;
-    }
-    if let Err(e) = run("chattr", &["+i".as_ref(), fs.as_os_str()]).await {
-        tracing::debug!(mount_point = %fs.display(), error = %e, "mount point left writable");
-    }
-}
-
-fn statvfs(fs: &Path) -> Result<VolumeStat, VolumeError> {
-    let s = nix::sys::statvfs::statvfs(fs).map_err(|e| failed("measure the volume", &e.into()))?;
-    Ok(VolumeStat {
-        block_size: s.fragment_size() as u64,
-        blocks: s.blocks() as u64,
-        blocks_free: s.blocks_free() as u64,
-        blocks_avail: s.blocks_available() as u64,
-    })
-}
-
-/// True when `path` is where a filesystem is mounted (its device differs from its
-/// parent's).
-fn is_mount_point(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(here), Some(Ok(parent))) = (
-        std::fs::metadata(path),
-        path.parent().map(std::fs::metadata),
-    ) else {
-        return false;
-    };
-    here.dev() != parent.dev()
-}
-
-async fn mount_device(device: &str, fs: &Path) -> Result<(), VolumeError> {
-    run(
-        "mount",
-        &[
-            "-t".as_ref(),
-            "ext4".as_ref(),
-            "-o".as_ref(),
-            "noatime".as_ref(),
-            device.as_ref(),
-            fs.as_os_str(),
-        ],
-    )
-    .await
-    .map(|_| ())
-}
-
-/// The loop device an image is attached to.
-async fn loop_device(image: &Path) -> Result<String, VolumeError> {
-    let out = run(
-        "losetup",
-        &[
-            "-n".as_ref(),
-            "-O".as_ref(),
-            "NAME".as_ref(),
-            "-j".as_ref(),
-            image.as_os_str(),
-        ],
-    )
-    .await?;
-    out.lines()
-        .next()
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
-        .ok_or_else(|| {
-            VolumeError::Failed(format!(
-                "{} is not attached to a loop device",
-                image.display()
-            ))
-        })
-}
-
-/// Where host tools are looked for after `PATH`: system tools live in sbin, which a
-/// service's `PATH` often lacks.
-const SYSTEM_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
-
-/// The host tool `program`, from `PATH` or the system directories.
-fn tool(program: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(SYSTEM_DIRS.iter().map(PathBuf::from))
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from(program))
-}
-
-/// Runs a host tool; its stderr is the error.
-async fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<String, VolumeError> {
-    let out = Command::new(tool(program))
-        .args(args)
-        .env_remove("HANGAR_MASTER_KEY")
-        .output()
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => VolumeError::Capacity(format!(
-                "{program} is not installed on this host (apt-get install e2fsprogs mount)"
-            )),
-            _ => failed(&format!("run {program}"), &e),
-        })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(VolumeError::Failed(format!(
-            "{program} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
     }
 }

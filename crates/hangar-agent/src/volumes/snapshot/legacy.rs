@@ -1,17 +1,11 @@
-//! A volume's blocks as a snapshot file and back: the image's data extents (holes of
-//! the sparse file are skipped, so only what was written is read and kept), each as
-//! its offset, length and bytes, in one zstd stream. Taking one reads the image while
-//! the filesystem is frozen (the caller freezes it), so the copy is consistent. Files
-//! are written beside their final name and renamed, so a half-written snapshot never
-//! looks whole.
+//! Snapshot files of Hangar's first format, restored for as long as one is kept: a
+//! volume's data extents (offset, length, bytes) in one zstd stream with a frame
+//! checksum, one file per snapshot (`<snapshots>/<id>.zst`). New snapshots are chunked
+//! (`mod.rs`); this module only reads the old ones back.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
-
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::VolumeError;
 
@@ -19,94 +13,43 @@ const MAGIC: &[u8; 8] = b"HGRSNAP1";
 /// Marks the end of the extents.
 const END: u64 = u64::MAX;
 const CHUNK: usize = 1 << 20;
-const LEVEL: i32 = 3;
-
-/// What a snapshot holds, as taken.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotMade {
-    /// Bytes the snapshot file takes.
-    pub stored_bytes: u64,
-    /// The image's size when taken.
-    pub volume_bytes: u64,
-    /// sha256 of the data it holds (offsets, lengths and bytes), hex.
-    pub digest: String,
-}
 
 fn io(what: &str, e: std::io::Error) -> VolumeError {
     VolumeError::Failed(format!("cannot {what}: {e}"))
 }
 
-/// The data extents of `file` (offset, length), by SEEK_DATA/SEEK_HOLE.
-fn extents(file: &File, size: u64) -> Result<Vec<(u64, u64)>, VolumeError> {
-    use nix::unistd::{lseek, Whence};
-    let fd = file.as_raw_fd();
-    let mut out = Vec::new();
-    let mut at: i64 = 0;
-    while (at as u64) < size {
-        let start = match lseek(fd, at, Whence::SeekData) {
-            Ok(s) => s,
-            Err(nix::errno::Errno::ENXIO) => break,
-            Err(e) => return Err(io("find the image's data", e.into())),
-        };
-        let end = lseek(fd, start, Whence::SeekHole)
-            .map_err(|e| io("find the image's holes", e.into()))?;
-        out.push((start as u64, (end - start) as u64));
-        at = end;
-    }
-    Ok(out)
-}
-
-/// Writes the snapshot of `image` to `out`.
-pub fn take(image: &Path, out: &Path) -> Result<SnapshotMade, VolumeError> {
+/// Writes a snapshot of `image` to `out` in this format (what older Hangars did), for
+/// the tests of [`restore`]; answers the bytes it takes.
+#[cfg(test)]
+pub fn take(image: &Path, out: &Path) -> Result<u64, VolumeError> {
+    use std::io::{BufWriter, Write};
     let mut file = File::open(image).map_err(|e| io("open the image", e))?;
     let size = file.metadata().map_err(|e| io("read the image", e))?.len();
-    let spans = extents(&file, size)?;
-    let partial = out.with_extension("partial");
-    let dest = File::create(&partial).map_err(|e| io("create the snapshot", e))?;
-    let mut z = zstd::stream::write::Encoder::new(BufWriter::new(dest), LEVEL)
+    let spans = super::extents(&file, size)?;
+    let dest = File::create(out).map_err(|e| io("create the snapshot", e))?;
+    let mut z = zstd::stream::write::Encoder::new(BufWriter::new(dest), 3)
         .map_err(|e| io("start compressing", e))?;
-    // A checksum in the frame: a damaged snapshot fails its restore instead of
-    // restoring wrong bytes.
     z.include_checksum(true)
         .map_err(|e| io("start compressing", e))?;
-    let mut digest = Sha256::new();
-    let mut put =
-        |z: &mut zstd::stream::write::Encoder<_>, bytes: &[u8]| -> Result<(), VolumeError> {
-            digest.update(bytes);
-            z.write_all(bytes).map_err(|e| io("write the snapshot", e))
-        };
-    put(&mut z, MAGIC)?;
-    put(&mut z, &size.to_le_bytes())?;
+    let w = |e| io("write the snapshot", e);
+    z.write_all(MAGIC).map_err(w)?;
+    z.write_all(&size.to_le_bytes()).map_err(w)?;
     let mut buf = vec![0u8; CHUNK];
     for (offset, len) in spans {
-        put(&mut z, &offset.to_le_bytes())?;
-        put(&mut z, &len.to_le_bytes())?;
-        file.seek(SeekFrom::Start(offset))
-            .map_err(|e| io("read the image", e))?;
+        z.write_all(&offset.to_le_bytes()).map_err(w)?;
+        z.write_all(&len.to_le_bytes()).map_err(w)?;
+        file.seek(SeekFrom::Start(offset)).map_err(w)?;
         let mut left = len;
         while left > 0 {
             let n = left.min(CHUNK as u64) as usize;
-            file.read_exact(&mut buf[..n])
-                .map_err(|e| io("read the image", e))?;
-            put(&mut z, &buf[..n])?;
+            file.read_exact(&mut buf[..n]).map_err(w)?;
+            z.write_all(&buf[..n]).map_err(w)?;
             left -= n as u64;
         }
     }
-    put(&mut z, &END.to_le_bytes())?;
-    let writer = z.finish().map_err(|e| io("finish the snapshot", e))?;
-    let dest = writer
-        .into_inner()
-        .map_err(|e| io("write the snapshot", e.into_error()))?;
-    dest.sync_all().map_err(|e| io("sync the snapshot", e))?;
-    std::fs::rename(&partial, out).map_err(|e| io("keep the snapshot", e))?;
-    let stored_bytes = std::fs::metadata(out)
-        .map_err(|e| io("read the snapshot", e))?
-        .len();
-    Ok(SnapshotMade {
-        stored_bytes,
-        volume_bytes: size,
-        digest: hex(&digest.finalize()),
-    })
+    z.write_all(&END.to_le_bytes()).map_err(w)?;
+    z.finish().map_err(w)?.flush().map_err(w)?;
+    Ok(std::fs::metadata(out).map_err(w)?.len())
 }
 
 /// Writes the blocks of the snapshot at `snapshot` into a new sparse `image` of at
@@ -173,10 +116,6 @@ pub fn restore(snapshot: &Path, image: &Path, size: u64) -> Result<u64, VolumeEr
     Ok(taken)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,12 +132,8 @@ mod tests {
         f.write_all(b"the end").unwrap();
         drop(f);
         let snap = dir.path().join("s.zst");
-        let made = take(&image, &snap).unwrap();
-        assert_eq!(made.volume_bytes, 64 << 20);
-        assert!(
-            made.stored_bytes < 64 << 10,
-            "holes are not stored: {made:?}"
-        );
+        let stored = take(&image, &snap).unwrap();
+        assert!(stored < 64 << 10, "holes are not stored: {stored}");
         let back = dir.path().join("back.img");
         assert_eq!(restore(&snap, &back, 128 << 20).unwrap(), 64 << 20);
         let (a, b) = (
