@@ -258,6 +258,26 @@ impl Db<'_> {
             .collect()
     }
 
+    /// Records an event the control plane itself saw on a machine (a volume it grew),
+    /// as the machine's own events are kept; false when the machine is gone.
+    pub fn record_event(&mut self, machine_id: &str, e: &MachineEvent) -> Result<bool> {
+        let mut tx = self.conn.begin()?;
+        let row = tx.query_one(
+            "SELECT (SELECT app_name FROM machines WHERE id = ?1),
+                    (SELECT recent_events FROM machines WHERE id = ?1)",
+            args![machine_id],
+        )?;
+        let (app, recent): (Option<String>, Option<String>) = (row.get(0)?, row.get(1)?);
+        let Some(app) = app else {
+            return Ok(false);
+        };
+        insert_event(&mut tx, machine_id, recent.as_deref().unwrap_or("[]"), e)?;
+        feed::record(&mut tx, FeedKind::Machine, &app, machine_id)?;
+        tx.commit()?;
+        self.fed = true;
+        Ok(true)
+    }
+
     /// The machine's events, newest first.
     pub fn events(&mut self, machine_id: &str, limit: usize) -> Result<Vec<MachineEvent>> {
         self.conn

@@ -22,10 +22,13 @@ pub enum EventKind {
     Restart,
     Suspend,
     Destroy,
+    /// The control plane grew the machine's volume (its use passed the mount's
+    /// `extend_threshold_percent`); `request` says from and to what size.
+    VolumeExtend,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Launch,
         EventKind::Start,
         EventKind::Stop,
@@ -34,6 +37,7 @@ impl EventKind {
         EventKind::Restart,
         EventKind::Suspend,
         EventKind::Destroy,
+        EventKind::VolumeExtend,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +50,7 @@ impl EventKind {
             EventKind::Restart => "restart",
             EventKind::Suspend => "suspend",
             EventKind::Destroy => "destroy",
+            EventKind::VolumeExtend => "volume_extend",
         }
     }
 }

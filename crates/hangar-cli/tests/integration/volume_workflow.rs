@@ -121,6 +121,21 @@ async fn upkeep_grows_volumes_past_their_threshold_and_snapshots_them_daily() {
         2,
         "held at size_gb_limit"
     );
+    // The growth is one of the machine's events, saying from and to what.
+    let events = s
+        .call("GET", &format!("/apps/upkeep/machines/{id}/events"), None)
+        .await
+        .body;
+    let grown: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "volume_extend")
+        .collect();
+    assert_eq!(grown.len(), 1, "one growth: {events}");
+    assert_eq!(grown[0]["request"]["from_size_gb"], 1, "{events}");
+    assert_eq!(grown[0]["request"]["to_size_gb"], 2, "{events}");
+    assert_eq!(grown[0]["source"], "flyd");
 
     // The daily snapshot, for the volume that wants one only.
     let snaps = |v: String| {

@@ -79,6 +79,25 @@ async fn auto_extend(state: &AppState, v: VolumeRecord) -> Result<Option<u32>, V
     };
     let (id, machine) = (v.id.clone(), machine.id.clone());
     extend(state, v, target).await?;
+    let event = hangar_types::MachineEvent {
+        id: crate::ids::ulid(),
+        kind: hangar_types::EventKind::VolumeExtend,
+        status: "extended".into(),
+        source: "flyd".into(),
+        timestamp: clock::now_ms(),
+        request: Some(serde_json::json!({
+            "volume": id,
+            "from_size_gb": size_gb,
+            "to_size_gb": target,
+            "used_percent": measured.bytes_used() * 100 / measured.bytes_total().max(1),
+            "extend_threshold_percent": mount.extend_threshold_percent,
+        })),
+    };
+    let m = machine.clone();
+    state
+        .store
+        .call(move |db| db.record_event(&m, &event))
+        .await?;
     tracing::info!(
         volume = %id,
         machine = %machine,
