@@ -40,11 +40,21 @@ pub struct LaunchSpec {
     pub volumes: Vec<VolumeMount>,
 }
 
-/// A volume's filesystem on the host (`source`), mounted in the machine at `path`.
+/// A volume's filesystem on the host (`source`), mounted in the machine at `path`; or,
+/// for a raw volume, its block device (`source` is the device node), which the machine
+/// gets as a device node at `path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeMount {
     pub source: std::path::PathBuf,
     pub path: String,
+    pub block_device: Option<BlockDevice>,
+}
+
+/// A block device's numbers, as the kernel knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockDevice {
+    pub major: u64,
+    pub minor: u64,
 }
 
 /// Secret values by name. `Debug` shows only the names.

@@ -67,10 +67,24 @@ pub async fn volume_mounts(
             .mount_point(&m.volume)
             .await
             .map_err(|e| format!("cannot mount volume {} at {}: {e}", m.volume, m.path))?;
+        let block_device = block_device(&source);
         mounts.push(VolumeMount {
             source,
             path: m.path.clone(),
+            block_device,
         });
     }
     Ok(mounts)
+}
+
+/// The numbers of the block device at `path` (a raw volume's loop device), if it is one.
+fn block_device(path: &std::path::Path) -> Option<hangar_runtime::BlockDevice> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(path).ok()?;
+    meta.file_type()
+        .is_block_device()
+        .then(|| hangar_runtime::BlockDevice {
+            major: nix::sys::stat::major(meta.rdev()),
+            minor: nix::sys::stat::minor(meta.rdev()),
+        })
 }

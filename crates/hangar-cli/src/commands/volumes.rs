@@ -315,7 +315,12 @@ pub async fn run(cmd: VolumesCmd) -> Result<()> {
             }
             for v in &made {
                 print_one(v, &app);
-                if !v.encrypted && !no_encryption {
+                if !v.encrypted && !no_encryption && v.fstype == "raw" {
+                    eprintln!(
+                        "Note: {} is raw and not encrypted at rest: Hangar encrypts filesystems, not block devices (encrypt it inside the machine, e.g. with LUKS)",
+                        v.id
+                    );
+                } else if !v.encrypted && !no_encryption {
                     eprintln!(
                         "Note: {} is not encrypted at rest (this host's ext4 cannot encrypt, or its source was not encrypted)",
                         v.id

@@ -24,6 +24,7 @@ mod leases;
 mod lifecycle;
 mod logs;
 mod proxy;
+mod raw_volumes;
 mod recovery;
 mod requests;
 mod snapshot_bucket;

@@ -175,11 +175,23 @@ pub fn runtime_spec(
             "source": i.secrets, "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}),
         );
     }
+    // A raw volume is a device node at its path (and a rule letting the machine use
+    // that one device); any other is its filesystem bound there.
+    let mut devices = Vec::new();
+    let mut device_rules = vec![json!({"allow": false, "access": "rwm"})];
     for v in &spec.volumes {
-        extra_mounts.push(
-            json!({"destination": v.path, "type": "bind", "source": v.source,
-            "options": ["rbind", "rw", "nosuid", "nodev"]}),
-        );
+        match v.block_device {
+            Some(d) => {
+                devices.push(json!({"path": v.path, "type": "b", "major": d.major,
+                    "minor": d.minor, "fileMode": 0o660, "uid": 0, "gid": 0}));
+                device_rules.push(json!({"allow": true, "type": "b", "major": d.major,
+                    "minor": d.minor, "access": "rwm"}));
+            }
+            None => extra_mounts.push(
+                json!({"destination": v.path, "type": "bind", "source": v.source,
+                "options": ["rbind", "rw", "nosuid", "nodev"]}),
+            ),
+        }
     }
     let guest = spec.config.guest.clone().unwrap_or_default();
     let memory = u64::from(guest.memory_mb.unwrap_or(256)) << 20;
@@ -204,10 +216,11 @@ pub fn runtime_spec(
             "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
                            {"type": "network", "path": netns}],
             "resources": {
-                "devices": [{"allow": false, "access": "rwm"}],
+                "devices": device_rules,
                 "memory": {"limit": memory, "swap": memory},
                 "cpu": {"quota": (cpus * 100_000) as i64, "period": 100_000u64}
             },
+            "devices": devices,
             "cgroupsPath": cgroup_path(&spec.machine_id),
             "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                             "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
@@ -249,6 +262,39 @@ mod tests {
             secrets: Default::default(),
             volumes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_raw_volume_is_one_allowed_device_and_a_filesystem_is_a_bind() {
+        let mut spec = launch(json!({}), json!({}));
+        spec.volumes = vec![
+            crate::VolumeMount {
+                source: "/dev/loop7".into(),
+                path: "/dev/blocks".into(),
+                block_device: Some(crate::BlockDevice { major: 7, minor: 7 }),
+            },
+            crate::VolumeMount {
+                source: "/var/lib/v/fs".into(),
+                path: "/data".into(),
+                block_device: None,
+            },
+        ];
+        let doc = runtime_spec(&spec, &image(), std::path::Path::new("/n"), None);
+        let devices = doc["linux"]["devices"].as_array().unwrap();
+        assert_eq!(devices.len(), 1);
+        assert_eq!(devices[0]["path"], "/dev/blocks");
+        assert_eq!(devices[0]["type"], "b");
+        let rules = doc["linux"]["resources"]["devices"].as_array().unwrap();
+        assert_eq!(rules[0]["allow"], false, "everything else stays denied");
+        assert_eq!(
+            rules[1],
+            json!({"allow": true, "type": "b", "major": 7, "minor": 7, "access": "rwm"})
+        );
+        let mounts = doc["mounts"].as_array().unwrap();
+        assert!(mounts
+            .iter()
+            .any(|m| m["destination"] == "/data" && m["type"] == "bind"));
+        assert!(!mounts.iter().any(|m| m["destination"] == "/dev/blocks"));
     }
 
     #[test]

@@ -132,9 +132,10 @@ async fn create(
     .map_err(ApiError::invalid)?;
     let fstype = match body.fstype.as_deref().unwrap_or("") {
         "" | "ext4" => "ext4".to_string(),
+        "raw" => "raw".to_string(),
         other => {
             return Err(ApiError::invalid(format!(
-                "fstype {other:?} is not supported: use ext4"
+                "fstype {other:?} is not supported: use ext4 (the default) or raw"
             )))
         }
     };

@@ -159,6 +159,13 @@ async fn source_host(
                     "snapshot {id} is of a {taken_gb} GB volume: restore it with a size of at least {taken_gb} GB"
                 )));
             }
+            let of = load(state, &app.name, &snap.volume_id).await.ok();
+            if let Some(of) = of.filter(|of| of.fstype != new.fstype) {
+                return Err(VolumeFailure::Invalid(format!(
+                    "snapshot {id} is of a volume with fstype {}: restore it with fstype {}",
+                    of.fstype, of.fstype
+                )));
+            }
             let key = match &snap.sealed_key {
                 Some(sealed) => Some(keys::open(state, &snap.id, sealed)?),
                 None => None,
@@ -186,6 +193,13 @@ async fn source_host(
                     v.region, v.region
                 )));
             }
+            if v.fstype != new.fstype {
+                return Err(VolumeFailure::Invalid(format!(
+                    "volume {id} has fstype {}: fork it with fstype {}",
+                    v.fstype, v.fstype
+                )));
+            }
+            raw_at_rest(state, &v, "fork").await?;
             let key = match &v.sealed_key {
                 Some(sealed) => Some(keys::open(state, &v.id, sealed)?),
                 None => None,
@@ -396,6 +410,32 @@ pub async fn for_new_machine(
     let (v, _) = create(state, app, new).await?;
     mount.volume = v.id.clone();
     Ok(Some(v))
+}
+
+/// Refuses to read a raw volume's blocks (a snapshot or a fork) while a machine may be
+/// writing them: there is no filesystem on the host to freeze.
+pub(crate) async fn raw_at_rest(
+    state: &AppState,
+    v: &VolumeRecord,
+    what: &str,
+) -> Result<(), VolumeFailure> {
+    use hangar_types::MachineState as S;
+    let Some(machine_id) = v.attached_machine_id.clone().filter(|_| v.fstype == "raw") else {
+        return Ok(());
+    };
+    let m = state
+        .store
+        .call(move |db| db.machine_by_id(&machine_id))
+        .await?;
+    match m {
+        Some(m) if !matches!(m.state, S::Created | S::Stopped | S::Destroyed) => {
+            Err(VolumeFailure::Invalid(format!(
+                "volume {} is raw and machine {} may be writing to it ({}): Hangar cannot freeze a raw volume, so stop the machine to {what} it",
+                v.id, m.id, m.state
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 pub(crate) fn live(v: &VolumeRecord) -> Result<(), VolumeFailure> {

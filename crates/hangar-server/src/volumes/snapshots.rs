@@ -23,6 +23,7 @@ pub async fn take(
     kind: &str,
 ) -> Result<SnapshotRecord, VolumeFailure> {
     super::live(v)?;
+    super::raw_at_rest(state, v, "snapshot").await?;
     let id = ids::snapshot_id();
     // The key its blocks are encrypted with, sealed for the snapshot (which outlives
     // the volume), before anything is made.
@@ -125,6 +126,10 @@ pub async fn scheduled_pass(state: &AppState, now_ms: i64) -> Result<usize, Volu
     for v in volumes.iter().filter(|v| v.auto_backup_enabled) {
         let latest = list(state, &v.id).await?.last().map(|s| s.created_at_ms);
         if latest.is_some_and(|at| now_ms - at < DAY_MS) {
+            continue;
+        }
+        // A raw volume in use waits for its machine to stop (it cannot be frozen).
+        if super::raw_at_rest(state, v, "snapshot").await.is_err() {
             continue;
         }
         match take(state, v, SCHEDULED).await {

@@ -42,7 +42,8 @@ pub fn auto_extend_target(
 
 /// Grows one volume if its machine's mount asks for it; returns the new size.
 async fn auto_extend(state: &AppState, v: VolumeRecord) -> Result<Option<u32>, VolumeFailure> {
-    let Some(machine_id) = v.attached_machine_id.clone() else {
+    // What a raw volume holds is the machine's business: it has no use to measure.
+    let Some(machine_id) = v.attached_machine_id.clone().filter(|_| v.fstype != "raw") else {
         return Ok(None);
     };
     let Some(machine) = state

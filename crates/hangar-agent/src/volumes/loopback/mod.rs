@@ -13,6 +13,7 @@
 //! host tools this is made of (mkfs, losetup, mount, statvfs) are `host.rs`.
 
 mod host;
+mod raw;
 mod snapshots;
 
 use std::collections::HashMap;
@@ -203,12 +204,15 @@ impl LoopBackend {
 impl VolumeBackend for LoopBackend {
     async fn create(&self, spec: &VolumeSpec) -> Result<(VolumeStat, bool), VolumeError> {
         root_needed()?;
-        if spec.fstype != "ext4" {
-            return Err(VolumeError::Invalid(format!(
-                "fstype {:?} is not supported on this host: use ext4",
-                spec.fstype
-            )));
-        }
+        let raw = match spec.fstype.as_str() {
+            "ext4" => false,
+            "raw" => true,
+            other => {
+                return Err(VolumeError::Invalid(format!(
+                    "fstype {other:?} is not supported: use ext4 or raw"
+                )))
+            }
+        };
         let dir = self.volume_dir(&spec.id)?;
         std::fs::create_dir_all(&self.dir).map_err(|e| failed("make the volumes directory", &e))?;
         let size = u64::from(spec.size_gb) * GB;
@@ -219,16 +223,29 @@ impl VolumeBackend for LoopBackend {
         let key = spec
             .key
             .as_ref()
-            .filter(|_| (inherited && fscrypt::supported()) || self.encryption.applies());
-        if spec.key.is_some() && key.is_none() {
+            .filter(|_| (inherited && fscrypt::supported()) || self.encryption.applies())
+            .filter(|_| !raw);
+        if raw && spec.key.is_some() {
+            tracing::warn!(volume = %spec.id, "raw volume not encrypted: this host encrypts filesystems (ext4), not block devices");
+        } else if spec.key.is_some() && key.is_none() {
             tracing::warn!(volume = %spec.id, setting = ?self.encryption, "volume not encrypted: this host's kernel cannot encrypt ext4, or has no AES in hardware (see --volume-encryption)");
         }
         let made = async {
             std::fs::create_dir(&dir).map_err(|e| failed("make the volume's directory", &e))?;
             let image = dir.join("disk.img");
-            match &spec.source {
-                None => format(&image, size).await?,
-                Some(source) => self.fill_from(source, &image, size).await?,
+            if raw {
+                std::fs::write(dir.join(raw::RAW), b"")
+                    .map_err(|e| failed("note the volume's type", &e))?;
+            }
+            match (&spec.source, raw) {
+                (None, false) => format(&image, size).await?,
+                (None, true) => std::fs::File::create(&image)
+                    .and_then(|f| f.set_len(size))
+                    .map_err(|e| failed("make the image", &e))?,
+                (Some(source), _) => self.fill_from(source, &image, size, !raw).await?,
+            }
+            if raw {
+                return Ok((self.raw_stat(&spec.id).await?, false));
             }
             let fs = self.mount(&spec.id).await?;
             if let Some(key) = key {
@@ -245,6 +262,9 @@ impl VolumeBackend for LoopBackend {
 
     async fn extend(&self, id: &str, size_gb: u32) -> Result<VolumeStat, VolumeError> {
         root_needed()?;
+        if self.is_raw(id)? {
+            return self.raw_extend(id, size_gb).await;
+        }
         let fs = self.mount(id).await?;
         let image = self.volume_dir(id)?.join("disk.img");
         let size = u64::from(size_gb) * GB;
@@ -281,6 +301,9 @@ impl VolumeBackend for LoopBackend {
 
     async fn mount_point(&self, id: &str) -> Result<PathBuf, VolumeError> {
         root_needed()?;
+        if self.is_raw(id)? {
+            return self.attach(id).await;
+        }
         let fs = self.mount(id).await?;
         if !self.volume_dir(id)?.join(ENCRYPTED).exists() {
             return Ok(fs);
@@ -302,6 +325,9 @@ impl VolumeBackend for LoopBackend {
     }
 
     async fn stat(&self, id: &str) -> Result<VolumeStat, VolumeError> {
+        if self.is_raw(id)? {
+            return self.raw_stat(id).await;
+        }
         // A growth that waited for its writers is tried again (at most every few
         // seconds), so the space comes once the filesystem is let go, without a restart.
         let grow = self.volume_dir(id)?.join(GROW_PENDING);
@@ -356,7 +382,12 @@ impl VolumeBackend for LoopBackend {
         for entry in entries.flatten() {
             let id = entry.file_name().to_string_lossy().into_owned();
             if entry.path().join("disk.img").exists() {
-                if let Err(e) = self.mount(&id).await {
+                let attached = if entry.path().join(raw::RAW).exists() {
+                    self.attach(&id).await.map(|_| ())
+                } else {
+                    self.mount(&id).await.map(|_| ())
+                };
+                if let Err(e) = attached {
                     failures.push((id, e));
                 }
             }

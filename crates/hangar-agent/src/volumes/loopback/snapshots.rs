@@ -51,11 +51,15 @@ impl LoopBackend {
         let image = self.volume_dir(id)?.join("disk.img");
         let store = self.snapshots.clone();
         let (volume, snap) = (id.to_string(), snapshot_id.to_string());
-        let made = self
-            .frozen(id, async move {
-                snapshot::take(store, image, &volume, &snap).await
-            })
-            .await?;
+        let work = async move { snapshot::take(store, image, &volume, &snap).await };
+        // A raw volume has no filesystem here to freeze: the control plane snapshots it
+        // only while no machine runs on it.
+        let made = if self.is_raw(id)? {
+            self.attach(id).await?;
+            work.await?
+        } else {
+            self.frozen(id, work).await?
+        };
         tracing::info!(volume = %id, snapshot = %snapshot_id, new_bytes = made.new_bytes, stored_bytes = made.stored_bytes, store = %self.snapshots.location(), "snapshot stored");
         Ok(made)
     }
@@ -111,6 +115,7 @@ impl LoopBackend {
         source: &VolumeSource,
         image: &Path,
         size: u64,
+        filesystem: bool,
     ) -> Result<(), VolumeError> {
         let taken = match source {
             VolumeSource::Snapshot {
@@ -131,7 +136,7 @@ impl LoopBackend {
             VolumeSource::Volume(v) => {
                 let from = self.volume_dir(v)?.join("disk.img");
                 let to = image.to_path_buf();
-                self.frozen(v, async move {
+                let copy = async move {
                     tokio::task::spawn_blocking(move || {
                         snapshot::copy_sparse(&from, &to, size)?;
                         std::fs::metadata(&from)
@@ -140,11 +145,15 @@ impl LoopBackend {
                     })
                     .await
                     .map_err(|e| VolumeError::Failed(format!("fork task failed: {e}")))?
-                })
-                .await?
+                };
+                if self.is_raw(v)? {
+                    copy.await?
+                } else {
+                    self.frozen(v, copy).await?
+                }
             }
         };
-        if taken < size {
+        if filesystem && taken < size {
             run("e2fsck", &["-f".as_ref(), "-p".as_ref(), image.as_os_str()]).await?;
             run("resize2fs", &[image.as_os_str()]).await?;
         }
