@@ -31,7 +31,7 @@ if [ "${HANGAR_CONF_DATABASE:-sqlite}" = postgres ]; then
   echo "conformance on PostgreSQL (127.0.0.1:$pgport)"
 fi
 PATH="$work/empty-path" HANGAR_CONFIG="$work/cli.toml" HANGAR_LOG=warn \
-  "$hangar" server --driver process --data-dir "$work/data" --api-listen "127.0.0.1:$port" --http-listen 127.0.0.1:0 --volume-overcommit 30 "${database[@]}" >"$work/server.log" 2>&1 &
+  "$hangar" server --driver process --data-dir "$work/data" --api-listen "127.0.0.1:$port" --http-listen 127.0.0.1:0 --volume-overcommit 100 "${database[@]}" >"$work/server.log" 2>&1 &
 server=$!
 cleanup() {
   kill "$server" 2>/dev/null || true

@@ -3,7 +3,8 @@
 //! loop`), machine create→started with a volume against without, and sequential write
 //! and read through a machine's volume against the same file on the host's filesystem,
 //! and a snapshot of a 1 GB volume holding 500 MB against `zstd` of the same data on the
-//! command line, with the time to restore that snapshot into a new volume.
+//! command line, a second (incremental) snapshot after 10 MB more, and the time to
+//! restore the first into a new volume.
 
 use std::path::Path;
 use std::process::Command;
@@ -220,11 +221,27 @@ async fn throughput(client: &Client, host_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Bytes of the files under `dir`, all levels.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// A snapshot of a 1 GB volume holding 500 MB of text-like data (base64 of random
 /// bytes: it compresses as logs and databases do, not as zeros do), against `zstd -3` of
-/// the same file; then restoring the snapshot into a new volume.
+/// the same file; then a second snapshot after 10 MB more are written (incremental:
+/// only changed blocks are stored), and restoring the first into a new volume. Each
+/// round uses a fresh volume, so every first snapshot is a full one.
 async fn snapshots(client: &Client, dir: &Path) -> Result<()> {
-    let v = client.create_volume("vbench", &volume_request(1)).await?;
     let data = dir.join("snapshot-data");
     let raw = SNAPSHOT_MB * 3 / 4;
     run(
@@ -237,28 +254,47 @@ async fn snapshots(client: &Client, dir: &Path) -> Result<()> {
             ),
         ],
     )?;
-    let fs = dir.join("data").join("volumes").join(&v.id).join("fs");
-    run(
-        "cp",
-        &[
-            &data.display().to_string(),
-            &fs.join("data").display().to_string(),
-        ],
-    )?;
-    run("sync", &[])?;
     let out = dir.join("peer.zst").display().to_string();
-    let data = data.display().to_string();
-    let (mut snap, mut peer, mut restore) = (Vec::new(), Vec::new(), Vec::new());
-    let mut stored = 0;
+    let (mut snap, mut peer, mut restore, mut again) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut stored, mut sent) = (0, 0);
     for _ in 0..SNAPSHOT_ROUNDS {
+        let v = client.create_volume("vbench", &volume_request(1)).await?;
+        let fs = dir.join("data").join("volumes").join(&v.id).join("fs");
+        run(
+            "cp",
+            &[
+                &data.display().to_string(),
+                &fs.join("data").display().to_string(),
+            ],
+        )?;
+        run("sync", &[])?;
         drop_caches();
         let t = Instant::now();
         let s = client.create_snapshot("vbench", &v.id).await?;
         snap.push(t.elapsed());
         stored = s.size;
+
+        on_host(&format!(
+            "head -c 7864320 /dev/urandom | base64 -w0 > {} && sync",
+            fs.join("more").display()
+        ))?;
+        let chunks = dir
+            .join("data")
+            .join("volumes")
+            .join("snapshots")
+            .join(&v.id);
+        let before = dir_bytes(&chunks);
+        drop_caches();
+        let t = Instant::now();
+        client.create_snapshot("vbench", &v.id).await?;
+        again.push(t.elapsed());
+        sent = dir_bytes(&chunks).saturating_sub(before);
+
         drop_caches();
         peer.push(on_host(&format!(
-            "zstd -q -3 -T1 -f -o {out} {data} && sync {out}"
+            "zstd -q -3 -T1 -f -o {out} {} && sync {out}",
+            data.display()
         ))?);
         let t = Instant::now();
         let r = client
@@ -272,9 +308,15 @@ async fn snapshots(client: &Client, dir: &Path) -> Result<()> {
             .await?;
         restore.push(t.elapsed());
         client.destroy_volume("vbench", &r.id).await?;
+        client.destroy_volume("vbench", &v.id).await?;
     }
     let peer_bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-    let (snap, peer, restore) = (Stats::new(snap), Stats::new(peer), Stats::new(restore));
+    let (snap, peer, restore, again) = (
+        Stats::new(snap),
+        Stats::new(peer),
+        Stats::new(restore),
+        Stats::new(again),
+    );
     let mbps = |d: Duration| SNAPSHOT_MB as f64 / d.as_secs_f64();
     println!(
         "snapshot of a 1 GB volume holding {SNAPSHOT_MB} MB, {SNAPSHOT_ROUNDS} rounds: p50 {} / p99 {} ({:.0} MB/s, {} MB stored) | zstd -3 of the file p50 {} ({:.0} MB/s, {} MB) | throughput ratio {:.2}x",
@@ -288,7 +330,14 @@ async fn snapshots(client: &Client, dir: &Path) -> Result<()> {
         peer.p50().as_secs_f64() / snap.p50().as_secs_f64(),
     );
     println!(
-        "restore of that snapshot into a new 1 GB volume: p50 {} / p99 {}",
+        "second snapshot after 10 MB more were written: p50 {} / p99 {} ({:.1} MB stored for it, {:.2}x the first's time)",
+        ms(again.p50()),
+        ms(again.p99()),
+        sent as f64 / (1 << 20) as f64,
+        again.p50().as_secs_f64() / snap.p50().as_secs_f64(),
+    );
+    println!(
+        "restore of the first snapshot into a new 1 GB volume: p50 {} / p99 {}",
         ms(restore.p50()),
         ms(restore.p99())
     );

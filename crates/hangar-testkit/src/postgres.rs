@@ -305,6 +305,7 @@ fn init() -> Result<
     String,
 > {
     let bin = bin_dir().ok_or("PostgreSQL is not installed (apt-get install postgresql)")?;
+    sweep_stale_servers();
     let data = tempfile::Builder::new()
         .prefix("hangar-pg-")
         .tempdir()
@@ -335,6 +336,33 @@ fn init() -> Result<
         ));
     }
     Ok((bin, data, dir, owner))
+}
+
+/// Removes the data dirs earlier test processes left (the server stops with its test
+/// process, but a dir held by a static is never dropped): those older than ten
+/// minutes whose server is not running.
+fn sweep_stale_servers() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let ours = e.file_name().to_string_lossy().starts_with("hangar-pg-");
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| at.elapsed().is_ok_and(|age| age.as_secs() > 600));
+        if !ours || !old {
+            continue;
+        }
+        let pid = std::fs::read_to_string(path.join("data").join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next()?.trim().parse::<i32>().ok());
+        let running = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+        if !running {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 /// Spawns `command` from a thread that lives as long as the process, with the parent

@@ -45,14 +45,23 @@ fn open_with(vault: &Vault, owner: &str, sealed: &[u8]) -> Result<Vec<u8>, Volum
 /// The keys of every live encrypted volume (on `host`, or all), opened, as the ops that
 /// give them to an agent. One that cannot be opened is logged and left out.
 pub async fn unlocks(store: &Store, vault: &Vault, host: Option<&str>) -> Vec<VolumeOp> {
-    let volumes: Vec<VolumeRecord> = match store.call(|db| db.live_volumes()).await {
-        Ok(v) => v,
+    match try_unlocks(store, vault, host).await {
+        Ok(ops) => ops,
         Err(e) => {
             tracing::error!(error = %e, "encrypted volumes cannot be unlocked: the store is unreachable");
-            return Vec::new();
+            Vec::new()
         }
-    };
-    volumes
+    }
+}
+
+/// [`unlocks`], or why the store could not say which volumes there are.
+async fn try_unlocks(
+    store: &Store,
+    vault: &Vault,
+    host: Option<&str>,
+) -> Result<Vec<VolumeOp>, hangar_store::StoreError> {
+    let volumes: Vec<VolumeRecord> = store.call(|db| db.live_volumes()).await?;
+    Ok(volumes
         .iter()
         .filter(|v| host.is_none_or(|h| v.host == h))
         .filter_map(|v| {
@@ -68,14 +77,38 @@ pub async fn unlocks(store: &Store, vault: &Vault, host: Option<&str>) -> Vec<Vo
                 }
             }
         })
-        .collect()
+        .collect())
 }
 
 /// Gives a (remote) agent that just registered the keys of the encrypted volumes its
-/// host holds.
+/// host holds. While the store or the agent cannot be reached it tries again, with
+/// backoff, for about ten minutes (a machine start on a locked volume says why it
+/// fails meanwhile).
 pub async fn unlock_host(state: &AppState, host: &str) {
-    for op in unlocks(&state.store, &state.vault, Some(host)).await {
-        if let Err(e) = state.agent.api().volume(&op).await {
+    use backon::Retryable;
+    let patiently = || {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(500))
+            .with_max_delay(std::time::Duration::from_secs(60))
+            .with_max_times(14)
+    };
+    let ops = match (|| try_unlocks(&state.store, &state.vault, Some(host)))
+        .retry(patiently())
+        .notify(|e, after| tracing::warn!(error = %e, ?after, "the store is unreachable; volume keys are given to the host once it answers"))
+        .await
+    {
+        Ok(ops) => ops,
+        Err(e) => {
+            tracing::error!(host, error = %e, "encrypted volumes of the host were not unlocked: the store stayed unreachable");
+            return;
+        }
+    };
+    for op in ops {
+        let given = (|| state.agent.api().volume(&op))
+            .retry(patiently())
+            .when(|e| matches!(e, hangar_agent::volumes::VolumeError::Failed(_)))
+            .await;
+        if let Err(e) = given {
             tracing::error!(error = %e, "volume cannot be unlocked");
         }
     }
