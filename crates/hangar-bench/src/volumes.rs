@@ -279,11 +279,7 @@ async fn snapshots(client: &Client, dir: &Path) -> Result<()> {
             "head -c 7864320 /dev/urandom | base64 -w0 > {} && sync",
             fs.join("more").display()
         ))?;
-        let chunks = dir
-            .join("data")
-            .join("volumes")
-            .join("snapshots")
-            .join(&v.id);
+        let chunks = dir.join("data").join("snapshots").join(&v.id);
         let before = dir_bytes(&chunks);
         drop_caches();
         let t = Instant::now();

@@ -83,7 +83,7 @@ async fn snapshots_go_to_the_bucket_and_restore_from_it() {
     );
     assert!(chunks(&first) >= 1, "{first:?}");
     assert!(
-        !s.data_dir().join("volumes/snapshots").join(&vol).exists(),
+        !s.data_dir().join("snapshots").join(&vol).exists(),
         "nothing kept under the data dir"
     );
 

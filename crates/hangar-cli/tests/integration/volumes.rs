@@ -331,6 +331,14 @@ async fn volumes_are_real_filesystems_that_keep_a_machines_data() {
         r.body["size"].as_u64().unwrap() < 8 << 20,
         "only what was written is stored: {r:?}"
     );
+    assert!(
+        s.data_dir()
+            .join("snapshots")
+            .join(&vol)
+            .join("chunks")
+            .is_dir(),
+        "kept under the data dir when no bucket is configured"
+    );
     stdout_of(&s, "vols", &id, "echo later > data/after && sync").await;
     let listed = s
         .call("GET", &format!("/apps/vols/volumes/{vol}/snapshots"), None)

@@ -260,7 +260,7 @@ pub async fn restore(
     }
     let out = File::create(image).map_err(|e| io("create the image", e))?;
     out.set_len(size).map_err(|e| io("size the image", e))?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(Entry, Vec<u8>)>(FETCHES);
+    let (tx, rx) = tokio::sync::mpsc::channel::<(Entry, Vec<u8>)>(FETCHES);
     let writer = tokio::task::spawn_blocking(move || write_blocks(&out, rx));
     let fetched = futures_util::stream::iter(manifest.entries.iter().copied())
         .map(|entry| {
@@ -279,10 +279,12 @@ pub async fn restore(
         })
         .buffered(FETCHES)
         .try_for_each(|piece| {
-            let sent = tx
-                .send(piece)
-                .map_err(|_| VolumeError::Failed("the restore stopped".into()));
-            async move { sent }
+            let tx = tx.clone();
+            async move {
+                tx.send(piece)
+                    .await
+                    .map_err(|_| VolumeError::Failed("the restore stopped".into()))
+            }
         })
         .await;
     drop(tx);
@@ -297,7 +299,7 @@ pub async fn restore(
 
 fn write_blocks(
     out: &File,
-    pieces: std::sync::mpsc::Receiver<(Entry, Vec<u8>)>,
+    mut pieces: tokio::sync::mpsc::Receiver<(Entry, Vec<u8>)>,
 ) -> Result<(), VolumeError> {
     let mut decompressor =
         zstd::bulk::Decompressor::new().map_err(|e| io("start decompressing", e))?;
@@ -307,19 +309,30 @@ fn write_blocks(
             entry.block * (BLOCK >> 20)
         ))
     };
-    for (entry, compressed) in pieces {
+    while let Some((entry, compressed)) = pieces.blocking_recv() {
         let bytes = decompressor
             .decompress(&compressed, BLOCK as usize)
             .map_err(|_| damaged(&entry))?;
         if Sha256::digest(&bytes).as_slice() != entry.chunk {
             return Err(damaged(&entry));
         }
+        // Each run of pages holding data is one write; zero pages between are skipped.
         let base = entry.block * BLOCK;
+        let mut run: Option<usize> = None;
         for (i, page) in bytes.chunks(PAGE).enumerate() {
-            if !all_zero(page) {
-                out.write_all_at(page, base + (i * PAGE) as u64)
-                    .map_err(|e| io("write the image", e))?;
+            match (all_zero(page), run) {
+                (false, None) => run = Some(i * PAGE),
+                (true, Some(start)) => {
+                    out.write_all_at(&bytes[start..i * PAGE], base + start as u64)
+                        .map_err(|e| io("write the image", e))?;
+                    run = None;
+                }
+                _ => {}
             }
+        }
+        if let Some(start) = run {
+            out.write_all_at(&bytes[start..], base + start as u64)
+                .map_err(|e| io("write the image", e))?;
         }
     }
     out.sync_all().map_err(|e| io("sync the image", e))
