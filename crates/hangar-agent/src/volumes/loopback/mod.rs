@@ -172,8 +172,13 @@ impl LoopBackend {
             // Still attached: a machine's mount namespace holds the filesystem. It must
             // not be checked or grown now; the same device (so the same filesystem) is
             // mounted here again.
-            mount_device(&device, &fs).await?;
-            return Ok(fs);
+            match mount_device(&device, &fs).await {
+                Ok(()) => return Ok(fs),
+                // Or the device is still being let go (the kernel detaches it a moment
+                // after the last holder): once it is gone the image is attached afresh.
+                Err(e) if !detached_soon(&image).await => return Err(e),
+                Err(_) => {}
+            }
         }
         if grow.exists() {
             run("e2fsck", &["-f".as_ref(), "-p".as_ref(), image.as_os_str()]).await?;
@@ -394,4 +399,15 @@ impl VolumeBackend for LoopBackend {
         }
         failures
     }
+}
+
+/// Whether `image`'s loop device goes away within a couple of seconds.
+async fn detached_soon(image: &Path) -> bool {
+    for _ in 0..40 {
+        if loop_device(image).await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
 }
