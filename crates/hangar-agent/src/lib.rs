@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod dns;
 pub mod host;
 pub mod ids;
 pub mod ledger;
