@@ -87,7 +87,25 @@ async fn snapshots_go_to_the_bucket_and_restore_from_it() {
         "nothing kept under the data dir"
     );
 
-    // A small change sends a few blocks, not the volume again.
+    // A small change sends a few blocks, not the volume again: none of the first
+    // snapshot's objects is written a second time.
+    let written = |objects: &[String]| -> Vec<std::time::SystemTime> {
+        objects
+            .iter()
+            .map(|o| {
+                std::fs::metadata(bucket.root().join(o))
+                    .unwrap()
+                    .modified()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let first_chunks: Vec<String> = first
+        .iter()
+        .filter(|o| o.contains("/chunks/"))
+        .cloned()
+        .collect();
+    let first_written = written(&first_chunks);
     sh(&s, "snaps", &id, "echo later > data/after && sync").await;
     let r = s
         .call(
@@ -98,6 +116,11 @@ async fn snapshots_go_to_the_bucket_and_restore_from_it() {
         .await;
     assert_eq!(r.status, 200, "{r:?}");
     let second = bucket.objects(&format!("hangar/{vol}"));
+    assert_eq!(
+        written(&first_chunks),
+        first_written,
+        "unchanged blocks are not sent again"
+    );
     let added = chunks(&second) - chunks(&first);
     assert!(
         added < chunks(&first),

@@ -126,6 +126,34 @@ impl LoopBackend {
         .map_err(|e| failed("note the volume's encryption", &e))
     }
 
+    /// Grows `image` (attached as `device`) to `size_gb` and tells the loop device;
+    /// refuses to shrink it or to take more than the host's disk has room for.
+    async fn grow_image(
+        &self,
+        image: &Path,
+        device: &str,
+        size_gb: u32,
+    ) -> Result<(), VolumeError> {
+        let size = u64::from(size_gb) * GB;
+        let now = std::fs::metadata(image)
+            .map_err(|e| failed("read the image", &e))?
+            .len();
+        if size < now {
+            return Err(VolumeError::Invalid(format!(
+                "a volume can only grow: it is {} GB, asked {size_gb} GB",
+                now / GB
+            )));
+        }
+        room_for(&self.dir, size - now, size_gb, self.overcommit)?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(image)
+            .and_then(|f| f.set_len(size))
+            .map_err(|e| failed("grow the image", &e))?;
+        run("losetup", &["-c".as_ref(), device.as_ref()]).await?;
+        Ok(())
+    }
+
     fn volume_dir(&self, id: &str) -> Result<PathBuf, VolumeError> {
         let ok = !id.is_empty()
             && id
@@ -272,26 +300,8 @@ impl VolumeBackend for LoopBackend {
         }
         let fs = self.mount(id).await?;
         let image = self.volume_dir(id)?.join("disk.img");
-        let size = u64::from(size_gb) * GB;
-        let now = std::fs::metadata(&image)
-            .map_err(|e| failed("read the image", &e))?
-            .len();
-        if size < now {
-            return Err(VolumeError::Invalid(format!(
-                "a volume can only grow: it is {} GB, asked {size_gb} GB",
-                now / GB
-            )));
-        }
-        room_for(&self.dir, size - now, size_gb, self.overcommit)?;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&image)
-            .map_err(|e| failed("open the image", &e))?;
-        file.set_len(size)
-            .map_err(|e| failed("grow the image", &e))?;
-        drop(file);
         let device = loop_device(&image).await?;
-        run("losetup", &["-c".as_ref(), device.as_ref()]).await?;
+        self.grow_image(&image, &device, size_gb).await?;
         if let Err(e) = run("resize2fs", &[device.as_ref()]).await {
             // Growing a mounted ext4 takes CAP_SYS_RESOURCE; without it the filesystem
             // grows at its machine's next start (the caller sees needs_restart).

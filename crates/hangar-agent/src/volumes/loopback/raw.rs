@@ -7,8 +7,8 @@
 
 use std::path::PathBuf;
 
-use super::host::{failed, loop_device, room_for, run};
-use super::{LoopBackend, GB};
+use super::host::{failed, loop_device, run};
+use super::LoopBackend;
 use crate::volumes::{VolumeError, VolumeStat};
 
 /// Present in a raw volume's directory.
@@ -68,23 +68,8 @@ impl LoopBackend {
     ) -> Result<VolumeStat, VolumeError> {
         let device = self.attach(id).await?;
         let image = self.volume_dir(id)?.join("disk.img");
-        let size = u64::from(size_gb) * GB;
-        let now = std::fs::metadata(&image)
-            .map_err(|e| failed("read the image", &e))?
-            .len();
-        if size < now {
-            return Err(VolumeError::Invalid(format!(
-                "a volume can only grow: it is {} GB, asked {size_gb} GB",
-                now / GB
-            )));
-        }
-        room_for(&self.dir, size - now, size_gb, self.overcommit)?;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&image)
-            .and_then(|f| f.set_len(size))
-            .map_err(|e| failed("grow the image", &e))?;
-        run("losetup", &["-c".as_ref(), device.as_os_str()]).await?;
+        self.grow_image(&image, &device.to_string_lossy(), size_gb)
+            .await?;
         self.raw_stat(id).await
     }
 }
