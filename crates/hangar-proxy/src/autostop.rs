@@ -95,6 +95,7 @@ mod tests {
             address: None,
             health: crate::Health::Passing,
             started_at: None,
+            private: None,
             services: vec![Service {
                 ports: Vec::new(),
                 internal_port: 8080,

@@ -1,8 +1,8 @@
 //! What the proxy knows of machines: each instance with its state, address and services,
 //! as the supervisor publishes them. Plain data; choosing among them is `route`'s job.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +22,21 @@ pub struct Instance {
     /// When its current run began (set as it becomes `started`); `None` when not known.
     pub started_at: Option<Instant>,
     pub services: Vec<Service>,
+    /// The machine on its private network; `None` when it has no 6PN address.
+    pub private: Option<Arc<PrivateName>>,
+}
+
+/// A machine on its private network, and its entry in private DNS (`<app>.internal`
+/// and the names under it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateName {
+    /// Its 6PN address; the network is the address's `/48`.
+    pub address: Ipv6Addr,
+    /// Whether it is in DNS answers (`dns.skip_registration` says no).
+    pub registered: bool,
+    /// `fly_process_group` of its metadata (`app` when it has none).
+    pub process_group: String,
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// The verdict of a machine's service checks.

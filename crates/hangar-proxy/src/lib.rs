@@ -26,7 +26,9 @@ mod wake;
 
 pub use certs::{certified_key, challenge_key, CertTable};
 pub use egress::Egress;
-pub use instance::{AutostopMode, Entry, Handler, Health, Instance, InstanceSet, Port, Service};
+pub use instance::{
+    AutostopMode, Entry, Handler, Health, Instance, InstanceSet, Port, PrivateName, Service,
+};
 pub use load::Load;
 pub use ports::AppAddresses;
 

@@ -208,6 +208,7 @@ mod tests {
             health: Health::Pending,
             started_at,
             services: Vec::new(),
+            private: None,
         }
     }
 

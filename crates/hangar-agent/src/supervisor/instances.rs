@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use hangar_proxy::{AutostopMode, Handler, Health, Instance, InstanceSet, Port, Service};
+use hangar_proxy::{
+    AutostopMode, Handler, Health, Instance, InstanceSet, Port, PrivateName, Service,
+};
 use hangar_store::MachineRecord;
 use hangar_types::machine_config::{Autostop, MachinePort};
 use hangar_types::MachineState;
@@ -76,7 +78,31 @@ pub fn instance_of(m: &MachineRecord, address: Option<IpAddr>) -> Instance {
         },
         started_at: None,
         services,
+        private: private_name(m).map(Arc::new),
     }
+}
+
+/// The machine's place on its private network, unless it has no 6PN address.
+fn private_name(m: &MachineRecord) -> Option<PrivateName> {
+    let skip = m
+        .config
+        .dns
+        .as_ref()
+        .and_then(|d| d.get("skip_registration"))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let address = m.private_ip.parse().ok()?;
+    let metadata = m.config.metadata.clone().unwrap_or_default();
+    let process_group = metadata
+        .get("fly_process_group")
+        .cloned()
+        .unwrap_or_else(|| "app".into());
+    Some(PrivateName {
+        address,
+        registered: !skip,
+        process_group,
+        metadata,
+    })
 }
 
 /// A service port as the proxy uses it; `None` when it names no port.
