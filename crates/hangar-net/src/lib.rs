@@ -18,8 +18,9 @@ use tokio::process::Command;
 use tokio::sync::Mutex;
 use tracing::debug;
 
-/// The platform's DNS resolver address inside 6PN, as on Fly.
-pub const RESOLVER: &str = "fdaa::3";
+pub mod resolver;
+
+pub use resolver::{resolver_addresses, ResolverSockets, RESOLVER};
 const IPV4_BLOCK: &str = "172.19.0.0/16";
 const IPV6_BLOCK: &str = "fdaa::/16";
 
@@ -54,7 +55,7 @@ pub struct Attachment {
 }
 
 /// The org index and /64 of a 6PN address `fdaa:0:<org>:a7b:...`.
-fn org_of(ipv6: &str) -> Result<(u16, [u16; 4]), NetError> {
+pub fn org_of(ipv6: &str) -> Result<(u16, [u16; 4]), NetError> {
     let addr: Ipv6Addr = ipv6.parse().map_err(|_| NetError::Address(ipv6.into()))?;
     let s = addr.segments();
     if s[0] != 0xfdaa || s[2] == 0 || s[2] > 255 {
@@ -355,10 +356,14 @@ impl Network {
             "neigh flush to {ipv4} dev {bridge}\nnetns add {ns}\nlink add {host_if} type veth peer name {peer_if} netns {ns}\nlink set {host_if} master {bridge} up\n"
         );
         let inside = format!(
-            "link set {peer_if} name eth0\nlink set lo up\naddr add {ipv4}/24 dev eth0\naddr add {ipv6}/64 dev eth0 nodad\n\
+            "link set {peer_if} name eth0\nlink set lo up\n{resolver}addr add {ipv4}/24 dev eth0\naddr add {ipv6}/64 dev eth0 nodad\n\
              link set eth0 up\nroute add default via 172.19.{o}.1\nroute add default via {p}::1\n",
             o = org - 1,
-            p = prefix64(p64)
+            p = prefix64(p64),
+            resolver = resolver_addresses(org)
+                .iter()
+                .map(|a| format!("addr add {a}/128 dev lo nodad\n"))
+                .collect::<String>(),
         );
         let setup = async {
             run_batch(&["ip", "-batch", "-"], &host).await?;

@@ -175,10 +175,18 @@ impl DriverError {
     }
 }
 
+/// Told when a machine has joined its private network and before its main process
+/// starts: the machine's ID and 6PN address (so the host's DNS can be listening in the
+/// machine's namespace by the time the machine first asks).
+pub type AttachHook = std::sync::Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 /// A way of running machines. Handles are opaque strings the driver made itself.
 #[async_trait::async_trait]
 pub trait Driver: Send + Sync + 'static {
     fn name(&self) -> &'static str;
+    /// Whom to tell as each machine joins its private network; drivers without one
+    /// (the process driver) never call it.
+    fn on_network_attach(&self, _hook: AttachHook) {}
     /// The machine's log file, in the format of [`logs`].
     fn log_file(&self, machine_id: &str) -> std::path::PathBuf;
     /// Where the machine's services listen, for the proxy.

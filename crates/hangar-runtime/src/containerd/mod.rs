@@ -76,6 +76,8 @@ pub struct ContainerdDriver {
     /// One at a time per machine: a start, or the clean-up after its task exits.
     turns: Arc<std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>>,
     network: hangar_net::Network,
+    /// Told of each machine attached to the network (see [`crate::AttachHook`]).
+    pub(crate) attach_hook: std::sync::OnceLock<crate::AttachHook>,
     /// Per-machine files: logs and exec output.
     root: PathBuf,
     /// The `hangar` binary, run by the shim as the task's logging binary.
@@ -116,6 +118,7 @@ impl ContainerdDriver {
             ctx: Arc::new(ctx),
             turns: Arc::default(),
             network,
+            attach_hook: std::sync::OnceLock::new(),
             root,
             log_program,
         })
@@ -291,6 +294,10 @@ fn any(type_url: &str, v: &serde_json::Value) -> Any {
 impl Driver for ContainerdDriver {
     fn name(&self) -> &'static str {
         "containerd"
+    }
+
+    fn on_network_attach(&self, hook: crate::AttachHook) {
+        let _ = self.attach_hook.set(hook);
     }
 
     /// The machine's private IPv4 address, reachable from the host through its bridge.

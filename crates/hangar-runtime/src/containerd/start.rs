@@ -64,6 +64,9 @@ impl ContainerdDriver {
                     std::io::Error::other(e.to_string()),
                 )
             })?;
+        if let Some(hook) = self.attach_hook.get() {
+            hook(&id, &spec.private_ip);
+        }
         phase("network attached");
         let secrets_dir = init::secrets_dir(&self.root);
         let runtime_spec =
