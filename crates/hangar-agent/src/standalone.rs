@@ -44,6 +44,8 @@ pub struct AgentConfig {
     pub proxy_queue_timeout: Duration,
     /// How this host keeps volumes (see `Volumes::loopback`).
     pub volumes: crate::volumes::VolumeSettings,
+    /// Where machines' private DNS sends public names.
+    pub dns: crate::dns::DnsSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +118,7 @@ impl StandaloneAgent {
             traffic::unobserved(),
             volumes,
         );
+        supervisor.serve_private_dns(&config.dns);
         supervisor.take_charge().await?;
         let (listener, listen_addr) = bind(config.listen).await?;
         let (http, http_addr) = bind(config.http_listen).await?;

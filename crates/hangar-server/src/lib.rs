@@ -76,6 +76,8 @@ pub struct ServerConfig {
     pub memory_overcommit: f64,
     /// How this host keeps volumes: overcommit, encryption at rest, where snapshots go.
     pub volumes: hangar_agent::volumes::VolumeSettings,
+    /// Where machines' private DNS sends public names.
+    pub dns: hangar_agent::dns::DnsSettings,
 }
 
 /// Shared state of the API handlers.
@@ -481,6 +483,7 @@ async fn embedded_agent(
         let known = store.call(|db| db.live_machines()).await?;
         supervisor.bring_in(&known).await?;
     }
+    supervisor.serve_private_dns(&config.dns);
     supervisor.take_charge().await?;
     Ok(supervisor)
 }

@@ -44,6 +44,7 @@ async fn server(dir: &std::path::Path) -> Server {
         registry_listen: any,
         prices: Default::default(),
         volumes: Default::default(),
+        dns: Default::default(),
         memory_overcommit: 1.0,
     };
     let store = open_store(Database::Sqlite(dir.join("hangar.db")))

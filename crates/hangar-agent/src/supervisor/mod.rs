@@ -191,6 +191,12 @@ impl Supervisor {
         }
     }
 
+    /// Serves private DNS to this host's container machines (see [`crate::dns`]); call
+    /// before `take_charge`, so adopted machines are served as they come in.
+    pub fn serve_private_dns(&self, settings: &crate::dns::DnsSettings) {
+        crate::dns::start(&self.ctx.driver, self.instances(), settings);
+    }
+
     pub fn volumes(&self) -> &crate::volumes::Volumes {
         &self.ctx.volumes
     }

@@ -86,6 +86,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         .max(SHORTEST),
         proxy_queue_timeout: go_duration("proxy-queue-timeout", &args.proxy_queue_timeout)?,
         volumes: args.machines.volume_settings()?,
+        dns: args.machines.dns_settings(),
     };
     let agent = StandaloneAgent::start(config, driver)
         .await

@@ -161,9 +161,35 @@ pub struct DriverArgs {
     /// The bucket's region (what request signatures name)
     #[arg(long, env = "HANGAR_SNAPSHOT_REGION", default_value = "us-east-1")]
     pub snapshot_region: String,
+    /// A resolver (IP[:PORT]) machines' private DNS asks for every name that is not
+    /// private; repeat for more. Without it, those of the host's /etc/resolv.conf
+    #[arg(
+        long = "dns-upstream",
+        env = "HANGAR_DNS_UPSTREAM",
+        value_delimiter = ',',
+        value_name = "IP[:PORT]",
+        value_parser = parse_resolver
+    )]
+    pub dns_upstream: Vec<std::net::SocketAddr>,
+}
+
+/// `IP` or `IP:PORT` (`[IPv6]:PORT`), port 53 when none is given.
+fn parse_resolver(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok((ip, 53).into());
+    }
+    s.parse()
+        .map_err(|_| format!("{s:?} is not a resolver address: give IP or IP:PORT ([IPv6]:PORT)"))
 }
 
 impl DriverArgs {
+    /// Where private DNS sends public names.
+    pub fn dns_settings(&self) -> hangar_agent::dns::DnsSettings {
+        hangar_agent::dns::DnsSettings {
+            upstream: self.dns_upstream.clone(),
+        }
+    }
+
     /// How volumes are kept, from the flags, checked.
     pub fn volume_settings(&self) -> Result<hangar_agent::volumes::VolumeSettings> {
         let snapshot_bucket = match &self.snapshot_bucket {
@@ -409,6 +435,7 @@ fn server_config(
         prices: price_table(args.price_table.as_deref())?,
         memory_overcommit: overcommit("memory-overcommit", args.memory_overcommit)?,
         volumes: args.machines.volume_settings()?,
+        dns: args.machines.dns_settings(),
     })
 }
 

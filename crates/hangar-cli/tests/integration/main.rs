@@ -12,6 +12,7 @@ mod bad_input;
 mod billing;
 mod cli;
 mod containerd;
+mod containerd_dns;
 mod containerd_net;
 mod control_plane;
 mod deploy_safety;
