@@ -255,8 +255,17 @@ async fn a_fly_toml_with_mounts_deploys_onto_volumes_and_keeps_them() {
     if !crate::deploys::can_run() {
         return;
     }
-    let s =
-        TestServer::start_with(&["--driver", "containerd", "--volume-encryption", "always"]).await;
+    // The seed's 10 GB volumes, twice: their images are sparse and this test writes a
+    // few bytes, so it promises more than a small CI disk has free.
+    let s = TestServer::start_with(&[
+        "--driver",
+        "containerd",
+        "--volume-encryption",
+        "always",
+        "--volume-overcommit",
+        "50",
+    ])
+    .await;
     let (_tmp, dir) = example("web", "vol-web");
     edit(&dir.join("fly.toml"), |t| {
         let t = t.replacen(
