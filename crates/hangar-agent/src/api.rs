@@ -9,6 +9,7 @@
 //! see [`crate::mirror::ControlPlane`] and [`crate::SecretSource`].
 
 use std::collections::HashMap;
+use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::supervisor::{MachineCmd, Reply, Supervisor};
 pub use crate::supervisor::{OpError, Snapshot};
+use crate::tunnel::{PrivateTarget, Tunnel};
 use crate::volumes::{VolumeError, VolumeOp, VolumeReply};
 
 /// A command to one machine. Each says in which states it is legal (the agent's
@@ -107,6 +109,10 @@ pub trait AgentApi: Send + Sync {
     async fn logs(&self, machine_id: &str, after: Option<LogCursor>) -> Result<LogRead, OpError>;
     /// Makes, grows, measures or removes a volume's blocks on this host.
     async fn volume(&self, op: &VolumeOp) -> Result<VolumeReply, VolumeError>;
+    /// Where a private name leads on an org's network, without connecting.
+    async fn resolve_private(&self, org: u16, host: &str) -> Result<Vec<Ipv6Addr>, OpError>;
+    /// A TCP connection from this host to a place on an org's private network.
+    async fn dial_private(&self, target: &PrivateTarget) -> Result<Tunnel, OpError>;
 }
 
 impl Supervisor {
@@ -246,6 +252,18 @@ impl AgentApi for Supervisor {
 
     async fn volume(&self, op: &VolumeOp) -> Result<VolumeReply, VolumeError> {
         self.volumes().apply(op).await
+    }
+
+    async fn resolve_private(&self, org: u16, host: &str) -> Result<Vec<Ipv6Addr>, OpError> {
+        let set = self.instances().borrow().clone();
+        crate::tunnel::resolve(&set, org, host, self.region())
+    }
+
+    async fn dial_private(&self, target: &PrivateTarget) -> Result<Tunnel, OpError> {
+        let set = self.instances().borrow().clone();
+        let (stream, to) = crate::tunnel::dial(&set, target, self.region()).await?;
+        tracing::debug!(host = %target.host, to = %to, "private connection opened");
+        Ok(Box::new(stream))
     }
 }
 

@@ -20,6 +20,7 @@ pub mod remote;
 pub mod standalone;
 pub mod supervisor;
 pub mod traffic;
+pub mod tunnel;
 pub mod volumes;
 
 use hangar_runtime::Secrets;

@@ -5,7 +5,10 @@
 mod billing;
 mod deploys;
 mod edge;
+mod tunnels;
 mod volumes;
+
+pub use tunnels::{PrivateHost, TunnelStream};
 
 use hangar_types::requests::{
     CreateMachineRequest, ExecRequest, ExecResponse, StopRequest, WaitResponse,

@@ -13,6 +13,8 @@ mod server;
 mod upstream;
 mod view;
 
+pub(crate) use view::{org_of, View};
+
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 

@@ -4,6 +4,7 @@
 //! deadline. `watch` keeps a long-poll going for as long as someone holds the receiver.
 
 use std::collections::HashMap;
+use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use tokio::sync::watch;
 
 use super::{CreateBody, LogQuery, PREFIX};
 use crate::api::{AgentApi, Command, LogRead, OpError, Outcome, Snapshot};
+use crate::tunnel::{self, PrivateTarget, Tunnel};
 use crate::volumes::{VolumeError, VolumeOp, VolumeReply};
 
 /// Longest a call waits for an answer (an exec or a stop may take a while).
@@ -200,6 +202,42 @@ impl AgentApi for RemoteAgent {
         self.json::<Result<VolumeReply, VolumeError>>(req)
             .await
             .map_err(|e| VolumeError::Failed(e.to_string()))?
+    }
+
+    async fn resolve_private(&self, org: u16, host: &str) -> Result<Vec<Ipv6Addr>, OpError> {
+        let url = self.endpoint("/private/resolve").await?;
+        let req = self
+            .http
+            .get(url)
+            .timeout(CALL_DEADLINE)
+            .query(&[("org", org.to_string().as_str()), ("host", host)]);
+        self.json(req).await
+    }
+
+    async fn dial_private(&self, target: &PrivateTarget) -> Result<Tunnel, OpError> {
+        let url = self.endpoint("/private/dial").await?;
+        let resp = self
+            .http
+            .get(url)
+            .query(target)
+            .header(reqwest::header::CONNECTION, "upgrade")
+            .header(reqwest::header::UPGRADE, tunnel::TUNNEL_PROTOCOL)
+            .bearer_auth(&*self.token)
+            .send()
+            .await
+            .map_err(|e| OpError::Unavailable(without_url(e)))?;
+        let status = resp.status();
+        if status != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(resp
+                .json::<OpError>()
+                .await
+                .unwrap_or_else(|_| OpError::Internal(format!("the agent answered {status}"))));
+        }
+        let upgraded = resp
+            .upgrade()
+            .await
+            .map_err(|e| OpError::Unavailable(without_url(e)))?;
+        Ok(Box::new(upgraded))
     }
 
     async fn logs(&self, machine_id: &str, after: Option<LogCursor>) -> Result<LogRead, OpError> {

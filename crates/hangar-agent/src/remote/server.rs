@@ -17,6 +17,7 @@ use serde::Deserialize;
 use super::{CreateBody, LogQuery, WaitQuery, PREFIX};
 use crate::api::{AgentApi, Command, OpError};
 use crate::supervisor::Supervisor;
+use crate::tunnel::{self, PrivateTarget};
 
 /// How long a wait for a machine's next state holds the request at most.
 const LONGEST_WAIT: Duration = Duration::from_secs(25);
@@ -42,6 +43,8 @@ pub fn router(supervisor: Supervisor, token: &str) -> Router {
         .route(&format!("{PREFIX}/machines/{{id}}/logs"), get(logs))
         .route(&format!("{PREFIX}/checks"), post(checks))
         .route(&format!("{PREFIX}/volumes"), post(volume))
+        .route(&format!("{PREFIX}/private/resolve"), get(resolve_private))
+        .route(&format!("{PREFIX}/private/dial"), get(dial_private))
         .with_state(served)
 }
 
@@ -171,4 +174,39 @@ async fn volume(
 ) -> Result<Json<Result<crate::volumes::VolumeReply, crate::volumes::VolumeError>>, Failure> {
     authorized(&s, &headers)?;
     Ok(Json(AgentApi::volume(&s.supervisor, &op).await))
+}
+
+#[derive(Deserialize)]
+struct ResolveQuery {
+    org: u16,
+    host: String,
+}
+
+async fn resolve_private(
+    State(s): State<Served>,
+    headers: HeaderMap,
+    Query(q): Query<ResolveQuery>,
+) -> Result<Response, Failure> {
+    authorized(&s, &headers)?;
+    let addresses = AgentApi::resolve_private(&s.supervisor, q.org, &q.host).await?;
+    Ok(Json(addresses).into_response())
+}
+
+/// Dials the target, then becomes a tunnel to it: a failed dial is an error answer, so
+/// the caller hears why before anything is switched.
+async fn dial_private(
+    State(s): State<Served>,
+    Query(target): Query<PrivateTarget>,
+    mut request: axum::extract::Request,
+) -> Result<Response, Failure> {
+    authorized(&s, request.headers())?;
+    if !tunnel::wants_tunnel(request.headers()) {
+        return Err(OpError::Invalid(format!(
+            "a dial asks for `Connection: upgrade` and `Upgrade: {}`",
+            tunnel::TUNNEL_PROTOCOL
+        ))
+        .into());
+    }
+    let stream = AgentApi::dial_private(&s.supervisor, &target).await?;
+    Ok(tunnel::splice(&mut request, stream))
 }

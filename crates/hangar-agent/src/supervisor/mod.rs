@@ -197,6 +197,11 @@ impl Supervisor {
         crate::dns::start(&self.ctx.driver, self.instances(), settings);
     }
 
+    /// The region this host is in.
+    pub fn region(&self) -> &str {
+        &self.ctx.region
+    }
+
     pub fn volumes(&self) -> &crate::volumes::Volumes {
         &self.ctx.volumes
     }

@@ -16,6 +16,7 @@ mod machine;
 mod open;
 mod ports;
 mod progress;
+mod proxy;
 mod releases;
 mod scale;
 mod secrets;
@@ -56,6 +57,8 @@ pub enum Command {
     Machine(machine::MachineCmd),
     /// Show an app's logs, following them
     Logs(logs::LogsArgs),
+    /// Forward a local port to a host on the app's private network
+    Proxy(proxy::ProxyArgs),
     /// Log in and out, and show the current token and who it is
     #[command(subcommand)]
     Auth(auth::AuthCmd),
@@ -113,6 +116,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Apps(c) => apps::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Machine(c) => machine::run(c).await,
         Command::Logs(a) => logs::run(a).await.map(|_| ExitCode::SUCCESS),
+        Command::Proxy(a) => proxy::run(a).await.map(|_| ExitCode::SUCCESS),
         Command::Auth(c) => auth::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Billing(a) => billing::run(a).await.map(|_| ExitCode::SUCCESS),
         Command::Open(a) => open::run(a).await.map(|_| ExitCode::SUCCESS),

@@ -24,6 +24,7 @@ mod harness;
 mod leases;
 mod lifecycle;
 mod logs;
+mod private_proxy;
 mod proxy;
 mod raw_volumes;
 mod recovery;

@@ -22,6 +22,7 @@ mod metadata;
 mod query;
 mod secrets;
 mod tokens;
+mod tunnels;
 mod volumes;
 
 use axum::extract::{FromRequest, Request};
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .merge(builds::routes())
         .merge(billing::routes())
         .merge(volumes::routes(&state))
+        .merge(tunnels::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_token,
