@@ -1,7 +1,7 @@
 //! The one interface between the control plane and a host's agent: what the control
 //! plane may ask of the machines on a host (check and prepare a config, create, the
 //! lifecycle commands, exec, ps, metadata, cordon, watch a machine's state, its health
-//! check results, its logs). The commands and their outcomes are plain data, so the
+//! check results, its logs, a console session, a connection into a private network). The commands and their outcomes are plain data, so the
 //! same interface can be carried over HTTP to an agent on another host; the
 //! [`Supervisor`] answers it in-process.
 //!
@@ -13,6 +13,7 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hangar_runtime::console::ConsoleSpec;
 use hangar_runtime::logs::{self, LogCursor, LogLine};
 use hangar_runtime::ExecOutput;
 use hangar_store::MachineRecord;
@@ -113,6 +114,9 @@ pub trait AgentApi: Send + Sync {
     async fn resolve_private(&self, org: u16, host: &str) -> Result<Vec<Ipv6Addr>, OpError>;
     /// A TCP connection from this host to a place on an org's private network.
     async fn dial_private(&self, target: &PrivateTarget) -> Result<Tunnel, OpError>;
+    /// A console session in a started machine, as a stream of console frames
+    /// (`hangar_types::console`).
+    async fn console(&self, machine_id: &str, session: &ConsoleSpec) -> Result<Tunnel, OpError>;
 }
 
 impl Supervisor {
@@ -257,6 +261,13 @@ impl AgentApi for Supervisor {
     async fn resolve_private(&self, org: u16, host: &str) -> Result<Vec<Ipv6Addr>, OpError> {
         let set = self.instances().borrow().clone();
         crate::tunnel::resolve(&set, org, host, self.region())
+    }
+
+    async fn console(&self, id: &str, session: &ConsoleSpec) -> Result<Tunnel, OpError> {
+        let session = session.clone();
+        self.send(id, |reply| MachineCmd::Console { session, reply })
+            .await
+            .map(crate::console::framed)
     }
 
     async fn dial_private(&self, target: &PrivateTarget) -> Result<Tunnel, OpError> {

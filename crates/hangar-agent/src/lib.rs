@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod console;
 pub mod dns;
 pub mod host;
 pub mod ids;

@@ -8,7 +8,7 @@ mod edge;
 mod tunnels;
 mod volumes;
 
-pub use tunnels::{PrivateHost, TunnelStream};
+pub use tunnels::{ConsoleRequest, PrivateHost, TunnelStream};
 
 use hangar_types::requests::{
     CreateMachineRequest, ExecRequest, ExecResponse, StopRequest, WaitResponse,

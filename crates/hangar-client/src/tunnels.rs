@@ -1,5 +1,7 @@
-//! Tunnels into an app's private network (`/apps/{app}/proxy`), for `hangar proxy`:
-//! where a private host leads, and one connection to it carried over the API.
+//! Byte streams through the API: tunnels into an app's private network
+//! (`/apps/{app}/proxy`, for `hangar proxy`: where a private host leads, and one
+//! connection to it) and console sessions in a machine
+//! (`/apps/{app}/machines/{id}/console`, for `hangar ssh console`).
 
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -50,9 +52,12 @@ impl Client {
         port: u16,
     ) -> Result<TunnelStream> {
         let url = format!("{}/v1/apps/{app}/proxy?{}", self.base, query(host, port));
-        let res = self
-            .http
-            .get(&url)
+        self.upgrade(self.http.get(&url)).await
+    }
+
+    /// Sends a request that asks to become a tunnel.
+    async fn upgrade(&self, req: reqwest::RequestBuilder) -> Result<TunnelStream> {
+        let res = req
             .bearer_auth(&self.token)
             .header(reqwest::header::CONNECTION, "upgrade")
             .header(reqwest::header::UPGRADE, TUNNEL_PROTOCOL)
@@ -70,5 +75,41 @@ impl Client {
         res.upgrade()
             .await
             .map_err(|e| ClientError::Decode(format!("the tunnel did not open: {e}")))
+    }
+}
+
+/// A console session to open (`hangar ssh console`).
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleRequest {
+    /// The command as one line, split as a shell would; empty for the login shell.
+    pub command: String,
+    pub tty: bool,
+    pub rows: u16,
+    pub cols: u16,
+    pub user: Option<String>,
+}
+
+impl Client {
+    /// Opens a console session in machine `id`: a stream of console frames.
+    pub async fn open_console(
+        &self,
+        app: &str,
+        id: &str,
+        req: &ConsoleRequest,
+    ) -> Result<TunnelStream> {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("command", &req.command)
+            .append_pair("tty", if req.tty { "true" } else { "false" })
+            .append_pair("rows", &req.rows.to_string())
+            .append_pair("cols", &req.cols.to_string());
+        if let Some(u) = &req.user {
+            q.append_pair("user", u);
+        }
+        let url = format!(
+            "{}/v1/apps/{app}/machines/{id}/console?{}",
+            self.base,
+            q.finish()
+        );
+        self.upgrade(self.http.get(&url)).await
     }
 }

@@ -6,6 +6,7 @@
 //! what it is told and reports exits; it does not decide states, restart policy or what
 //! the API answers — the supervisor does.
 
+pub mod console;
 pub mod containerd;
 #[cfg(feature = "fake")]
 pub mod fake;
@@ -223,6 +224,18 @@ pub trait Driver: Send + Sync + 'static {
         stdin: Option<&str>,
         timeout: Duration,
     ) -> Result<ExecOutput, DriverError>;
+    /// Starts a console session's command in the running machine, with the machine's
+    /// environment (and secrets), a terminal when asked for.
+    async fn console(
+        &self,
+        _handle: &str,
+        _spec: &LaunchSpec,
+        _console: &console::ConsoleSpec,
+    ) -> Result<console::Console, DriverError> {
+        Err(DriverError::InvalidConfig(
+            "console sessions are not supported by this driver".into(),
+        ))
+    }
     /// Lists the machine's processes.
     async fn ps(&self, handle: &str) -> Result<Vec<ProcessStat>, DriverError>;
     /// Removes everything the driver keeps for a machine.

@@ -25,10 +25,13 @@ pub enum EventKind {
     /// The control plane grew the machine's volume (its use passed the mount's
     /// `extend_threshold_percent`); `request` says from and to what size.
     VolumeExtend,
+    /// Someone opened a console session (`hangar ssh console`); `request` says who,
+    /// which command and whether it had a terminal.
+    Ssh,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::Launch,
         EventKind::Start,
         EventKind::Stop,
@@ -38,6 +41,7 @@ impl EventKind {
         EventKind::Suspend,
         EventKind::Destroy,
         EventKind::VolumeExtend,
+        EventKind::Ssh,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +55,7 @@ impl EventKind {
             EventKind::Suspend => "suspend",
             EventKind::Destroy => "destroy",
             EventKind::VolumeExtend => "volume_extend",
+            EventKind::Ssh => "ssh",
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod billing;
 pub mod build;
+pub mod console;
 pub mod deploy;
 pub mod duration;
 pub mod edge;

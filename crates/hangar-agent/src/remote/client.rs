@@ -14,10 +14,11 @@ use hangar_types::{CheckStatus, MachineConfig, MachineState};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use super::{CreateBody, LogQuery, PREFIX};
+use super::{CreateBody, LogQuery, CONSOLE_SPEC_PARAM, PREFIX};
 use crate::api::{AgentApi, Command, LogRead, OpError, Outcome, Snapshot};
 use crate::tunnel::{self, PrivateTarget, Tunnel};
 use crate::volumes::{VolumeError, VolumeOp, VolumeReply};
+use hangar_runtime::console::ConsoleSpec;
 
 /// Longest a call waits for an answer (an exec or a stop may take a while).
 const CALL_DEADLINE: Duration = Duration::from_secs(330);
@@ -109,6 +110,32 @@ impl RemoteAgent {
             req = req.query(&[("after", a)]);
         }
         self.json(req).await
+    }
+}
+
+impl RemoteAgent {
+    /// Sends a request that asks to become a tunnel; the agent's error answer when it
+    /// does not.
+    async fn upgrade(&self, req: reqwest::RequestBuilder) -> Result<Tunnel, OpError> {
+        let resp = req
+            .header(reqwest::header::CONNECTION, "upgrade")
+            .header(reqwest::header::UPGRADE, tunnel::TUNNEL_PROTOCOL)
+            .bearer_auth(&*self.token)
+            .send()
+            .await
+            .map_err(|e| OpError::Unavailable(without_url(e)))?;
+        let status = resp.status();
+        if status != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(resp
+                .json::<OpError>()
+                .await
+                .unwrap_or_else(|_| OpError::Internal(format!("the agent answered {status}"))));
+        }
+        let upgraded = resp
+            .upgrade()
+            .await
+            .map_err(|e| OpError::Unavailable(without_url(e)))?;
+        Ok(Box::new(upgraded))
     }
 }
 
@@ -214,30 +241,19 @@ impl AgentApi for RemoteAgent {
         self.json(req).await
     }
 
+    async fn console(&self, machine_id: &str, session: &ConsoleSpec) -> Result<Tunnel, OpError> {
+        let url = self
+            .endpoint(&format!("/machines/{machine_id}/console"))
+            .await?;
+        let spec = serde_json::to_string(session)
+            .map_err(|e| OpError::Internal(format!("encode the console session: {e}")))?;
+        self.upgrade(self.http.post(url).query(&[(CONSOLE_SPEC_PARAM, spec)]))
+            .await
+    }
+
     async fn dial_private(&self, target: &PrivateTarget) -> Result<Tunnel, OpError> {
         let url = self.endpoint("/private/dial").await?;
-        let resp = self
-            .http
-            .get(url)
-            .query(target)
-            .header(reqwest::header::CONNECTION, "upgrade")
-            .header(reqwest::header::UPGRADE, tunnel::TUNNEL_PROTOCOL)
-            .bearer_auth(&*self.token)
-            .send()
-            .await
-            .map_err(|e| OpError::Unavailable(without_url(e)))?;
-        let status = resp.status();
-        if status != reqwest::StatusCode::SWITCHING_PROTOCOLS {
-            return Err(resp
-                .json::<OpError>()
-                .await
-                .unwrap_or_else(|_| OpError::Internal(format!("the agent answered {status}"))));
-        }
-        let upgraded = resp
-            .upgrade()
-            .await
-            .map_err(|e| OpError::Unavailable(without_url(e)))?;
-        Ok(Box::new(upgraded))
+        self.upgrade(self.http.get(url).query(target)).await
     }
 
     async fn logs(&self, machine_id: &str, after: Option<LogCursor>) -> Result<LogRead, OpError> {

@@ -30,6 +30,10 @@ pub fn bearer_matches(header: Option<&axum::http::HeaderValue>, token: &str) -> 
 /// Where the agent's routes live.
 pub const PREFIX: &str = "/agent/v1";
 
+/// The query parameter a console request carries its session in (as JSON: the body
+/// of a request that is upgraded is not read).
+const CONSOLE_SPEC_PARAM: &str = "session";
+
 #[derive(Serialize, Deserialize)]
 struct CreateBody {
     machine: MachineRecord,

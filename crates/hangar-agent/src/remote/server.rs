@@ -14,10 +14,11 @@ use axum::{Json, Router};
 use hangar_types::MachineConfig;
 use serde::Deserialize;
 
-use super::{CreateBody, LogQuery, WaitQuery, PREFIX};
+use super::{CreateBody, LogQuery, WaitQuery, CONSOLE_SPEC_PARAM, PREFIX};
 use crate::api::{AgentApi, Command, OpError};
 use crate::supervisor::Supervisor;
 use crate::tunnel::{self, PrivateTarget};
+use hangar_runtime::console::ConsoleSpec;
 
 /// How long a wait for a machine's next state holds the request at most.
 const LONGEST_WAIT: Duration = Duration::from_secs(25);
@@ -45,6 +46,7 @@ pub fn router(supervisor: Supervisor, token: &str) -> Router {
         .route(&format!("{PREFIX}/volumes"), post(volume))
         .route(&format!("{PREFIX}/private/resolve"), get(resolve_private))
         .route(&format!("{PREFIX}/private/dial"), get(dial_private))
+        .route(&format!("{PREFIX}/machines/{{id}}/console"), post(console))
         .with_state(served)
 }
 
@@ -208,5 +210,32 @@ async fn dial_private(
         .into());
     }
     let stream = AgentApi::dial_private(&s.supervisor, &target).await?;
+    Ok(tunnel::splice(&mut request, stream))
+}
+
+/// Opens the session, then becomes its stream of frames.
+async fn console(
+    State(s): State<Served>,
+    Path(id): Path<String>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    mut request: axum::extract::Request,
+) -> Result<Response, Failure> {
+    authorized(&s, request.headers())?;
+    if !tunnel::wants_tunnel(request.headers()) {
+        return Err(OpError::Invalid(format!(
+            "a console asks for `Connection: upgrade` and `Upgrade: {}`",
+            tunnel::TUNNEL_PROTOCOL
+        ))
+        .into());
+    }
+    let session = q
+        .get(CONSOLE_SPEC_PARAM)
+        .and_then(|v| serde_json::from_str::<ConsoleSpec>(v).ok())
+        .ok_or_else(|| {
+            OpError::Invalid(format!(
+                "a console needs its session in `{CONSOLE_SPEC_PARAM}`"
+            ))
+        })?;
+    let stream = AgentApi::console(&s.supervisor, &id, &session).await?;
     Ok(tunnel::splice(&mut request, stream))
 }

@@ -115,6 +115,11 @@ pub enum MachineCmd {
         timeout: Duration,
         reply: Reply<ExecOutput>,
     },
+    /// From started: a console session's command, with the app's secrets.
+    Console {
+        session: hangar_runtime::console::ConsoleSpec,
+        reply: Reply<hangar_runtime::console::Console>,
+    },
     /// From started.
     Ps { reply: Reply<Vec<ProcessStat>> },
     /// From any state but destroyed: sets (`Some`) or removes (`None`) metadata keys in

@@ -21,6 +21,7 @@ mod releases;
 mod scale;
 mod secrets;
 mod server;
+mod ssh;
 mod status;
 mod version;
 mod volumes;
@@ -59,6 +60,9 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Forward a local port to a host on the app's private network
     Proxy(proxy::ProxyArgs),
+    /// Open a shell or run a command in a machine
+    #[command(subcommand)]
+    Ssh(ssh::SshCmd),
     /// Log in and out, and show the current token and who it is
     #[command(subcommand)]
     Auth(auth::AuthCmd),
@@ -117,6 +121,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Machine(c) => machine::run(c).await,
         Command::Logs(a) => logs::run(a).await.map(|_| ExitCode::SUCCESS),
         Command::Proxy(a) => proxy::run(a).await.map(|_| ExitCode::SUCCESS),
+        Command::Ssh(c) => ssh::run(c).await,
         Command::Auth(c) => auth::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Billing(a) => billing::run(a).await.map(|_| ExitCode::SUCCESS),
         Command::Open(a) => open::run(a).await.map(|_| ExitCode::SUCCESS),

@@ -30,6 +30,7 @@ mod raw_volumes;
 mod recovery;
 mod requests;
 mod snapshot_bucket;
+mod ssh_console;
 mod volume_workflow;
 mod volumes;
 mod workflow;

@@ -7,6 +7,7 @@
 //! output goes through `hangar log-driver` into the machine's log. Tasks outlive the
 //! server (containerd's shims hold them) and are found again by the machine ID.
 
+mod console;
 pub mod daemon;
 mod exec;
 mod image;
@@ -433,6 +434,15 @@ impl Driver for ContainerdDriver {
         timeout: Duration,
     ) -> Result<ExecOutput, DriverError> {
         self.exec_in(handle, spec, argv, stdin, timeout).await
+    }
+
+    async fn console(
+        &self,
+        handle: &str,
+        spec: &LaunchSpec,
+        session: &crate::console::ConsoleSpec,
+    ) -> Result<crate::console::Console, DriverError> {
+        self.console_in(handle, spec, session).await
     }
 
     async fn ps(&self, handle: &str) -> Result<Vec<ProcessStat>, DriverError> {

@@ -8,6 +8,7 @@
 //! recorded but not pulled. Stop, signal, suspend (SIGSTOP of the process group) and
 //! resume (SIGCONT) act on the host process group; isolation is that of a host process.
 
+mod console;
 pub mod procfs;
 pub mod shim;
 
@@ -389,6 +390,15 @@ impl Driver for ProcessDriver {
             stdout: String::from_utf8_lossy(&o).into_owned(),
             stderr: String::from_utf8_lossy(&e).into_owned(),
         })
+    }
+
+    async fn console(
+        &self,
+        handle: &str,
+        spec: &LaunchSpec,
+        session: &crate::console::ConsoleSpec,
+    ) -> Result<crate::console::Console, DriverError> {
+        self.console_in(handle, spec, session).await
     }
 
     async fn ps(&self, handle: &str) -> Result<Vec<ProcessStat>, DriverError> {

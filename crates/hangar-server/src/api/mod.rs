@@ -11,6 +11,7 @@ mod apps;
 mod billing;
 mod builds;
 mod certificates;
+mod console;
 mod deploys;
 mod errors;
 pub mod idempotency;
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .merge(billing::routes())
         .merge(volumes::routes(&state))
         .merge(tunnels::routes())
+        .merge(console::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_token,

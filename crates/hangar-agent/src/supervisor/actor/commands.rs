@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use hangar_runtime::console::{Console, ConsoleSpec};
 use hangar_runtime::ExecOutput;
 use hangar_types::observed::MachineChange;
 use hangar_types::EventKind;
@@ -53,6 +54,7 @@ impl MachineActor {
                 let _ = reply.send(r);
             }
             MachineCmd::Cordon { cordoned, reply } => self.cordon(cordoned, reply).await,
+            MachineCmd::Console { session, reply } => self.console(session, reply),
             MachineCmd::Ps { reply } => self.ps(reply),
         }
         false
@@ -296,6 +298,39 @@ impl MachineActor {
             let spec = launch::spec(&m, &region, secrets, Vec::new());
             let r = driver
                 .exec(&handle, &spec, &argv, stdin.as_deref(), timeout)
+                .await
+                .map_err(driver_error);
+            let _ = reply.send(r);
+        });
+    }
+
+    /// Starts a console session's command in a started machine, with the app's secrets
+    /// in its environment; it runs apart from the actor.
+    fn console(&self, session: ConsoleSpec, reply: Reply<Console>) {
+        let state = self.m.state;
+        let Some(handle) = self.running_handle(state) else {
+            let _ = reply.send(Err(not_now("open a console in", state)));
+            return;
+        };
+        let (driver, secrets_from, m, region) = (
+            self.ctx.driver.clone(),
+            self.ctx.secrets.clone(),
+            self.m.clone(),
+            self.ctx.region.clone(),
+        );
+        tokio::spawn(async move {
+            let secrets = match secrets_from.for_machine(&m).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = reply.send(Err(OpError::Internal(format!(
+                        "cannot give the session the app's secrets: {e}"
+                    ))));
+                    return;
+                }
+            };
+            let spec = launch::spec(&m, &region, secrets, Vec::new());
+            let r = driver
+                .console(&handle, &spec, &session)
                 .await
                 .map_err(driver_error);
             let _ = reply.send(r);
