@@ -259,8 +259,7 @@ impl AgentApi for Supervisor {
     }
 
     async fn resolve_private(&self, org: u16, host: &str) -> Result<Vec<Ipv6Addr>, OpError> {
-        let set = self.instances().borrow().clone();
-        crate::tunnel::resolve(&set, org, host, self.region())
+        crate::tunnel::resolve(&self.private_view(), org, host, self.region())
     }
 
     async fn console(&self, id: &str, session: &ConsoleSpec) -> Result<Tunnel, OpError> {
@@ -271,8 +270,8 @@ impl AgentApi for Supervisor {
     }
 
     async fn dial_private(&self, target: &PrivateTarget) -> Result<Tunnel, OpError> {
-        let set = self.instances().borrow().clone();
-        let (stream, to) = crate::tunnel::dial(&set, target, self.region()).await?;
+        let view = self.private_view();
+        let (stream, to) = crate::tunnel::dial(&view, target, self.region()).await?;
         tracing::debug!(host = %target.host, to = %to, "private connection opened");
         Ok(Box::new(stream))
     }

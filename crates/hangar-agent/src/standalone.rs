@@ -160,6 +160,7 @@ impl StandaloneAgent {
         ));
         let certs = Arc::new(CertTable::default());
         let (addresses, addresses_rx) = watch::channel(Arc::default());
+        self.supervisor.follow_app_addresses(addresses_rx.clone());
         let tables = crate::remote::control::ProxyTables {
             certs: certs.clone(),
             addresses,

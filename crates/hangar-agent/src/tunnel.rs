@@ -8,7 +8,6 @@
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use hangar_proxy::InstanceSet;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -19,6 +18,9 @@ use crate::supervisor::OpError;
 
 /// How long a dial to one address may take before the next is tried.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whose turn it is among a name's addresses.
+static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// A two-way byte stream to something on a private network.
 pub trait TunnelIo: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -40,12 +42,7 @@ pub struct PrivateTarget {
 
 /// Where `host` leads on network `org`, asked from `region` (what "nearest" means):
 /// its addresses, or an error that says why there are none.
-pub fn resolve(
-    set: &InstanceSet,
-    org: u16,
-    host: &str,
-    region: &str,
-) -> Result<Vec<Ipv6Addr>, OpError> {
+pub fn resolve(view: &View, org: u16, host: &str, region: &str) -> Result<Vec<Ipv6Addr>, OpError> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(address) = bare.parse::<Ipv6Addr>() {
         return if org_of(&address) == Some(org) {
@@ -56,7 +53,6 @@ pub fn resolve(
             )))
         };
     }
-    let view = View::of(set);
     let answer = match view.networks.get(&org) {
         Some(network) => network.answer(bare, Kind::Aaaa, Some(region)),
         None => crate::dns::names::Network::default().answer(bare, Kind::Aaaa, Some(region)),
@@ -77,14 +73,18 @@ pub fn resolve(
 
 /// Dials `target` from this host: the first of its addresses that accepts.
 pub async fn dial(
-    set: &InstanceSet,
+    view: &View,
     target: &PrivateTarget,
     region: &str,
 ) -> Result<(TcpStream, SocketAddr), OpError> {
     if target.port == 0 {
         return Err(OpError::Invalid("port must be between 1 and 65535".into()));
     }
-    let addresses = resolve(set, target.org, &target.host, region)?;
+    let mut addresses = resolve(view, target.org, &target.host, region)?;
+    // Connections to a name with many machines take turns among them.
+    let turn = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let len = addresses.len().max(1);
+    addresses.rotate_left(turn % len);
     let mut last = String::new();
     for address in addresses {
         let to = SocketAddr::from((address, target.port));
@@ -188,8 +188,8 @@ mod tests {
         }
     }
 
-    fn set() -> InstanceSet {
-        let mut set = InstanceSet::default();
+    fn set() -> View {
+        let mut set = hangar_proxy::InstanceSet::default();
         set.insert(
             "db".into(),
             Arc::new(vec![
@@ -206,7 +206,9 @@ mod tests {
                 "started",
             )]),
         );
-        set
+        let mut addresses = hangar_proxy::AppAddresses::new();
+        addresses.insert("fdaa:0:1:0:1::5".parse().unwrap(), "db".into());
+        View::of(&set, &addresses)
     }
 
     #[test]
@@ -222,6 +224,10 @@ mod tests {
         );
         let e = resolve(&s, 1, "0002.vm.db.internal", "ord").unwrap_err();
         assert!(e.to_string().contains("no started machine"), "{e}");
+        assert_eq!(
+            resolve(&s, 1, "db.flycast", "ord").unwrap(),
+            vec!["fdaa:0:1:0:1::5".parse::<Ipv6Addr>().unwrap()]
+        );
     }
 
     #[test]

@@ -54,6 +54,12 @@ pub struct Attachment {
     pub bridge: String,
 }
 
+/// The org's Flycast prefix, `fdaa:0:<org>:0:1::/80`: private addresses of its apps
+/// that lead through the proxy.
+pub fn flycast_prefix(org: u16) -> String {
+    format!("fdaa:0:{org:x}:0:1::/80")
+}
+
 /// The org index and /64 of a 6PN address `fdaa:0:<org>:a7b:...`.
 pub fn org_of(ipv6: &str) -> Result<(u16, [u16; 4]), NetError> {
     let addr: Ipv6Addr = ipv6.parse().map_err(|_| NetError::Address(ipv6.into()))?;
@@ -245,6 +251,23 @@ impl Network {
             run(&["ip", "-6", "addr", "add", &gw6, "dev", &name, "nodad"]).await?;
         }
         run(&["ip", "link", "set", &name, "up"]).await?;
+        // The org's Flycast addresses are this host's (the proxy listens on them), and
+        // only the org's own machines may reach them.
+        let flycast = flycast_prefix(org);
+        run(&[
+            "ip", "-6", "route", "replace", "local", &flycast, "dev", "lo",
+        ])
+        .await?;
+        let org48 = format!("fdaa:0:{org:x}::/48");
+        ensure_rule(
+            "ip6tables",
+            "filter",
+            "-I",
+            &[
+                "INPUT", "-i", "hangar+", "-d", &flycast, "!", "-s", &org48, "-j", "DROP",
+            ],
+        )
+        .await?;
         // Machines on one bridge may talk (if bridged traffic is filtered at all).
         for tool in ["iptables", "ip6tables"] {
             ensure_rule(

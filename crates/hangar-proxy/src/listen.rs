@@ -256,7 +256,10 @@ pub async fn serve_conn<S>(
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_HEAD_BYTES)
-            .max_header_size(MAX_HEAD_BYTES);
+            .max_header_size(MAX_HEAD_BYTES)
+            // A client that shuts its side after the request (`nc`, some scripts)
+            // still gets the answer, as nginx gives it.
+            .half_close(true);
         drive!(
             builder
                 .serve_connection(TokioIo::new(io), svc)

@@ -212,6 +212,9 @@ impl Server {
         let listeners = listen(&config, host.supervisor.is_some()).await?;
         let (http_addr, https_addr) = (listeners.http_addr, listeners.https_addr);
         let edge = start_edge(&config, &store, http_addr).await?;
+        if let Some(supervisor) = &host.supervisor {
+            supervisor.follow_app_addresses(edge.addresses());
+        }
         let placement = Arc::new(placement::Placement::new(config.memory_overcommit));
         if host.supervisor.is_some() {
             let id = hangar_agent::host::host_id(&config.data_dir).map_err(|error| {

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hangar_proxy::InstanceSet;
+use hangar_proxy::{AppAddresses, InstanceSet};
 use hickory_server::Server;
 use tokio::sync::watch;
 
@@ -89,12 +89,16 @@ impl Listeners {
         servers.insert(machine_id.to_string(), (sockets_netns, server));
     }
 
-    /// Follows the instance set: republishes the view, serves machines not served yet
+    /// Follows the instance set and the apps' addresses: republishes the view, serves machines not served yet
     /// (after a restart) and stops serving machines that are gone.
-    pub async fn follow(self: Arc<Self>, mut instances: watch::Receiver<Arc<InstanceSet>>) {
+    pub async fn follow(
+        self: Arc<Self>,
+        mut instances: watch::Receiver<Arc<InstanceSet>>,
+        mut addresses: watch::Receiver<Arc<AppAddresses>>,
+    ) {
         loop {
             let set = instances.borrow_and_update().clone();
-            let view = View::of(&set);
+            let view = View::of(&set, &addresses.borrow_and_update().clone());
             *self.shared.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
             let live: HashMap<&str, String> = set
                 .values()
@@ -121,7 +125,11 @@ impl Listeners {
                 let mut without = self.without.lock().unwrap_or_else(|p| p.into_inner());
                 without.retain(|id| live.contains_key(id.as_str()));
             }
-            if instances.changed().await.is_err() {
+            let changed = tokio::select! {
+                r = instances.changed() => r,
+                r = addresses.changed() => r,
+            };
+            if changed.is_err() {
                 return;
             }
         }

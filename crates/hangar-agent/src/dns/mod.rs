@@ -18,7 +18,7 @@ pub(crate) use view::{org_of, View};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-use hangar_proxy::InstanceSet;
+use hangar_proxy::{AppAddresses, InstanceSet};
 use hangar_runtime::Driver;
 use tokio::sync::watch;
 
@@ -34,6 +34,7 @@ pub struct DnsSettings {
 pub fn start(
     driver: &Arc<dyn Driver>,
     instances: watch::Receiver<Arc<InstanceSet>>,
+    addresses: watch::Receiver<Arc<AppAddresses>>,
     settings: &DnsSettings,
 ) {
     let upstream = match upstream::Upstream::new(&settings.upstream) {
@@ -52,7 +53,7 @@ pub fn start(
     driver.on_network_attach(Arc::new(move |machine_id: &str, ipv6: &str| {
         hook.serve(machine_id, ipv6);
     }));
-    tokio::spawn(listeners.follow(instances));
+    tokio::spawn(listeners.follow(instances, addresses));
 }
 
 /// A resolver over fixed networks on sockets of the caller's choosing, answering as

@@ -1,11 +1,12 @@
-//! The private DNS view of the live instance set: one [`Network`] per org (the
-//! `fdaa:0:<org>::/48` of the machines' 6PN addresses), rebuilt whole whenever the set
-//! changes, so a query reads one shared snapshot and never the store.
+//! The private DNS view of the live instance set and the apps' Flycast addresses: one
+//! [`Network`] per org (the `fdaa:0:<org>::/48` of the machines' 6PN addresses),
+//! rebuilt whole whenever either changes, so a query reads one shared snapshot and
+//! never the store.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use hangar_proxy::InstanceSet;
+use hangar_proxy::{AppAddresses, InstanceSet};
 
 use super::names::{Member, Network};
 
@@ -24,9 +25,32 @@ pub fn org_of(address: &std::net::Ipv6Addr) -> Option<u16> {
     (s[0] == 0xfdaa && s[1] == 0 && s[2] != 0).then_some(s[2])
 }
 
+/// The org number of a Flycast address (`fdaa:0:<org>:0:1::/80`).
+pub fn flycast_org(address: &std::net::Ipv6Addr) -> Option<u16> {
+    let s = address.segments();
+    (s[3] == 0 && s[4] == 1).then_some(())?;
+    org_of(address)
+}
+
 impl View {
-    pub fn of(set: &InstanceSet) -> View {
+    /// The view of the instance set's machines and, as `<app>.flycast`, the apps'
+    /// Flycast addresses among `addresses`.
+    pub fn of(set: &InstanceSet, addresses: &AppAddresses) -> View {
         let mut networks: HashMap<u16, Network> = HashMap::new();
+        for (ip, app) in addresses {
+            let std::net::IpAddr::V6(ip) = ip else {
+                continue;
+            };
+            let Some(org) = flycast_org(ip) else { continue };
+            let list = networks
+                .entry(org)
+                .or_default()
+                .flycast
+                .entry(app.clone())
+                .or_default();
+            list.push(*ip);
+            list.sort();
+        }
         let mut regions = HashMap::new();
         for instances in set.values() {
             for i in instances.iter() {

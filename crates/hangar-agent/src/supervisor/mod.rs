@@ -156,6 +156,8 @@ pub(crate) struct Context {
     pub observer: Arc<dyn crate::Observer>,
     /// This host's volumes, mounted into machines at start.
     pub volumes: crate::volumes::Volumes,
+    /// The apps' own addresses (dedicated and Flycast), as the edge last published them.
+    pub app_addresses: watch::Sender<Arc<hangar_proxy::AppAddresses>>,
 }
 
 /// The registry of machine actors. Cheap to clone.
@@ -189,6 +191,7 @@ impl Supervisor {
                 instances: Default::default(),
                 checks: Default::default(),
                 load: Arc::default(),
+                app_addresses: watch::channel(Arc::default()).0,
             }),
             actors: Arc::default(),
             tracker: TaskTracker::new(),
@@ -199,7 +202,34 @@ impl Supervisor {
     /// Serves private DNS to this host's container machines (see [`crate::dns`]); call
     /// before `take_charge`, so adopted machines are served as they come in.
     pub fn serve_private_dns(&self, settings: &crate::dns::DnsSettings) {
-        crate::dns::start(&self.ctx.driver, self.instances(), settings);
+        crate::dns::start(
+            &self.ctx.driver,
+            self.instances(),
+            self.ctx.app_addresses.subscribe(),
+            settings,
+        );
+    }
+
+    /// Follows the apps' addresses as the edge publishes them, for the Flycast names
+    /// of private DNS and `hangar proxy`.
+    pub fn follow_app_addresses(&self, mut from: watch::Receiver<Arc<hangar_proxy::AppAddresses>>) {
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = from.borrow_and_update().clone();
+                ctx.app_addresses.send_replace(now);
+                if from.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// The private names as machines resolve them now.
+    pub(crate) fn private_view(&self) -> crate::dns::View {
+        let set = self.instances().borrow().clone();
+        let addresses = self.ctx.app_addresses.borrow().clone();
+        crate::dns::View::of(&set, &addresses)
     }
 
     /// The region this host is in.

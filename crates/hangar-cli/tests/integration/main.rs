@@ -13,6 +13,7 @@ mod billing;
 mod cli;
 mod containerd;
 mod containerd_dns;
+mod containerd_flycast;
 mod containerd_net;
 mod control_plane;
 mod deploy_safety;

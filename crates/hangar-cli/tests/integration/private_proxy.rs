@@ -6,6 +6,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -92,16 +93,42 @@ async fn hangar_proxy_reaches_a_machines_private_service() {
         s.wait_state("px-db", id, "started").await;
     }
 
-    // 50 connections at once through one forward, each its own bytes back.
+    // 50 connections open at once through one forward, each its own bytes back. They
+    // are opened one after another (busybox nc accepts slowly, with a short backlog),
+    // each proven end to end, then all carry 64 KiB at the same time.
     let port = free_port();
-    let fwd = forward(&s, port, &["proxy", &format!("{port}:7000"), "-a", "px-db"]);
-    let clients: Vec<_> = (0..50u32)
-        .map(|i| {
+    let mut fwd = forward(&s, port, &["proxy", &format!("{port}:7000"), "-a", "px-db"]);
+    let mut open = Vec::new();
+    for i in 0..50u32 {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let hello = format!("hello {i}\n");
+        c.write_all(hello.as_bytes()).await.unwrap();
+        let mut back = vec![0u8; hello.len()];
+        let echoed = tokio::time::timeout(Duration::from_secs(20), c.read_exact(&mut back)).await;
+        if !matches!(echoed, Ok(Ok(_))) || back != hello.as_bytes() {
+            let _ = fwd.child.kill();
+            let mut err = String::new();
+            std::io::Read::read_to_string(fwd.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("connection {i} did not echo ({echoed:?}); the forward said:\n{err}");
+        }
+        open.push(c);
+    }
+    let clients: Vec<_> = open
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
             tokio::spawn(async move {
                 let payload: Vec<u8> = (0..64 * 1024u32)
-                    .map(|n| (n.wrapping_mul(31).wrapping_add(i)) as u8)
+                    .map(|n| (n.wrapping_mul(31).wrapping_add(i as u32)) as u8)
                     .collect();
-                let back = echo(port, &payload).await;
+                let (mut r, mut w) = c.split();
+                let send = async {
+                    w.write_all(&payload).await.unwrap();
+                    w.shutdown().await.unwrap();
+                };
+                let mut back = Vec::new();
+                let (_, got) = tokio::join!(send, r.read_to_end(&mut back));
+                got.unwrap();
                 assert!(back == payload, "connection {i}: {} bytes back", back.len());
             })
         })
