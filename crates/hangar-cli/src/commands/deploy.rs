@@ -62,6 +62,10 @@ pub struct DeployArgs {
     /// Accepted for flyctl compatibility: builds always run on the server
     #[arg(long, hide = true)]
     pub local_only: bool,
+    /// Give the app a private (Flycast) address if it has none, so other apps of the
+    /// org reach it as <app>.flycast through the proxy
+    #[arg(long)]
+    pub flycast: bool,
 }
 
 /// A number of seconds, a duration (`90s`, `5m`), or `none` (no limit).
@@ -86,6 +90,22 @@ pub fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
+/// Allocates the app a Flycast address unless it holds one.
+pub(super) async fn ensure_flycast(client: &hangar_client::Client, app: &str) -> Result<()> {
+    let held = client.list_ips(app).await?;
+    if let Some(ip) = held.ips.iter().find(|i| i.kind == "private_v6") {
+        println!("Flycast address {} ({app}.flycast)", ip.ip);
+        return Ok(());
+    }
+    let req = hangar_types::edge::AllocateIpRequest {
+        kind: "private_v6".into(),
+        ..Default::default()
+    };
+    let ip = client.allocate_ip(app, &req).await?;
+    println!("Allocated Flycast address {} ({app}.flycast)", ip.ip);
+    Ok(())
+}
+
 pub async fn run(args: DeployArgs) -> Result<()> {
     let config_arg = &args.app.config;
     let loaded = config_arg.load().with_context(|| {
@@ -99,6 +119,9 @@ pub async fn run(args: DeployArgs) -> Result<()> {
     client.get_app(&app).await.map_err(|e| {
         anyhow::anyhow!("{e}; create the app with `hangar apps create {app}` or `hangar launch`")
     })?;
+    if args.flycast {
+        ensure_flycast(&client, &app).await?;
+    }
     let dir = loaded
         .path
         .as_deref()

@@ -43,6 +43,9 @@ pub struct LaunchArgs {
     /// Create a second machine for high availability
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub ha: bool,
+    /// Give the app a private (Flycast) address, <app>.flycast
+    #[arg(long)]
+    pub flycast: bool,
 }
 
 /// The first port a Dockerfile `EXPOSE`s, if any.
@@ -146,6 +149,9 @@ pub async fn run(args: LaunchArgs) -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     }
+    if args.flycast {
+        deploy::ensure_flycast(&client, &name).await?;
+    }
     if args.no_deploy {
         println!("Your app is ready! Deploy with `hangar deploy`");
         return Ok(());
@@ -174,6 +180,7 @@ pub async fn run(args: LaunchArgs) -> Result<()> {
         yes: true,
         remote_only: false,
         local_only: false,
+        flycast: false,
     })
     .await
 }

@@ -552,12 +552,29 @@ async fn launch_writes_fly_toml_creates_the_app_and_deploys_and_is_safe_to_rerun
     ] {
         assert!(toml.contains(want), "{want} in {toml}");
     }
-    let out = ok(&s, &dir, &["launch"]);
+    let out = ok(&s, &dir, &["launch", "--flycast"]);
     assert!(
         out.contains("existing fly.toml") && out.contains("App launched exists"),
         "{out}"
     );
     assert!(out.contains("v1 deployed successfully"), "{out}");
+    assert!(
+        out.contains("Allocated Flycast address fdaa:0:1:0:1::")
+            && out.contains("(launched.flycast)"),
+        "{out}"
+    );
+    let out = ok(&s, &dir, &["deploy", "--flycast"]);
+    assert!(
+        out.contains("Flycast address fdaa:0:1:0:1::"),
+        "kept: {out}"
+    );
+    let out = ok(&s, &dir, &["ips", "list", "--json"]);
+    let private = serde_json::from_str::<Vec<serde_json::Value>>(&out)
+        .unwrap()
+        .iter()
+        .filter(|i| i["type"] == "private_v6")
+        .count();
+    assert_eq!(private, 1, "one Flycast address however often asked: {out}");
     assert_eq!(
         std::fs::read_to_string(dir.join("fly.toml")).unwrap(),
         toml,
