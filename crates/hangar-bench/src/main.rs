@@ -7,13 +7,16 @@
 //! used when available); `hangar-bench deploy` deploys to 10 machines with each
 //! strategy (root, containerd and buildah needed); `hangar-bench store` the same work
 //! with the control plane on SQLite and on PostgreSQL (PostgreSQL installed); `hangar-bench
-//! volumes` volumes on loop-mounted ext4 (root needed). `--hangar PATH` names the `hangar` binary (default: next to this one).
+//! volumes` volumes on loop-mounted ext4 (root needed); `hangar-bench private`
+//! `.internal` DNS against unbound (dnsperf needed), `hangar proxy` against a direct
+//! connection and the `ssh console` keystroke round trip (root and containerd needed). `--hangar PATH` names the `hangar` binary (default: next to this one).
 //! Run from a release build: `cargo run --release -p hangar-bench -- containerd`.
 
 mod common;
 mod containerd;
 mod deploy;
 mod feed;
+mod private;
 mod process;
 mod proxy;
 mod store;
@@ -41,9 +44,10 @@ async fn run() -> anyhow::Result<()> {
         Some("store") => store::main().await,
         Some("feed") => store::feed_only().await,
         Some("volumes") => volumes::main().await,
+        Some("private") => private::main().await,
         Some(other) => {
             anyhow::bail!(
-                "unknown benchmark {other:?}: use process, containerd, proxy, deploy, store, feed or volumes"
+                "unknown benchmark {other:?}: use process, containerd, proxy, deploy, store, feed, volumes or private"
             )
         }
     }

@@ -18,6 +18,9 @@ use tokio::net::{TcpListener, TcpStream};
 use super::AppArg;
 use crate::config;
 
+/// Bytes moved per read each way between a local connection and its tunnel.
+const BUFFER: usize = 256 * 1024;
+
 #[derive(Args)]
 pub struct ProxyArgs {
     /// Ports as LOCAL[:REMOTE] (REMOTE defaults to LOCAL)
@@ -96,7 +99,9 @@ async fn forward(client: Client, app: String, host: String, port: u16, mut local
     let _ = local.set_nodelay(true);
     match client.open_tunnel(&app, Some(&host), port).await {
         Ok(mut tunnel) => {
-            let _ = tokio::io::copy_bidirectional(&mut local, &mut tunnel).await;
+            let _ =
+                tokio::io::copy_bidirectional_with_sizes(&mut local, &mut tunnel, BUFFER, BUFFER)
+                    .await;
         }
         Err(e) => eprintln!("Error: {e}"),
     }

@@ -243,8 +243,16 @@ pub enum AcmeChallenge {
 }
 
 pub(crate) fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HANGAR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let asked = std::env::var("HANGAR_LOG").unwrap_or_else(|_| "info".into());
+    // The DNS server library logs every query at info: a line per lookup of every
+    // machine drowns the log (and costs a write per query) unless asked for by name.
+    let quiet = if asked.contains("hickory") {
+        String::new()
+    } else {
+        ",hickory_server=warn,hickory_proto=warn,hickory_resolver=warn".into()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{asked}{quiet}"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info{quiet}")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -40,6 +40,23 @@ pub struct Network {
     pub peers: Vec<Peer>,
     /// Apps of the network with no machine yet (their names exist, with no address).
     pub apps: Vec<String>,
+    /// Members by app and every app's name, built on the first query (a network is
+    /// rebuilt whole on every change, never edited after it is asked): leave it
+    /// `Default`.
+    pub index: NameIndex,
+}
+
+/// A network's lookup tables, filled in when it is first asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameIndex(std::sync::OnceLock<Index>);
+
+/// What a query looks up in a network, kept so no query sorts or scans it all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Index {
+    /// Each app's members, as positions in `members`.
+    members_of: std::collections::HashMap<String, Vec<usize>>,
+    /// Every app of the network, sorted.
+    apps: Vec<String>,
 }
 
 /// The record type asked for.
@@ -89,24 +106,40 @@ impl Network {
         }
     }
 
+    fn index(&self) -> &Index {
+        self.index.0.get_or_init(|| {
+            let mut members_of: std::collections::HashMap<String, Vec<usize>> = Default::default();
+            for (i, m) in self.members.iter().enumerate() {
+                members_of.entry(m.app.clone()).or_default().push(i);
+            }
+            let mut apps: Vec<String> = members_of
+                .keys()
+                .cloned()
+                .chain(self.apps.iter().cloned())
+                .chain(self.flycast.keys().cloned())
+                .collect();
+            apps.sort_unstable();
+            apps.dedup();
+            Index { members_of, apps }
+        })
+    }
+
     fn apps(&self) -> Vec<&str> {
-        let mut apps: Vec<&str> = self
-            .members
-            .iter()
-            .map(|m| m.app.as_str())
-            .chain(self.apps.iter().map(String::as_str))
-            .chain(self.flycast.keys().map(String::as_str))
-            .collect();
-        apps.sort_unstable();
-        apps.dedup();
-        apps
+        self.index().apps.iter().map(String::as_str).collect()
+    }
+
+    fn has_app(&self, app: &str) -> bool {
+        self.index()
+            .apps
+            .binary_search_by(|a| a.as_str().cmp(app))
+            .is_ok()
     }
 
     fn meaning(&self, name: &str, asker_region: Option<&str>) -> Meaning {
         if let Some(app) = name.strip_suffix(".flycast") {
             return match self.flycast.get(app) {
                 Some(addresses) => Meaning::Addresses(addresses.clone()),
-                None if self.apps().contains(&app) => Meaning::Addresses(Vec::new()),
+                None if self.has_app(app) => Meaning::Addresses(Vec::new()),
                 None => Meaning::Missing,
             };
         }
@@ -142,10 +175,15 @@ impl Network {
         let Some((app, within)) = labels.split_last() else {
             return Meaning::Missing;
         };
-        if !self.apps().contains(app) {
+        if !self.has_app(app) {
             return Meaning::Missing;
         }
-        let of_app: Vec<&Member> = self.members.iter().filter(|m| m.app == *app).collect();
+        let of_app: Vec<&Member> = self
+            .index()
+            .members_of
+            .get(*app)
+            .map(|at| at.iter().map(|i| &self.members[*i]).collect())
+            .unwrap_or_default();
         let started = |keep: &dyn Fn(&Member) -> bool| -> Meaning {
             let mut chosen: Vec<&Member> = of_app
                 .iter()

@@ -41,6 +41,7 @@ fn network() -> Network {
             },
         ],
         apps: vec!["empty".into()],
+        index: Default::default(),
     }
 }
 
