@@ -65,6 +65,8 @@ async fn from_user(
                 Ok(Frame::StdinClosed) => {
                     if let Some(mut w) = stdin.take() {
                         let _ = w.shutdown().await;
+                        drop(w);
+                        control.close_stdin().await;
                     }
                 }
                 Ok(Frame::Resize { rows, cols }) => {

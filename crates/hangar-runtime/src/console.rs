@@ -66,6 +66,9 @@ pub trait ConsoleControl: Send + Sync {
     async fn resize(&self, rows: u16, cols: u16) -> Result<(), DriverError>;
     /// Waits for it to end: its exit status, 128 + N for a signal N.
     async fn wait(&self) -> Result<i32, DriverError>;
+    /// Ends its input, once [`Console::stdin`] has been dropped (where closing our end
+    /// is not enough for the command to see the end).
+    async fn close_stdin(&self) {}
     /// Ends it if it still runs, and frees what the driver kept for it.
     async fn close(&self);
 }

@@ -220,6 +220,90 @@ async fn ssh_console_on_containerd() {
     let sessions = events.iter().filter(|e| e["type"] == "ssh").count();
     assert_eq!(sessions, 4, "every session is an event: {events:?}");
 
+    // Files in and out, byte for byte; a failed copy leaves nothing here.
+    let here = tempfile::tempdir().unwrap();
+    let original: Vec<u8> = (0..300_000u32).map(|n| (n * 7 % 256) as u8).collect();
+    let up = here.path().join("blob.bin");
+    std::fs::write(&up, &original).unwrap();
+    let up_s = up.to_str().unwrap();
+    let (code, out, err) = console(
+        &s,
+        &[
+            "ssh",
+            "sftp",
+            "put",
+            up_s,
+            "/tmp/blob copy.bin",
+            "-a",
+            "ssh-a",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("300000 bytes written to /tmp/blob copy.bin"),
+        "{out}"
+    );
+    let down = here.path().join("back.bin");
+    let down_s = down.to_str().unwrap();
+    let (code, out, err) = console(
+        &s,
+        &[
+            "ssh",
+            "sftp",
+            "get",
+            "/tmp/blob copy.bin",
+            down_s,
+            "-a",
+            "ssh-a",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        std::fs::read(&down).unwrap() == original,
+        "the bytes came back unchanged"
+    );
+    let (code, _, err) = console(
+        &s,
+        &[
+            "ssh",
+            "sftp",
+            "get",
+            "/tmp/blob copy.bin",
+            down_s,
+            "-a",
+            "ssh-a",
+        ],
+        "",
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("already exists"), "{err}");
+    let missing = here.path().join("missing.bin");
+    let (code, _, err) = console(
+        &s,
+        &[
+            "ssh",
+            "sftp",
+            "get",
+            "/nope/none",
+            missing.to_str().unwrap(),
+            "-a",
+            "ssh-a",
+        ],
+        "",
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("cannot copy /nope/none out of machine"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(here.path()).unwrap().count(),
+        2,
+        "no partial file left"
+    );
+
     // Bad input.
     let (code, _, err) = console(&s, &["ssh", "console", "-a", "ssh-nope", "-C", "true"], "");
     assert_ne!(code, 0);

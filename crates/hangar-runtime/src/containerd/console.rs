@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
-    DeleteProcessRequest, ExecProcessRequest, GetRequest, KillRequest, ResizePtyRequest,
-    StartRequest, WaitRequest,
+    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, GetRequest, KillRequest,
+    ResizePtyRequest, StartRequest, WaitRequest,
 };
 use tokio::net::unix::pipe;
 
@@ -61,6 +61,20 @@ impl ConsoleControl for Session {
             .await
             .map_err(|s| grpc("wait for the console's command", s))?;
         Ok(r.into_inner().exit_status as i32)
+    }
+
+    async fn close_stdin(&self) {
+        let closed = self
+            .tasks()
+            .close_io(self.ctx.req(CloseIoRequest {
+                container_id: self.container_id.clone(),
+                exec_id: self.exec_id.clone(),
+                stdin: true,
+            }))
+            .await;
+        if let Err(s) = closed {
+            tracing::debug!(error = %s.message(), "the console's input stays open");
+        }
     }
 
     async fn close(&self) {

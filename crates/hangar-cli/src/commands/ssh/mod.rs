@@ -22,25 +22,37 @@ use tokio::sync::mpsc;
 use super::AppArg;
 use crate::config;
 
+mod sftp;
+
 #[derive(Subcommand)]
 pub enum SshCmd {
     /// Open a shell in a machine, or run one command with -C
     Console(ConsoleArgs),
+    /// Copy files out of and into a machine
+    #[command(subcommand)]
+    Sftp(sftp::SftpCmd),
 }
 
-#[derive(Args)]
-pub struct ConsoleArgs {
+/// Which machine of which app: `-a`, `--machine`, `-s`.
+#[derive(Args, Clone)]
+pub struct Target {
     #[command(flatten)]
     pub app: AppArg,
-    /// Command to run instead of a shell
-    #[arg(short = 'C', long = "command")]
-    pub command: Option<String>,
     /// Pick the machine from the app's started machines
     #[arg(short = 's', long = "select")]
     pub select: bool,
     /// The machine to connect to (default: a started machine of the app)
     #[arg(long = "machine")]
     pub machine: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ConsoleArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Command to run instead of a shell
+    #[arg(short = 'C', long = "command")]
+    pub command: Option<String>,
     /// The user to run as (root, a user of the image, or uid[:gid])
     #[arg(short = 'u', long = "user")]
     pub user: Option<String>,
@@ -52,11 +64,12 @@ pub struct ConsoleArgs {
 pub async fn run(cmd: SshCmd) -> Result<ExitCode> {
     match cmd {
         SshCmd::Console(a) => console(a).await,
+        SshCmd::Sftp(c) => sftp::run(c).await.map(|_| ExitCode::SUCCESS),
     }
 }
 
 /// The machine to open the session in.
-async fn machine_for(client: &Client, app: &str, args: &ConsoleArgs) -> Result<Machine> {
+async fn machine_for(client: &Client, app: &str, args: &Target) -> Result<Machine> {
     if let Some(id) = &args.machine {
         let m = client.get_machine(app, id).await.map_err(|e| match e.status() {
             Some(s) if s.as_u16() == 404 => anyhow::anyhow!(
@@ -156,9 +169,9 @@ fn stdin_chunks() -> mpsc::Receiver<Option<Vec<u8>>> {
 }
 
 async fn console(args: ConsoleArgs) -> Result<ExitCode> {
-    let app = args.app.name()?;
+    let app = args.target.app.name()?;
     let client = config::client()?;
-    let machine = machine_for(&client, &app, &args).await?;
+    let machine = machine_for(&client, &app, &args.target).await?;
     let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let tty = args.pty || (args.command.is_none() && terminal);
     let (rows, cols) = if tty {
