@@ -31,6 +31,17 @@ impl TestResolver {
     /// Starts unbound with one static zone `zone` holding `records` (each a line of
     /// zone data such as `www.example.test. 300 IN A 192.0.2.10`).
     pub fn start(zone: &str, records: &[String]) -> TestResolver {
+        // A port found free may be taken before unbound binds it (then unbound exits,
+        // and whoever took it answers the readiness check): try again elsewhere.
+        for _ in 0..5 {
+            if let Some(r) = Self::try_start(zone, records) {
+                return r;
+            }
+        }
+        panic!("unbound did not start on any of 5 free ports");
+    }
+
+    fn try_start(zone: &str, records: &[String]) -> Option<TestResolver> {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -50,7 +61,7 @@ impl TestResolver {
         conf.push_str("remote-control:\n  control-enable: no\n");
         let conf_path = dir.path().join("unbound.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new("/usr/sbin/unbound")
+        let mut child = Command::new("/usr/sbin/unbound")
             .arg("-d")
             .arg("-c")
             .arg(&conf_path)
@@ -61,14 +72,22 @@ impl TestResolver {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(addr).is_err() {
+            if child.try_wait().ok().flatten().is_some() {
+                return None;
+            }
             assert!(Instant::now() < deadline, "unbound did not start listening");
             std::thread::sleep(Duration::from_millis(50));
         }
-        TestResolver {
+        // Listening, and it is ours: unbound still runs.
+        std::thread::sleep(Duration::from_millis(100));
+        if child.try_wait().ok().flatten().is_some() {
+            return None;
+        }
+        Some(TestResolver {
             _dir: dir,
             child,
             addr,
-        }
+        })
     }
 }
 

@@ -24,6 +24,7 @@ const AGENT_FLAGS: &[&str] = &[
     "--proxy-response-timeout",
     "--proxy-queue-timeout",
     "--volume-overcommit",
+    "--dns-upstream",
     "--volume-encryption",
     "--snapshot-bucket",
     "--snapshot-endpoint",
