@@ -213,3 +213,44 @@ pub fn confirm(question: &str, yes: bool) -> Result<()> {
         bail!("cancelled")
     }
 }
+
+/// The app's started machines; none is an error that says what to do.
+pub async fn started_machines(
+    client: &hangar_client::Client,
+    app: &str,
+) -> Result<Vec<hangar_types::Machine>> {
+    let started: Vec<_> = client
+        .list_machines(app, false)
+        .await?
+        .into_iter()
+        .filter(|m| m.state == "started")
+        .collect();
+    if started.is_empty() {
+        bail!("{app} has no started machine: start one (`hangar machine start`) or check `hangar status -a {app}`");
+    }
+    Ok(started)
+}
+
+/// Asks which of `machines` to use (`-s/--select`); without a terminal the command
+/// refuses, and `instead` says what to pass.
+pub fn choose_machine(
+    machines: Vec<hangar_types::Machine>,
+    instead: &str,
+) -> Result<hangar_types::Machine> {
+    if !std::io::stdin().is_terminal() {
+        bail!("--select asks which machine to use and needs a terminal: {instead}");
+    }
+    for (i, m) in machines.iter().enumerate() {
+        eprintln!("  {}) {} ({}, {})", i + 1, m.id, m.region, m.name);
+    }
+    eprint!("Select a machine [1-{}]: ", machines.len());
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    let answer = answer.trim();
+    answer
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|n| machines.into_iter().nth(n))
+        .ok_or_else(|| anyhow::anyhow!("{answer:?} is not one of the machines listed"))
+}

@@ -7,7 +7,6 @@
 //! work (unknown app, no started machine, a name of another org) fails at once and
 //! leaves nothing listening. Dialling the service happens per connection.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 
 use anyhow::{bail, Context, Result};
@@ -64,33 +63,13 @@ fn ports(spec: &str) -> Result<(u16, u16)> {
     }
 }
 
-/// Asks which started machine to reach.
+/// Asks which started machine to reach: its private name.
 async fn select_machine(client: &Client, app: &str) -> Result<String> {
-    let started: Vec<_> = client
-        .list_machines(app, false)
-        .await?
-        .into_iter()
-        .filter(|m| m.state == "started")
-        .collect();
-    if started.is_empty() {
-        bail!("{app} has no started machine to select: start one (`hangar machine start`) or check `hangar status -a {app}`");
-    }
-    if !std::io::stdin().is_terminal() {
-        bail!("--select asks which machine to reach and needs a terminal: name the machine as HOST instead (<id>.vm.{app}.internal)");
-    }
-    for (i, m) in started.iter().enumerate() {
-        eprintln!("  {}) {} ({}, {})", i + 1, m.id, m.region, m.name);
-    }
-    eprint!("Select a machine [1-{}]: ", started.len());
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    let pick = answer
-        .trim()
-        .parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_sub(1))
-        .and_then(|n| started.get(n))
-        .with_context(|| format!("{:?} is not one of the machines listed", answer.trim()))?;
+    let started = super::started_machines(client, app).await?;
+    let pick = super::choose_machine(
+        started,
+        &format!("name the machine as HOST instead (<id>.vm.{app}.internal)"),
+    )?;
     Ok(format!("{}.vm.{app}.internal", pick.id))
 }
 

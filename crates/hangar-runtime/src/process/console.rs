@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::process::Command;
 use tokio::sync::Mutex;
 
 use super::{parse_handle, procfs, ProcessDriver};
@@ -114,16 +113,8 @@ impl ProcessDriver {
         }
         let ids = user_of(session.user.as_deref())?;
         let argv = session.command();
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .env_clear()
-            .envs({
-                let (mut env, secret_env) = Self::env(spec);
-                env.extend(secret_env);
-                env
-            })
-            .current_dir(self.machine_dir(&spec.machine_id).join("rootfs"))
-            .kill_on_drop(true);
+        let mut cmd = self.command_in(spec, &argv)?;
+        cmd.kill_on_drop(true);
         if let Some((uid, gid)) = ids {
             cmd.uid(uid).gid(gid);
         }

@@ -86,6 +86,24 @@ impl ProcessDriver {
 
     /// The machine's environment, split into what may be written to its run directory
     /// and the values that came from secrets (handed to the shim through a pipe).
+    /// `argv` as a command beside the machine's processes: in its directory, with its
+    /// environment and secrets and nothing of the server's.
+    fn command_in(&self, spec: &LaunchSpec, argv: &[String]) -> Result<Command, DriverError> {
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| DriverError::InvalidConfig("command is empty".into()))?;
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .env_clear()
+            .envs({
+                let (mut env, secret_env) = Self::env(spec);
+                env.extend(secret_env);
+                env
+            })
+            .current_dir(self.machine_dir(&spec.machine_id).join("rootfs"));
+        Ok(cmd)
+    }
+
     fn env(spec: &LaunchSpec) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
         let mut base = BTreeMap::new();
         for key in ["PATH", "HOME", "LANG", "TZ"] {
@@ -340,18 +358,9 @@ impl Driver for ProcessDriver {
         if !procfs::is_alive(h.pid, h.starttime) {
             return Err(DriverError::NotRunning);
         }
-        let (program, args) = argv
-            .split_first()
-            .ok_or_else(|| DriverError::InvalidConfig("command is empty".into()))?;
-        let mut child = Command::new(program)
-            .args(args)
-            .env_clear()
-            .envs({
-                let (mut env, secret_env) = Self::env(spec);
-                env.extend(secret_env);
-                env
-            })
-            .current_dir(self.machine_dir(&spec.machine_id).join("rootfs"))
+        let program = argv.first().cloned().unwrap_or_default();
+        let mut child = self
+            .command_in(spec, argv)?
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {

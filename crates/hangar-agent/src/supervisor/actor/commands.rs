@@ -1,10 +1,11 @@
 //! The commands a machine's actor takes ([`MachineCmd`]): each checks that it is legal
 //! in the current state, records its transition, replies, then acts.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hangar_runtime::console::{Console, ConsoleSpec};
-use hangar_runtime::ExecOutput;
+use hangar_runtime::{Driver, DriverError, ExecOutput, LaunchSpec};
 use hangar_types::observed::MachineChange;
 use hangar_types::EventKind;
 use hangar_types::{MachineConfig, MachineEvent, MachineState, ProcessStat, Signal};
@@ -265,18 +266,18 @@ impl MachineActor {
         done
     }
 
-    /// Runs a command in a started machine, with the app's secrets in its environment.
-    /// It runs apart from the actor, which goes on taking commands meanwhile.
-    fn exec(
-        &self,
-        argv: Vec<String>,
-        stdin: Option<String>,
-        timeout: Duration,
-        reply: Reply<ExecOutput>,
-    ) {
+    /// Runs `run` on the driver for a started machine, with the machine's launch spec
+    /// and the app's secrets, apart from the actor (which goes on taking commands);
+    /// its outcome is the reply. `what` names the work in errors.
+    fn apart<T, F, Fut>(&self, what: &'static str, reply: Reply<T>, run: F)
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<dyn Driver>, String, LaunchSpec) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = std::result::Result<T, DriverError>> + Send,
+    {
         let state = self.m.state;
         let Some(handle) = self.running_handle(state) else {
-            let _ = reply.send(Err(not_now("exec", state)));
+            let _ = reply.send(Err(not_now(what, state)));
             return;
         };
         let (driver, secrets_from, m, region) = (
@@ -296,44 +297,30 @@ impl MachineActor {
                 }
             };
             let spec = launch::spec(&m, &region, secrets, Vec::new());
-            let r = driver
+            let _ = reply.send(run(driver, handle, spec).await.map_err(driver_error));
+        });
+    }
+
+    /// Runs a command in a started machine, with the app's secrets in its environment.
+    fn exec(
+        &self,
+        argv: Vec<String>,
+        stdin: Option<String>,
+        timeout: Duration,
+        reply: Reply<ExecOutput>,
+    ) {
+        self.apart("exec", reply, move |driver, handle, spec| async move {
+            driver
                 .exec(&handle, &spec, &argv, stdin.as_deref(), timeout)
                 .await
-                .map_err(driver_error);
-            let _ = reply.send(r);
         });
     }
 
     /// Starts a console session's command in a started machine, with the app's secrets
-    /// in its environment; it runs apart from the actor.
+    /// in its environment.
     fn console(&self, session: ConsoleSpec, reply: Reply<Console>) {
-        let state = self.m.state;
-        let Some(handle) = self.running_handle(state) else {
-            let _ = reply.send(Err(not_now("open a console in", state)));
-            return;
-        };
-        let (driver, secrets_from, m, region) = (
-            self.ctx.driver.clone(),
-            self.ctx.secrets.clone(),
-            self.m.clone(),
-            self.ctx.region.clone(),
-        );
-        tokio::spawn(async move {
-            let secrets = match secrets_from.for_machine(&m).await {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = reply.send(Err(OpError::Internal(format!(
-                        "cannot give the session the app's secrets: {e}"
-                    ))));
-                    return;
-                }
-            };
-            let spec = launch::spec(&m, &region, secrets, Vec::new());
-            let r = driver
-                .console(&handle, &spec, &session)
-                .await
-                .map_err(driver_error);
-            let _ = reply.send(r);
+        self.apart("open a console in", reply, move |driver, handle, spec| async move {
+            driver.console(&handle, &spec, &session).await
         });
     }
 

@@ -85,34 +85,14 @@ async fn machine_for(client: &Client, app: &str, args: &Target) -> Result<Machin
         }
         return Ok(m);
     }
-    let started: Vec<Machine> = client
-        .list_machines(app, false)
-        .await?
+    let started = super::started_machines(client, app).await?;
+    if args.select && started.len() > 1 {
+        return super::choose_machine(started, "pass --machine ID instead");
+    }
+    started
         .into_iter()
-        .filter(|m| m.state == "started")
-        .collect();
-    if started.is_empty() {
-        bail!("{app} has no started machine to connect to: start one (`hangar machine start`) or check `hangar status -a {app}`");
-    }
-    if !args.select || started.len() == 1 {
-        return Ok(started.into_iter().next().expect("one started machine"));
-    }
-    if !std::io::stdin().is_terminal() {
-        bail!("--select asks which machine to use and needs a terminal: pass --machine ID instead");
-    }
-    for (i, m) in started.iter().enumerate() {
-        eprintln!("  {}) {} ({}, {})", i + 1, m.id, m.region, m.name);
-    }
-    eprint!("Select a machine [1-{}]: ", started.len());
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    let n = answer
-        .trim()
-        .parse::<usize>()
-        .ok()
-        .filter(|n| (1..=started.len()).contains(n))
-        .with_context(|| format!("{:?} is not one of the machines listed", answer.trim()))?;
-    Ok(started.into_iter().nth(n - 1).expect("a listed machine"))
+        .next()
+        .with_context(|| format!("{app} has no started machine"))
 }
 
 /// The local terminal in raw mode for as long as this lives.
