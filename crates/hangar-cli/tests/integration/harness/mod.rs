@@ -263,11 +263,34 @@ impl TestServer {
     /// does not answer within 20 s.
     async fn try_spawn(&mut self) -> Result<(), String> {
         self.launch();
-        if self.answers_within(20).await {
+        if self.answers_within(20).await && self.agent_listens_within(20).await {
             return Ok(());
         }
         self.kill9();
         Err(self.log())
+    }
+
+    /// With the agent apart: whether its process listens (and still runs a moment
+    /// later: one whose port was taken exits at once, saying so in the log).
+    async fn agent_listens_within(&mut self, secs: u64) -> bool {
+        let until = Instant::now() + Duration::from_secs(secs);
+        let addr = format!("127.0.0.1:{}", self.agent_port);
+        loop {
+            let Some(agent) = self.agent.as_mut() else {
+                return true;
+            };
+            if agent.try_wait().ok().flatten().is_some() || Instant::now() > until {
+                return false;
+            }
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return self
+                    .agent
+                    .as_mut()
+                    .is_some_and(|a| a.try_wait().ok().flatten().is_none());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     fn log_file(&self) -> std::fs::File {
