@@ -15,6 +15,11 @@ use crate::tunnel::Tunnel;
 /// How much is read from the command in one go (one frame at most).
 const CHUNK: usize = 32 * 1024;
 
+/// How long the stream stays open for the user's last frames once the command's
+/// status has been sent, so what they still send has somewhere to go and the end of
+/// the session reaches them whole.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The session as a stream of frames; it runs until the command ends or the other
 /// side of the stream goes away.
 pub fn framed(console: Console) -> Tunnel {
@@ -41,7 +46,7 @@ async fn forward(mut from: ConsoleReader, frame: fn(Vec<u8>) -> Frame, out: mpsc
 /// Reads the user's frames: input to the command, sizes to its terminal. Returns when
 /// the user's side ends (or sends nonsense).
 async fn from_user(
-    mut user: impl AsyncRead + Unpin,
+    user: &mut (impl AsyncRead + Unpin),
     mut stdin: Option<hangar_runtime::console::ConsoleWriter>,
     control: &dyn hangar_runtime::console::ConsoleControl,
 ) {
@@ -83,7 +88,7 @@ async fn from_user(
 }
 
 async fn pump(console: Console, stream: tokio::io::DuplexStream) {
-    let (user_in, mut user_out) = tokio::io::split(stream);
+    let (mut user_in, mut user_out) = tokio::io::split(stream);
     let Console {
         stdin,
         stdout,
@@ -119,7 +124,7 @@ async fn pump(console: Console, stream: tokio::io::DuplexStream) {
     };
     let ended = tokio::select! {
         delivered = finished => delivered,
-        _ = from_user(user_in, Some(stdin), control.as_ref()) => false,
+        _ = from_user(&mut user_in, Some(stdin), control.as_ref()) => false,
     };
     if ended {
         let last = match control.wait().await {
@@ -128,6 +133,60 @@ async fn pump(console: Console, stream: tokio::io::DuplexStream) {
         };
         let _ = user_out.write_all(&last.encode()).await;
         let _ = user_out.shutdown().await;
+        control.close().await;
+        // A user whose input (say, the end of stdin) crosses the status on the way
+        // must not find the stream gone: a write that fails there would end the
+        // whole connection before the status reached them.
+        let drained = async {
+            let mut buf = vec![0u8; CHUNK];
+            while matches!(user_in.read(&mut buf).await, Ok(n) if n > 0) {}
+        };
+        let _ = tokio::time::timeout(LINGER, drained).await;
+    } else {
+        control.close().await;
     }
-    control.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hangar_runtime::console::ConsoleControl;
+    use hangar_runtime::DriverError;
+
+    /// A command that has already ended with status 1, having written nothing.
+    struct Ended;
+
+    #[async_trait::async_trait]
+    impl ConsoleControl for Ended {
+        async fn resize(&self, _: u16, _: u16) -> Result<(), DriverError> {
+            Ok(())
+        }
+        async fn wait(&self) -> Result<i32, DriverError> {
+            Ok(1)
+        }
+        async fn close(&self) {}
+    }
+
+    #[tokio::test]
+    async fn input_crossing_the_status_still_gets_the_status() {
+        let console = Console {
+            stdin: Box::new(tokio::io::sink()),
+            stdout: Box::new(tokio::io::empty()),
+            stderr: Some(Box::new(tokio::io::empty())),
+            control: Box::new(Ended),
+        };
+        let mut session = framed(console);
+        // The command is long gone when the user's end of input arrives.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        session
+            .write_all(&Frame::StdinClosed.encode())
+            .await
+            .expect("the stream still takes the user's frames");
+        let mut got = Vec::new();
+        session.read_to_end(&mut got).await.unwrap();
+        let mut reader = FrameReader::default();
+        reader.push(&got);
+        let last = std::iter::from_fn(|| reader.next_frame()).last();
+        assert!(matches!(last, Some(Ok(Frame::Exit(1)))), "{last:?}");
+    }
 }
