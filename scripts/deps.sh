@@ -8,7 +8,7 @@ set -euo pipefail
 build=(protobuf-compiler)
 test=(ca-certificates curl procps util-linux mount e2fsprogs iproute2 iptables busybox-static containerd runc
       docker-registry apache2-utils pebble openssl buildah postgresql postgresql-client
-      unbound bind9-dnsutils)
+      unbound bind9-dnsutils wireguard-go wireguard-tools)
 bench=(nginx-light wrk skopeo dnsperf)
 case "${1:-build}" in
   build) want=("${build[@]}") ;;

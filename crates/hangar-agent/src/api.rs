@@ -21,10 +21,12 @@ use hangar_types::{CheckStatus, MachineConfig, MachineState, ProcessStat, Signal
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::gateway::GatewayInfo;
 use crate::supervisor::{MachineCmd, Reply, Supervisor};
 pub use crate::supervisor::{OpError, Snapshot};
 use crate::tunnel::{PrivateTarget, Tunnel};
 use crate::volumes::{VolumeError, VolumeOp, VolumeReply};
+pub use hangar_net::wireguard::GatewayPeer;
 
 /// A command to one machine. Each says in which states it is legal (the agent's
 /// actor checks).
@@ -117,6 +119,9 @@ pub trait AgentApi: Send + Sync {
     /// A console session in a started machine, as a stream of console frames
     /// (`hangar_types::console`).
     async fn console(&self, machine_id: &str, session: &ConsoleSpec) -> Result<Tunnel, OpError>;
+    /// Makes this host's WireGuard gateway carry exactly `peers`; what their configs
+    /// need of it.
+    async fn wireguard(&self, peers: Vec<GatewayPeer>) -> Result<GatewayInfo, OpError>;
 }
 
 impl Supervisor {
@@ -274,6 +279,15 @@ impl AgentApi for Supervisor {
         let (stream, to) = crate::tunnel::dial(&view, target, self.region()).await?;
         tracing::debug!(host = %target.host, to = %to, "private connection opened");
         Ok(Box::new(stream))
+    }
+
+    async fn wireguard(&self, peers: Vec<GatewayPeer>) -> Result<GatewayInfo, OpError> {
+        match self.gateway() {
+            Some(g) => g.set(peers).await,
+            None => Err(OpError::Unavailable(
+                "this host is not a WireGuard gateway".into(),
+            )),
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod api;
 pub mod clock;
 pub mod console;
 pub mod dns;
+pub mod gateway;
 pub mod host;
 pub mod ids;
 pub mod ledger;

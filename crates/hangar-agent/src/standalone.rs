@@ -46,6 +46,8 @@ pub struct AgentConfig {
     pub volumes: crate::volumes::VolumeSettings,
     /// Where machines' private DNS sends public names.
     pub dns: crate::dns::DnsSettings,
+    /// Where this host's WireGuard gateway listens.
+    pub wireguard: crate::gateway::GatewaySettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +121,7 @@ impl StandaloneAgent {
             volumes,
         );
         supervisor.serve_private_dns(&config.dns);
+        supervisor.serve_wireguard(&config.wireguard);
         supervisor.take_charge().await?;
         let (listener, listen_addr) = bind(config.listen).await?;
         let (http, http_addr) = bind(config.http_listen).await?;

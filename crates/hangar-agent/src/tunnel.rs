@@ -219,7 +219,7 @@ mod tests {
         );
         let mut addresses = hangar_proxy::AppAddresses::new();
         addresses.insert("fdaa:0:1:0:1::5".parse().unwrap(), "db".into());
-        View::of(&set, &addresses)
+        View::of(&set, &addresses, &[])
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod deploys;
 mod edge;
 mod tunnels;
 mod volumes;
+mod wireguard;
 
 pub use tunnels::{ConsoleRequest, PrivateHost, TunnelStream};
 

@@ -19,6 +19,7 @@ use tokio::sync::Mutex;
 use tracing::debug;
 
 pub mod resolver;
+pub mod wireguard;
 
 pub use resolver::{resolver_addresses, ResolverSockets, RESOLVER};
 const IPV4_BLOCK: &str = "172.19.0.0/16";
@@ -92,6 +93,11 @@ async fn run(args: &[&str]) -> Result<String, NetError> {
             command: command.clone(),
             error,
         })?;
+    outcome(command, out)
+}
+
+/// What a finished command printed, or why it failed.
+fn outcome(command: String, out: std::process::Output) -> Result<String, NetError> {
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -127,14 +133,7 @@ async fn run_batch(args: &[&str], input: &str) -> Result<(), NetError> {
         .wait_with_output()
         .await
         .map_err(|e| io("run ip batch", e))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NetError::Command {
-            command,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+    outcome(command, out).map(|_| ())
 }
 
 /// Adds an iptables rule unless it is there (`-C` finds it).
@@ -179,7 +178,7 @@ impl Network {
     }
 
     /// Host-wide setup: forwarding, outbound NAT, and no forwarding between bridges.
-    async fn ensure_host(&self) -> Result<(), NetError> {
+    pub async fn ensure_host(&self) -> Result<(), NetError> {
         for (key, path) in [
             ("ipv4 forwarding", "/proc/sys/net/ipv4/ip_forward"),
             ("ipv6 forwarding", "/proc/sys/net/ipv6/conf/all/forwarding"),

@@ -22,6 +22,7 @@ mod observed;
 pub mod placement;
 pub mod secrets;
 pub mod volumes;
+pub mod wireguard;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -78,6 +79,11 @@ pub struct ServerConfig {
     pub volumes: hangar_agent::volumes::VolumeSettings,
     /// Where machines' private DNS sends public names.
     pub dns: hangar_agent::dns::DnsSettings,
+    /// Where this host's WireGuard gateway listens (with an agent in this process).
+    pub wireguard: hangar_agent::gateway::GatewaySettings,
+    /// What peer configs give as the gateway's endpoint; `None`: the host the API was
+    /// reached at, with the gateway's port.
+    pub wireguard_endpoint: Option<String>,
 }
 
 /// Shared state of the API handlers.
@@ -106,6 +112,8 @@ pub struct AppState {
     pub agent_token: Option<Arc<str>>,
     /// The hosts new machines are placed on.
     pub placement: Arc<placement::Placement>,
+    /// WireGuard peers: where their configs say the gateway is.
+    pub peers: Arc<wireguard::PeerBook>,
 }
 
 /// Where this control plane's machines run.
@@ -244,7 +252,9 @@ impl Server {
             remote_agent: host.remote_agent,
             agent_token: host.agent_token,
             placement,
+            peers: Arc::new(wireguard::PeerBook::new(config.wireguard_endpoint.clone())),
         };
+        tokio::spawn(wireguard::resume(state.clone()));
         tokio::spawn(volumes::upkeep::run(
             state.clone(),
             config.volume_upkeep_interval,
@@ -487,6 +497,7 @@ async fn embedded_agent(
         supervisor.bring_in(&known).await?;
     }
     supervisor.serve_private_dns(&config.dns);
+    supervisor.serve_wireguard(&config.wireguard);
     supervisor.take_charge().await?;
     Ok(supervisor)
 }

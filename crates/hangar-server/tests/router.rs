@@ -45,6 +45,12 @@ async fn server(dir: &std::path::Path) -> Server {
         prices: Default::default(),
         volumes: Default::default(),
         dns: Default::default(),
+        wireguard: hangar_agent::gateway::GatewaySettings {
+            interface: "hangar-wg".into(),
+            port: 51820,
+            dir: dir.join("wireguard"),
+        },
+        wireguard_endpoint: None,
         memory_overcommit: 1.0,
     };
     let store = open_store(Database::Sqlite(dir.join("hangar.db")))

@@ -547,6 +547,36 @@ fn snapshots(db: &mut Db<'_>) -> Result<()> {
     Ok(())
 }
 
+fn wireguard_peers(db: &mut Db<'_>) -> Result<()> {
+    let peer = |name: &str, key: &str, address: &str| WireguardPeerRecord {
+        org_slug: "personal".into(),
+        name: name.into(),
+        region: "ord".into(),
+        public_key: key.into(),
+        address: address.into(),
+        created_at: format!("2026-12-06T00:00:0{}Z", address.len() % 10),
+    };
+    let laptop = peer("laptop", "k1", "fdaa:0:1:ffff::1:2");
+    db.insert_wireguard_peer(&laptop)?;
+    for dup in [
+        peer("laptop", "k2", "fdaa:0:1:ffff::2:2"),
+        peer("ci", "k1", "fdaa:0:1:ffff::2:2"),
+        peer("ci", "k2", "fdaa:0:1:ffff::1:2"),
+    ] {
+        let e = db.insert_wireguard_peer(&dup).unwrap_err();
+        assert!(e.is_unique_violation(), "{e}");
+    }
+    db.insert_wireguard_peer(&peer("ci", "k2", "fdaa:0:1:ffff::2:2"))?;
+    let names = |v: Vec<WireguardPeerRecord>| v.into_iter().map(|p| p.name).collect::<Vec<_>>();
+    assert_eq!(names(db.wireguard_peers(Some("personal"))?).len(), 2);
+    assert_eq!(db.wireguard_peers(None)?.len(), 2);
+    assert!(db.wireguard_peers(Some("other"))?.is_empty());
+    assert!(db.delete_wireguard_peer("personal", "ci")?);
+    assert!(!db.delete_wireguard_peer("personal", "ci")?);
+    assert_eq!(db.wireguard_peers(None)?, vec![laptop]);
+    Ok(())
+}
+
 #[test]
 fn every_query_runs_on_both_engines() {
     for (_dir, store) in test_stores() {
@@ -561,6 +591,7 @@ fn every_query_runs_on_both_engines() {
                 text_with_nul_is_refused(db)?;
                 volumes(db)?;
                 snapshots(db)?;
+                wireguard_peers(db)?;
                 assert!(
                     db.delete_app("web")?,
                     "deleting an app cascades to its rows"

@@ -24,6 +24,7 @@ mod snapshots;
 mod sql;
 mod usage;
 mod volumes;
+mod wireguard;
 
 #[cfg(test)]
 mod engines_test;
@@ -47,6 +48,7 @@ pub use snapshots::SnapshotRecord;
 pub use sql::Dialect;
 pub use usage::{OpenUsage, UsageKey, UsageRecord, UsageWrite};
 pub use volumes::{AttachRefusal, VolumeRecord};
+pub use wireguard::WireguardPeerRecord;
 
 use sql::Conn;
 

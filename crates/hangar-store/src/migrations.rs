@@ -236,6 +236,18 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE volumes ADD COLUMN sealed_key BLOB;
     ALTER TABLE volume_snapshots ADD COLUMN sealed_key BLOB;
     "#,
+    // 10: WireGuard peers of each org.
+    r#"
+    CREATE TABLE wireguard_peers (
+        org_slug TEXT NOT NULL REFERENCES orgs(slug) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        region TEXT NOT NULL,
+        public_key TEXT NOT NULL UNIQUE,
+        address TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (org_slug, name)
+    );
+    "#,
 ];
 
 /// Any number, the same in every process: the key of the lock two servers starting on

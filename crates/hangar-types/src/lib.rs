@@ -25,6 +25,7 @@ pub mod secrets;
 pub mod signal;
 pub mod state;
 pub mod volume;
+pub mod wireguard;
 
 pub use app::{App, CreateAppRequest, CreateAppResponse, ListApp, ListAppsResponse, Organization};
 pub use deploy::DeployStrategy;

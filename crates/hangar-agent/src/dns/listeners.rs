@@ -2,13 +2,17 @@
 //! bound inside the machine's network namespace (`hangar_net::Network::bind_resolver`),
 //! made as the machine joins its network (the driver's attach hook) and, after an agent
 //! restart, for every machine whose namespace is still there. A machine's server goes
-//! when the machine is destroyed. It also keeps the shared [`View`] current from the
-//! live instance set.
+//! when the machine is destroyed. WireGuard peers reach their org's resolver at
+//! `fdaa:0:<org>::3` on the gateway's interface: one server per org with peers, in the
+//! host's namespace. It also keeps the shared [`View`] current from the live instance
+//! set, the apps' addresses and the peers.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hangar_net::wireguard::GatewayPeer;
 use hangar_proxy::{AppAddresses, InstanceSet};
 use hickory_server::Server;
 use tokio::sync::watch;
@@ -27,6 +31,8 @@ pub struct Listeners {
     /// Machines found with no namespace to listen in (process-driver machines), not
     /// tried again until the driver says they are attached.
     without: Mutex<HashSet<String>>,
+    /// Each org's server for its WireGuard peers.
+    peers: Mutex<HashMap<u16, Server<MachineResolver>>>,
 }
 
 impl Listeners {
@@ -35,6 +41,7 @@ impl Listeners {
             shared,
             servers: Mutex::default(),
             without: Mutex::default(),
+            peers: Mutex::default(),
         })
     }
 
@@ -89,16 +96,58 @@ impl Listeners {
         servers.insert(machine_id.to_string(), (sockets_netns, server));
     }
 
-    /// Follows the instance set and the apps' addresses: republishes the view, serves machines not served yet
-    /// (after a restart) and stops serving machines that are gone.
+    /// Serves the resolver of each org that has peers at its `fdaa:0:<org>::3` (an
+    /// address of the gateway's interface), and stops for orgs with none left.
+    fn serve_peers(&self, peers: &[GatewayPeer]) {
+        let orgs: HashSet<u16> = peers.iter().map(|p| p.org).collect();
+        let mut servers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        servers.retain(|org, _| orgs.contains(org));
+        for org in orgs {
+            if servers.contains_key(&org) {
+                continue;
+            }
+            let at = SocketAddr::from((hangar_net::wireguard::org_resolver(org), 53));
+            let bound = (|| {
+                let udp = std::net::UdpSocket::bind(at)?;
+                udp.set_nonblocking(true)?;
+                let tcp = std::net::TcpListener::bind(at)?;
+                tcp.set_nonblocking(true)?;
+                Ok::<_, std::io::Error>((
+                    tokio::net::UdpSocket::from_std(udp)?,
+                    tokio::net::TcpListener::from_std(tcp)?,
+                ))
+            })();
+            match bound {
+                Ok((udp, tcp)) => {
+                    let mut server = Server::new(MachineResolver {
+                        shared: self.shared.clone(),
+                        machine_id: String::new(),
+                        org,
+                    });
+                    server.register_socket(udp);
+                    server.register_listener(tcp, TCP_IDLE, 64);
+                    servers.insert(org, server);
+                }
+                Err(e) => {
+                    tracing::warn!(%at, error = %e, "private DNS cannot listen for WireGuard peers")
+                }
+            }
+        }
+    }
+
+    /// Follows the instance set, the apps' addresses and the gateway's peers:
+    /// republishes the view, serves machines not served yet (after a restart) and stops
+    /// serving machines that are gone.
     pub async fn follow(
         self: Arc<Self>,
         mut instances: watch::Receiver<Arc<InstanceSet>>,
         mut addresses: watch::Receiver<Arc<AppAddresses>>,
+        mut peers: watch::Receiver<Arc<Vec<GatewayPeer>>>,
     ) {
         loop {
             let set = instances.borrow_and_update().clone();
-            let view = View::of(&set, &addresses.borrow_and_update().clone());
+            let gateway_peers = peers.borrow_and_update().clone();
+            let view = View::of(&set, &addresses.borrow_and_update().clone(), &gateway_peers);
             *self.shared.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
             let live: HashMap<&str, String> = set
                 .values()
@@ -125,9 +174,11 @@ impl Listeners {
                 let mut without = self.without.lock().unwrap_or_else(|p| p.into_inner());
                 without.retain(|id| live.contains_key(id.as_str()));
             }
+            self.serve_peers(&gateway_peers);
             let changed = tokio::select! {
                 r = instances.changed() => r,
                 r = addresses.changed() => r,
+                r = peers.changed() => r,
             };
             if changed.is_err() {
                 return;

@@ -1,8 +1,8 @@
 //! Private DNS for machines, as Fly's `fdaa::3`: the `.internal` and `.flycast` names
 //! of each private network (`names/`), the view of them kept from the live instance set
 //! (`view.rs`), the resolver each container machine reaches at `fdaa::3` and its org
-//! prefix's `::3` inside its own namespace (`listeners.rs`, `server.rs`, on
-//! hickory-server), and recursion with a cache for every other name (`upstream.rs`).
+//! prefix's `::3` inside its own namespace, and WireGuard peers at their org's `::3` on
+//! the gateway (`listeners.rs`, `server.rs`, on hickory-server), and recursion with a cache for every other name (`upstream.rs`).
 //! The store is never asked per lookup. Machines of the process driver have no private
 //! network and use the host's resolvers.
 
@@ -35,6 +35,7 @@ pub fn start(
     driver: &Arc<dyn Driver>,
     instances: watch::Receiver<Arc<InstanceSet>>,
     addresses: watch::Receiver<Arc<AppAddresses>>,
+    peers: watch::Receiver<Arc<Vec<hangar_net::wireguard::GatewayPeer>>>,
     settings: &DnsSettings,
 ) {
     let upstream = match upstream::Upstream::new(&settings.upstream) {
@@ -53,7 +54,7 @@ pub fn start(
     driver.on_network_attach(Arc::new(move |machine_id: &str, ipv6: &str| {
         hook.serve(machine_id, ipv6);
     }));
-    tokio::spawn(listeners.follow(instances, addresses));
+    tokio::spawn(listeners.follow(instances, addresses, peers));
 }
 
 /// A resolver over fixed networks on sockets of the caller's choosing, answering as

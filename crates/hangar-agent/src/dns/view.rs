@@ -1,14 +1,15 @@
-//! The private DNS view of the live instance set and the apps' Flycast addresses: one
-//! [`Network`] per org (the `fdaa:0:<org>::/48` of the machines' 6PN addresses),
-//! rebuilt whole whenever either changes, so a query reads one shared snapshot and
-//! never the store.
+//! The private DNS view of the live instance set, the apps' Flycast addresses and the
+//! gateway's WireGuard peers: one [`Network`] per org (the `fdaa:0:<org>::/48` of the
+//! machines' 6PN addresses), rebuilt whole whenever any of them changes, so a query
+//! reads one shared snapshot and never the store.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use hangar_proxy::{AppAddresses, InstanceSet};
 
-use super::names::{Member, Network};
+use super::names::{Member, Network, Peer};
+use hangar_net::wireguard::GatewayPeer;
 
 /// What the resolver answers from at one moment.
 #[derive(Debug, Default)]
@@ -33,10 +34,16 @@ pub fn flycast_org(address: &std::net::Ipv6Addr) -> Option<u16> {
 }
 
 impl View {
-    /// The view of the instance set's machines and, as `<app>.flycast`, the apps'
-    /// Flycast addresses among `addresses`.
-    pub fn of(set: &InstanceSet, addresses: &AppAddresses) -> View {
+    /// The view of the instance set's machines, as `<app>.flycast` the apps' Flycast
+    /// addresses among `addresses`, and as `<name>._peer.internal` the WireGuard peers.
+    pub fn of(set: &InstanceSet, addresses: &AppAddresses, peers: &[GatewayPeer]) -> View {
         let mut networks: HashMap<u16, Network> = HashMap::new();
+        for p in peers {
+            networks.entry(p.org).or_default().peers.push(Peer {
+                name: p.name.clone(),
+                address: p.address,
+            });
+        }
         for (ip, app) in addresses {
             let std::net::IpAddr::V6(ip) = ip else {
                 continue;

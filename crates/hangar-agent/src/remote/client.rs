@@ -251,6 +251,14 @@ impl AgentApi for RemoteAgent {
             .await
     }
 
+    async fn wireguard(
+        &self,
+        peers: Vec<crate::api::GatewayPeer>,
+    ) -> Result<crate::gateway::GatewayInfo, OpError> {
+        let req = self.post("/wireguard").await?.json(&peers);
+        self.json(req).await
+    }
+
     async fn dial_private(&self, target: &PrivateTarget) -> Result<Tunnel, OpError> {
         let url = self.endpoint("/private/dial").await?;
         self.upgrade(self.http.get(url).query(target)).await

@@ -47,6 +47,7 @@ pub fn router(supervisor: Supervisor, token: &str) -> Router {
         .route(&format!("{PREFIX}/private/resolve"), get(resolve_private))
         .route(&format!("{PREFIX}/private/dial"), get(dial_private))
         .route(&format!("{PREFIX}/machines/{{id}}/console"), post(console))
+        .route(&format!("{PREFIX}/wireguard"), post(wireguard))
         .with_state(served)
 }
 
@@ -238,4 +239,14 @@ async fn console(
         })?;
     let stream = AgentApi::console(&s.supervisor, &id, &session).await?;
     Ok(tunnel::splice(&mut request, stream))
+}
+
+async fn wireguard(
+    State(s): State<Served>,
+    headers: HeaderMap,
+    Json(peers): Json<Vec<crate::api::GatewayPeer>>,
+) -> Result<Response, Failure> {
+    authorized(&s, &headers)?;
+    let info = AgentApi::wireguard(&s.supervisor, peers).await?;
+    Ok(Json(info).into_response())
 }

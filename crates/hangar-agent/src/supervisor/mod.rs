@@ -158,6 +158,10 @@ pub(crate) struct Context {
     pub volumes: crate::volumes::Volumes,
     /// The apps' own addresses (dedicated and Flycast), as the edge last published them.
     pub app_addresses: watch::Sender<Arc<hangar_proxy::AppAddresses>>,
+    /// The WireGuard peers this host's gateway carries, for private DNS.
+    pub peers: watch::Sender<Arc<Vec<hangar_net::wireguard::GatewayPeer>>>,
+    /// This host's WireGuard gateway, once [`Supervisor::serve_wireguard`] set it up.
+    pub gateway: std::sync::OnceLock<Arc<crate::gateway::PeerGateway>>,
 }
 
 /// The registry of machine actors. Cheap to clone.
@@ -192,6 +196,8 @@ impl Supervisor {
                 checks: Default::default(),
                 load: Arc::default(),
                 app_addresses: watch::channel(Arc::default()).0,
+                peers: watch::channel(Arc::default()).0,
+                gateway: Default::default(),
             }),
             actors: Arc::default(),
             tracker: TaskTracker::new(),
@@ -206,8 +212,26 @@ impl Supervisor {
             &self.ctx.driver,
             self.instances(),
             self.ctx.app_addresses.subscribe(),
+            self.ctx.peers.subscribe(),
             settings,
         );
+    }
+
+    /// Makes this host a WireGuard gateway for its org's peers (see
+    /// [`crate::gateway`]): the peers kept from last time go back on its interface now.
+    pub fn serve_wireguard(&self, settings: &crate::gateway::GatewaySettings) {
+        let gateway = Arc::new(crate::gateway::PeerGateway::new(
+            settings,
+            self.ctx.peers.clone(),
+        ));
+        if self.ctx.gateway.set(gateway.clone()).is_ok() {
+            tokio::spawn(async move { gateway.resume().await });
+        }
+    }
+
+    /// This host's WireGuard gateway, if it serves as one.
+    pub(crate) fn gateway(&self) -> Option<&Arc<crate::gateway::PeerGateway>> {
+        self.ctx.gateway.get()
     }
 
     /// Follows the apps' addresses as the edge publishes them, for the Flycast names
@@ -229,7 +253,8 @@ impl Supervisor {
     pub(crate) fn private_view(&self) -> crate::dns::View {
         let set = self.instances().borrow().clone();
         let addresses = self.ctx.app_addresses.borrow().clone();
-        crate::dns::View::of(&set, &addresses)
+        let peers = self.ctx.peers.borrow().clone();
+        crate::dns::View::of(&set, &addresses, &peers)
     }
 
     /// The region this host is in.

@@ -87,6 +87,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         proxy_queue_timeout: go_duration("proxy-queue-timeout", &args.proxy_queue_timeout)?,
         volumes: args.machines.volume_settings()?,
         dns: args.machines.dns_settings(),
+        wireguard: args.machines.gateway_settings(&data_dir),
     };
     let agent = StandaloneAgent::start(config, driver)
         .await

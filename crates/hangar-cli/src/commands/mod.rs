@@ -9,6 +9,7 @@ mod build;
 mod certs;
 mod deploy;
 mod doctor;
+mod host_args;
 mod ips;
 mod launch;
 mod logs;
@@ -25,6 +26,7 @@ mod ssh;
 mod status;
 mod version;
 mod volumes;
+mod wireguard;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -75,6 +77,9 @@ pub enum Command {
     /// Manage an app's IP addresses
     #[command(subcommand)]
     Ips(ips::IpsCmd),
+    /// Manage WireGuard peers of an org's private network
+    #[command(subcommand, alias = "wg")]
+    Wireguard(wireguard::WireguardCmd),
     /// Manage an app's volumes
     #[command(subcommand, aliases = ["volume", "vol", "v"])]
     Volumes(volumes::VolumesCmd),
@@ -127,6 +132,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Open(a) => open::run(a).await.map(|_| ExitCode::SUCCESS),
         Command::Version(a) => version::run(a).map(|_| ExitCode::SUCCESS),
         Command::Ips(c) => ips::run(c).await.map(|_| ExitCode::SUCCESS),
+        Command::Wireguard(c) => wireguard::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Volumes(c) => volumes::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Certs(c) => certs::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Launch(a) => launch::run(a).await.map(|_| ExitCode::SUCCESS),

@@ -14,6 +14,7 @@ use hangar_server::CancellationToken;
 use hangar_server::{edge, Host, Server, ServerConfig};
 use tracing::info;
 
+pub use super::host_args::DriverArgs;
 use crate::config::{self, CliConfig};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -107,6 +108,11 @@ pub struct ServerArgs {
     /// machines until their guest memory adds up to the host's, 2.0 to twice that
     #[arg(long, env = "HANGAR_MEMORY_OVERCOMMIT", default_value_t = 1.0)]
     pub memory_overcommit: f64,
+    /// What WireGuard peer configs give as the gateway's `Endpoint` (HOST:PORT, a
+    /// name or address peers can reach); without it, the host the CLI reached the API
+    /// at, with --wireguard-port
+    #[arg(long, env = "HANGAR_WIREGUARD_ENDPOINT", value_name = "HOST:PORT")]
+    pub wireguard_endpoint: Option<String>,
     #[command(flatten)]
     pub machines: DriverArgs,
     /// Run no agent in this process: machines run on an agent of its own
@@ -114,124 +120,6 @@ pub struct ServerArgs {
     /// the host's proxy (then --http-listen/--https-listen name the agent's)
     #[arg(long, env = "HANGAR_REMOTE_AGENT")]
     pub remote_agent: bool,
-}
-
-/// How this host runs machines (`hangar server` and `hangar agent`).
-#[derive(Args)]
-pub struct DriverArgs {
-    /// How machines run
-    #[arg(long, env = "HANGAR_DRIVER", value_enum, default_value = "auto")]
-    pub driver: DriverKind,
-    /// Use the containerd listening here instead of starting a private one
-    #[arg(long, env = "HANGAR_CONTAINERD_SOCKET")]
-    pub containerd_socket: Option<PathBuf>,
-    /// A registry (host[:port]) to reach over plain HTTP; loopback ones always are
-    #[arg(
-        long = "insecure-registry",
-        env = "HANGAR_INSECURE_REGISTRIES",
-        value_delimiter = ','
-    )]
-    pub insecure_registries: Vec<String>,
-    /// How many times the host disk's free space volumes may be promised, as a ratio:
-    /// their images are sparse and take only what is written (1.0 promises no more
-    /// than is free)
-    #[arg(long, env = "HANGAR_VOLUME_OVERCOMMIT", default_value_t = 1.0)]
-    pub volume_overcommit: f64,
-    /// When volumes are encrypted at rest: auto (where the kernel has AES in hardware),
-    /// always (wherever ext4 can, however slow), never
-    #[arg(
-        long,
-        env = "HANGAR_VOLUME_ENCRYPTION",
-        value_enum,
-        default_value = "auto"
-    )]
-    pub volume_encryption: VolumeEncryption,
-    /// Keep volume snapshots in this S3-compatible bucket, as s3://BUCKET[/PREFIX]
-    /// (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY); without it they
-    /// stay under the data dir
-    #[arg(
-        long,
-        env = "HANGAR_SNAPSHOT_BUCKET",
-        value_name = "s3://BUCKET[/PREFIX]"
-    )]
-    pub snapshot_bucket: Option<String>,
-    /// The bucket's S3 endpoint, for a server other than AWS (MinIO, Ceph, Garage, R2…)
-    #[arg(long, env = "HANGAR_SNAPSHOT_ENDPOINT", value_name = "URL")]
-    pub snapshot_endpoint: Option<String>,
-    /// The bucket's region (what request signatures name)
-    #[arg(long, env = "HANGAR_SNAPSHOT_REGION", default_value = "us-east-1")]
-    pub snapshot_region: String,
-    /// A resolver (IP[:PORT]) machines' private DNS asks for every name that is not
-    /// private; repeat for more. Without it, those of the host's /etc/resolv.conf
-    #[arg(
-        long = "dns-upstream",
-        env = "HANGAR_DNS_UPSTREAM",
-        value_delimiter = ',',
-        value_name = "IP[:PORT]",
-        value_parser = parse_resolver
-    )]
-    pub dns_upstream: Vec<std::net::SocketAddr>,
-}
-
-/// `IP` or `IP:PORT` (`[IPv6]:PORT`), port 53 when none is given.
-fn parse_resolver(s: &str) -> Result<std::net::SocketAddr, String> {
-    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
-        return Ok((ip, 53).into());
-    }
-    s.parse()
-        .map_err(|_| format!("{s:?} is not a resolver address: give IP or IP:PORT ([IPv6]:PORT)"))
-}
-
-impl DriverArgs {
-    /// Where private DNS sends public names.
-    pub fn dns_settings(&self) -> hangar_agent::dns::DnsSettings {
-        hangar_agent::dns::DnsSettings {
-            upstream: self.dns_upstream.clone(),
-        }
-    }
-
-    /// How volumes are kept, from the flags, checked.
-    pub fn volume_settings(&self) -> Result<hangar_agent::volumes::VolumeSettings> {
-        let snapshot_bucket = match &self.snapshot_bucket {
-            Some(_) if hangar_agent::volumes::snapshot::s3::Credentials::from_env().is_none() => {
-                anyhow::bail!("--snapshot-bucket needs the bucket's credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment")
-            }
-            Some(bucket) => Some(
-                hangar_agent::volumes::snapshot::s3::S3Config::parse(
-                    bucket,
-                    self.snapshot_endpoint.as_deref(),
-                    &self.snapshot_region,
-                )
-                .map_err(|e| anyhow::anyhow!("--snapshot-bucket: {e}"))?,
-            ),
-            None if self.snapshot_endpoint.is_some() => {
-                anyhow::bail!("--snapshot-endpoint needs --snapshot-bucket s3://BUCKET[/PREFIX]")
-            }
-            None => None,
-        };
-        Ok(hangar_agent::volumes::VolumeSettings {
-            overcommit: overcommit("volume-overcommit", self.volume_overcommit)?,
-            encryption: self.volume_encryption.into(),
-            snapshot_bucket,
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum VolumeEncryption {
-    Auto,
-    Always,
-    Never,
-}
-
-impl From<VolumeEncryption> for hangar_agent::volumes::fscrypt::Encryption {
-    fn from(v: VolumeEncryption) -> Self {
-        match v {
-            VolumeEncryption::Auto => Self::Auto,
-            VolumeEncryption::Always => Self::Always,
-            VolumeEncryption::Never => Self::Never,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -397,6 +285,22 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     Ok(())
 }
 
+/// `HOST:PORT` as a peer's config gives it (`[IPv6]:PORT` for an IPv6 address).
+fn wireguard_endpoint(e: &str) -> Result<String> {
+    let e = e.trim();
+    let port = e.rsplit_once(':').and_then(|(host, port)| {
+        let bare_v6 = host.contains(':') && !host.starts_with('[');
+        (!host.is_empty() && !bare_v6)
+            .then_some(port)?
+            .parse::<u16>()
+            .ok()
+    });
+    match port {
+        Some(p) if p > 0 => Ok(e.to_string()),
+        _ => bail!("invalid --wireguard-endpoint {e:?}: give HOST:PORT, such as gw.example.com:51820 or [2001:db8::1]:51820"),
+    }
+}
+
 /// The server's settings from its flags; the error names a flag whose value is wrong.
 fn server_config(
     args: &ServerArgs,
@@ -439,6 +343,11 @@ fn server_config(
             },
         },
         master_key,
+        wireguard: args.machines.gateway_settings(data_dir),
+        wireguard_endpoint: match &args.wireguard_endpoint {
+            Some(e) => Some(wireguard_endpoint(e)?),
+            None => None,
+        },
         registry_listen: args.registry_listen,
         prices: price_table(args.price_table.as_deref())?,
         memory_overcommit: overcommit("memory-overcommit", args.memory_overcommit)?,
@@ -610,4 +519,24 @@ fn price_table(path: Option<&std::path::Path>) -> Result<hangar_types::billing::
         .validate()
         .map_err(|e| anyhow::anyhow!("the price table {}: {e}", path.display()))?;
     Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wireguard_endpoints_need_a_host_and_a_port() {
+        for ok in [
+            "gw.example.com:51820",
+            "10.0.0.1:4500",
+            "[2001:db8::1]:51820",
+        ] {
+            assert_eq!(wireguard_endpoint(ok).unwrap(), ok);
+        }
+        for bad in ["gw.example.com", ":51820", "2001:db8::1", "gw:0", "gw:big"] {
+            let e = wireguard_endpoint(bad).unwrap_err().to_string();
+            assert!(e.contains("--wireguard-endpoint"), "{bad}: {e}");
+        }
+    }
 }

@@ -34,4 +34,5 @@ mod snapshot_bucket;
 mod ssh_console;
 mod volume_workflow;
 mod volumes;
+mod wireguard;
 mod workflow;

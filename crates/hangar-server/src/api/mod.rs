@@ -25,6 +25,7 @@ mod secrets;
 mod tokens;
 mod tunnels;
 mod volumes;
+mod wireguard;
 
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode};
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .merge(volumes::routes(&state))
         .merge(tunnels::routes())
         .merge(console::routes())
+        .merge(wireguard::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_token,

@@ -29,6 +29,8 @@ const AGENT_FLAGS: &[&str] = &[
     "--snapshot-bucket",
     "--snapshot-endpoint",
     "--snapshot-region",
+    "--wireguard-port",
+    "--wireguard-interface",
 ];
 
 /// Flags both take.
