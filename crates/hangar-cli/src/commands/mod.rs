@@ -24,6 +24,7 @@ mod secrets;
 mod server;
 mod ssh;
 mod status;
+mod tokens;
 mod version;
 mod volumes;
 mod wireguard;
@@ -77,6 +78,9 @@ pub enum Command {
     /// Manage an app's IP addresses
     #[command(subcommand)]
     Ips(ips::IpsCmd),
+    /// Show and narrow API tokens (offline)
+    #[command(subcommand)]
+    Tokens(tokens::TokensCmd),
     /// Manage WireGuard peers of an org's private network
     #[command(subcommand, alias = "wg")]
     Wireguard(wireguard::WireguardCmd),
@@ -133,6 +137,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Version(a) => version::run(a).map(|_| ExitCode::SUCCESS),
         Command::Ips(c) => ips::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Wireguard(c) => wireguard::run(c).await.map(|_| ExitCode::SUCCESS),
+        Command::Tokens(c) => tokens::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Volumes(c) => volumes::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Certs(c) => certs::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Launch(a) => launch::run(a).await.map(|_| ExitCode::SUCCESS),

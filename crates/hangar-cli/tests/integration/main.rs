@@ -32,6 +32,7 @@ mod recovery;
 mod requests;
 mod snapshot_bucket;
 mod ssh_console;
+mod tokens;
 mod volume_workflow;
 mod volumes;
 mod wireguard;
