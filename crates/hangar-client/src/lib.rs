@@ -5,6 +5,7 @@
 mod billing;
 mod deploys;
 mod edge;
+mod orgs;
 mod tunnels;
 mod volumes;
 mod wireguard;
@@ -58,6 +59,12 @@ fn api_error(status: StatusCode, text: &str) -> ClientError {
             serde_json::from_str::<LeaseEnvelope>(text).map(|e| e.message.unwrap_or_default())
         })
         .unwrap_or_else(|_| format!("{status}: {text}"));
+    // Fly's bare 403: say what it means here.
+    let message = if status == StatusCode::FORBIDDEN && message == "unauthorized" {
+        "unauthorized: the token is not of the org that holds this (use a token of the app's org, or check the app's name)".to_string()
+    } else {
+        message
+    };
     ClientError::Api { status, message }
 }
 

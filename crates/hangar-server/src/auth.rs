@@ -50,6 +50,14 @@ impl TokenCache {
             .map(|(t, _)| t.clone())
     }
 
+    /// Forgets every token of `org` (removed with its org): they stop working now,
+    /// not when they would have been looked up again.
+    pub fn forget_org(&self, org: &str) {
+        if let Ok(mut found) = self.found.lock() {
+            found.retain(|_, (t, _)| t.org_slug != org);
+        }
+    }
+
     fn put(&self, digest: String, token: TokenRecord) {
         if let Ok(mut found) = self.found.lock() {
             if found.len() >= REMEMBERED_MAX {

@@ -45,6 +45,7 @@ pub(crate) async fn run(store: &Store, config: &ServerConfig) -> Result<Bootstra
                 id: ids::ulid(),
                 org_slug: PERSONAL_ORG.into(),
                 name: "admin".into(),
+                kind: "admin".into(),
             };
             db.insert_token(&record, &auth::digest(&token), &now)?;
             Ok(Some(token))

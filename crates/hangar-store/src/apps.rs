@@ -17,7 +17,14 @@ pub struct TokenRecord {
     pub id: String,
     pub org_slug: String,
     pub name: String,
+    /// `org` (its org's apps and everything in them) or `admin` (that, and creating
+    /// and removing orgs).
+    pub kind: String,
 }
+
+/// The most orgs one control plane holds: an org's number is a byte of its machines'
+/// addresses and bridge names.
+pub const MOST_ORGS: i64 = 255;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppRecord {
@@ -103,8 +110,8 @@ impl Db<'_> {
         created_at: &str,
     ) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO tokens (id, org_slug, name, sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            args![&token.id, &token.org_slug, &token.name, sha256, created_at],
+            "INSERT INTO tokens (id, org_slug, name, sha256, created_at, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            args![&token.id, &token.org_slug, &token.name, sha256, created_at, &token.kind],
         )?;
         Ok(())
     }
@@ -112,7 +119,7 @@ impl Db<'_> {
     pub fn token_by_digest(&mut self, sha256: &str) -> Result<Option<TokenRecord>> {
         self.conn
             .query_opt(
-                "SELECT id, org_slug, name FROM tokens WHERE sha256 = ?1",
+                "SELECT id, org_slug, name, kind FROM tokens WHERE sha256 = ?1",
                 args![sha256],
             )?
             .map(|r| {
@@ -120,9 +127,73 @@ impl Db<'_> {
                     id: r.get(0)?,
                     org_slug: r.get(1)?,
                     name: r.get(2)?,
+                    kind: r.get(3)?,
                 })
             })
             .transpose()
+    }
+
+    /// Adds an org under the next free number, with its first token, in one
+    /// transaction; `None` when the slug is taken.
+    pub fn create_org(
+        &mut self,
+        slug: &str,
+        name: &str,
+        token: &TokenRecord,
+        sha256: &str,
+        created_at: &str,
+    ) -> Result<Option<OrgRecord>> {
+        let mut tx = self.conn.begin()?;
+        if tx
+            .query_opt("SELECT 1 FROM orgs WHERE slug = ?1", args![slug])?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        let next: i64 = tx
+            .query_one("SELECT COALESCE(MAX(numeric_id), 0) + 1 FROM orgs", &[])?
+            .get(0)?;
+        if next > MOST_ORGS {
+            return Err(crate::StoreError::Conflict(format!(
+                "this control plane holds {MOST_ORGS} orgs, the most it can: remove one first"
+            )));
+        }
+        tx.execute(
+            "INSERT INTO orgs (slug, name, numeric_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+            args![slug, name, next, created_at],
+        )?;
+        tx.execute(
+            "INSERT INTO tokens (id, org_slug, name, sha256, created_at, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            args![&token.id, slug, &token.name, sha256, created_at, &token.kind],
+        )?;
+        tx.commit()?;
+        Ok(Some(OrgRecord {
+            slug: slug.to_string(),
+            name: name.to_string(),
+            numeric_id: next,
+        }))
+    }
+
+    /// Removes an org that holds no apps, with its tokens and peers; whether it was
+    /// there. An org with apps is a conflict.
+    pub fn delete_org(&mut self, slug: &str) -> Result<bool> {
+        let mut tx = self.conn.begin()?;
+        let apps: i64 = tx
+            .query_one("SELECT COUNT(*) FROM apps WHERE org_slug = ?1", args![slug])?
+            .get(0)?;
+        if apps > 0 {
+            return Err(crate::StoreError::Conflict(format!(
+                "org {slug} still has {apps} app(s): destroy them first (hangar apps destroy)"
+            )));
+        }
+        tx.execute("DELETE FROM tokens WHERE org_slug = ?1", args![slug])?;
+        tx.execute(
+            "DELETE FROM wireguard_peers WHERE org_slug = ?1",
+            args![slug],
+        )?;
+        let n = tx.execute("DELETE FROM orgs WHERE slug = ?1", args![slug])?;
+        tx.commit()?;
+        Ok(n == 1)
     }
 
     pub fn insert_app(&mut self, app: &AppRecord) -> Result<()> {

@@ -40,6 +40,7 @@ fn apps_and_tokens(db: &mut Db<'_>) -> Result<()> {
         id: "tok1".into(),
         org_slug: "personal".into(),
         name: "admin".into(),
+        kind: "admin".into(),
     };
     db.insert_token(&token, "digest", "t")?;
     assert_eq!(db.token_count()?, 1);
@@ -56,6 +57,30 @@ fn apps_and_tokens(db: &mut Db<'_>) -> Result<()> {
         .map(|a| a.name)
         .collect();
     assert_eq!(names, ["api", "web"]);
+
+    let acme_token = TokenRecord {
+        id: "tok2".into(),
+        org_slug: "acme".into(),
+        name: "first".into(),
+        kind: "org".into(),
+    };
+    let acme = db
+        .create_org("acme", "Acme", &acme_token, "digest2", "t")?
+        .unwrap();
+    assert_eq!(acme.numeric_id, 2);
+    assert!(db
+        .create_org("acme", "Again", &acme_token, "digest3", "t")?
+        .is_none());
+    assert_eq!(db.token_by_digest("digest2")?, Some(acme_token));
+    let mut in_acme = app("anvil");
+    in_acme.org_slug = "acme".into();
+    db.insert_app(&in_acme)?;
+    let busy = db.delete_org("acme").unwrap_err();
+    assert!(busy.to_string().contains("still has 1 app"), "{busy}");
+    assert!(db.delete_app("anvil")?);
+    assert!(db.delete_org("acme")?);
+    assert_eq!(db.token_by_digest("digest2")?, None);
+    assert!(!db.delete_org("acme")?);
     Ok(())
 }
 

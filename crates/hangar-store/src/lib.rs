@@ -32,7 +32,7 @@ mod engines_test;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-pub use apps::{AppRecord, OrgRecord, TokenRecord};
+pub use apps::{AppRecord, OrgRecord, TokenRecord, MOST_ORGS};
 pub use database::{lock_sqlite, Database};
 pub use edge::{CertRecord, IpRecord};
 pub use error::StoreError;

@@ -248,6 +248,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (org_slug, name)
     );
     "#,
+    // 11: what a token may do beyond its org: the first start's admin token may also
+    // create and remove orgs.
+    r#"
+    ALTER TABLE tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'org';
+    UPDATE tokens SET kind = 'admin' WHERE name = 'admin' AND org_slug = 'personal';
+    "#,
 ];
 
 /// Any number, the same in every process: the key of the lock two servers starting on

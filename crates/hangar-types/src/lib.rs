@@ -20,6 +20,7 @@ pub mod machine;
 pub mod machine_config;
 pub mod observed;
 pub mod omit;
+pub mod org;
 pub mod requests;
 pub mod secrets;
 pub mod signal;

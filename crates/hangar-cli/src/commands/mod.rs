@@ -15,6 +15,7 @@ mod launch;
 mod logs;
 mod machine;
 mod open;
+mod orgs;
 mod ports;
 mod progress;
 mod proxy;
@@ -78,6 +79,9 @@ pub enum Command {
     /// Manage an app's IP addresses
     #[command(subcommand)]
     Ips(ips::IpsCmd),
+    /// Create, list and remove orgs
+    #[command(subcommand, aliases = ["org", "organizations"])]
+    Orgs(orgs::OrgsCmd),
     /// Show and narrow API tokens (offline)
     #[command(subcommand)]
     Tokens(tokens::TokensCmd),
@@ -138,6 +142,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ips(c) => ips::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Wireguard(c) => wireguard::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Tokens(c) => tokens::run(c).await.map(|_| ExitCode::SUCCESS),
+        Command::Orgs(c) => orgs::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Volumes(c) => volumes::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Certs(c) => certs::run(c).await.map(|_| ExitCode::SUCCESS),
         Command::Launch(a) => launch::run(a).await.map(|_| ExitCode::SUCCESS),

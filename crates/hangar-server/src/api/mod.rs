@@ -20,6 +20,7 @@ mod leases;
 mod logs;
 mod machines;
 mod metadata;
+mod orgs;
 mod query;
 mod secrets;
 mod tokens;
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tunnels::routes())
         .merge(console::routes())
         .merge(wireguard::routes())
+        .merge(orgs::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_token,
