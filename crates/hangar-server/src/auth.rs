@@ -37,6 +37,10 @@ pub struct TokenCache {
     found: Mutex<HashMap<String, (TokenRecord, Instant)>>,
 }
 
+/// The most tokens one `Authorization` header may carry (a permission token and its
+/// discharges, a few of each); each costs a lookup.
+const MOST_TOKENS: usize = 8;
+
 /// How long a token found stays known without asking the store again.
 const REMEMBERED: Duration = Duration::from_secs(10);
 const REMEMBERED_MAX: usize = 4096;
@@ -122,10 +126,14 @@ pub async fn require_token(
             "Authenticate: missing Authorization header; send \"Authorization: Bearer <token>\"",
         ));
     };
-    let digests: Vec<String> = tokens_in_header(&header)
-        .iter()
-        .map(|t| digest(t))
-        .collect();
+    let tokens = tokens_in_header(&header);
+    if tokens.len() > MOST_TOKENS {
+        return Err(ApiError::bad_request(format!(
+            "the Authorization header carries {} tokens; send at most {MOST_TOKENS}",
+            tokens.len()
+        )));
+    }
+    let digests: Vec<String> = tokens.iter().map(|t| digest(t)).collect();
     let known = digests.iter().find_map(|d| state.tokens.get(d));
     let found = match known {
         Some(t) => Some(t),

@@ -18,6 +18,7 @@ pub mod deploy;
 pub mod edge;
 pub mod fleet;
 pub mod ids;
+mod listen;
 mod observed;
 pub mod placement;
 pub mod secrets;
@@ -329,9 +330,7 @@ impl Server {
                 tokio::spawn(proxy.serve(http, https, shutdown.clone()))
             });
         let app = api::router(self.state.clone());
-        let stop = shutdown.clone();
-        let result = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
+        let result = listen::serve(self.listener, app, shutdown.clone())
             .await
             .map_err(ServerError::Serve);
         if let Some(proxy) = proxy {

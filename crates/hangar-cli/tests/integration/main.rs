@@ -7,6 +7,7 @@
 
 mod acme;
 mod agent_apart;
+mod api_defences;
 mod autostart;
 mod bad_input;
 mod billing;
