@@ -75,7 +75,7 @@ async fn slow_and_oversized_requests_are_cut_off() {
     );
 
     // A few too many tokens, each small.
-    let many = vec![s.token.as_str(); 9].join(",");
+    let many = [s.token.as_str(); 9].join(",");
     let r = s
         .raw(
             "GET",
