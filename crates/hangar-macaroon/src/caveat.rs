@@ -89,6 +89,18 @@ const STRING_SETS: [(u64, &str, &str); 6] = [
     (CLUSTERS, "Clusters", "clusters"),
 ];
 
+/// The resource-set caveat of type `kind` (one of [`STRING_SETS`]) over `set`.
+fn string_set_caveat(kind: u64, set: BTreeMap<String, Action>) -> Caveat {
+    match kind {
+        VOLUMES => Caveat::Volumes(set),
+        MACHINES => Caveat::Machines(set),
+        FEATURE_SET => Caveat::FeatureSet(set),
+        MACHINE_FEATURE_SET => Caveat::MachineFeatureSet(set),
+        APP_FEATURE_SET => Caveat::AppFeatureSet(set),
+        _ => Caveat::Clusters(set),
+    }
+}
+
 fn bad(why: impl Into<String>) -> TokenError {
     TokenError::BadCaveat(why.into())
 }
@@ -203,16 +215,8 @@ impl Caveat {
     }
 
     fn from_msgpack_at(kind: u64, body: &Value, depth: usize) -> Result<Caveat, TokenError> {
-        if let Some((_, _, _)) = STRING_SETS.iter().find(|(k, _, _)| *k == kind) {
-            let set = string_set(body)?;
-            return Ok(match kind {
-                VOLUMES => Caveat::Volumes(set),
-                MACHINES => Caveat::Machines(set),
-                FEATURE_SET => Caveat::FeatureSet(set),
-                MACHINE_FEATURE_SET => Caveat::MachineFeatureSet(set),
-                APP_FEATURE_SET => Caveat::AppFeatureSet(set),
-                _ => Caveat::Clusters(set),
-            });
+        if STRING_SETS.iter().any(|(k, _, _)| *k == kind) {
+            return Ok(string_set_caveat(kind, string_set(body)?));
         }
         Ok(match kind {
             ORGANIZATION => match array(body)? {
@@ -368,16 +372,8 @@ impl Caveat {
                 .map(|(k, a)| Ok((k.clone(), action(a)?)))
                 .collect()
         };
-        if let Some((_, name, key)) = STRING_SETS.iter().find(|(_, n, _)| *n == kind) {
-            let set = actions(&body[*key])?;
-            return Ok(match *name {
-                "Volumes" => Caveat::Volumes(set),
-                "Machines" => Caveat::Machines(set),
-                "FeatureSet" => Caveat::FeatureSet(set),
-                "MachineFeatureSet" => Caveat::MachineFeatureSet(set),
-                "AppFeatureSet" => Caveat::AppFeatureSet(set),
-                _ => Caveat::Clusters(set),
-            });
+        if let Some((number, _, key)) = STRING_SETS.iter().find(|(_, n, _)| *n == kind) {
+            return Ok(string_set_caveat(*number, actions(&body[*key])?));
         }
         let int = |j: &Json, what: &str| {
             j.as_i64()
